@@ -1,0 +1,129 @@
+"""Model files: one ``.npz`` per model, arrays plus JSON metadata.
+
+Writing goes to a temporary file in the target folder, then ``os.replace``: an
+interrupted run never leaves a half-written model. Reading never unpickles; it checks
+that the file is an archive, holds rnnlm metadata of a format version this code reads,
+and that every array has the expected dtype and rank. Uncompressed members (what
+``np.savez`` writes) are memory-mapped, so loading a large model costs next to nothing
+until its pages are touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from typing import Dict, Mapping, Tuple
+
+import numpy as np
+
+from rnnlm_cli.errors import ModelFileError
+
+FORMAT_VERSION = 1
+META_KEY = "__meta__"
+
+
+def save_model(path: str, arrays: Mapping[str, np.ndarray], metadata: dict) -> None:
+    """Write ``arrays`` and ``metadata`` to ``path`` atomically."""
+    metadata = dict(metadata, format_version=FORMAT_VERSION)
+    payload = dict(arrays)
+    payload[META_KEY] = np.frombuffer(json.dumps(metadata, ensure_ascii=False).encode(), np.uint8)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".rnnlm-", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot write: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, **payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_model(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
+    """Read a model file: ``(arrays, metadata)``; raise ``ModelFileError`` if it is bad."""
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: is a directory")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename[:-4]: info for info in archive.infolist()
+                       if info.filename.endswith(".npy")}
+            if META_KEY not in members:
+                raise ModelFileError(f"{path}: not an rnnlm model (no metadata in the archive)")
+            metadata = _read_metadata(path, archive, members[META_KEY])
+            arrays = {name: _read_member(path, archive, info)
+                      for name, info in members.items() if name != META_KEY}
+    except zipfile.BadZipFile:
+        raise ModelFileError(f"{path}: not a model file (not an .npz archive, or truncated)") \
+            from None
+    except (EOFError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: truncated or corrupt ({exc})") from None
+    return arrays, metadata
+
+
+def check_arrays(path: str, arrays: Mapping[str, np.ndarray], schema: Mapping[str, Tuple[str, int]]):
+    """Check that each ``name: (dtype kind codes, ndim)`` of ``schema`` is present and right."""
+    for name, (kinds, ndim) in schema.items():
+        if name not in arrays:
+            raise ModelFileError(f"{path}: corrupt model: array '{name}' is missing")
+        array = arrays[name]
+        if array.dtype.kind not in kinds or array.ndim != ndim:
+            raise ModelFileError(f"{path}: corrupt model: array '{name}' has dtype "
+                                 f"{array.dtype} and shape {array.shape}")
+
+
+def _read_metadata(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict:
+    raw = _read_member(path, archive, info)
+    try:
+        metadata = json.loads(bytes(np.asarray(raw)).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: corrupt model: metadata is not JSON") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("format_version"), int):
+        raise ModelFileError(f"{path}: corrupt model: metadata has no format version")
+    version = metadata["format_version"]
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: made by a newer rnnlm (format version {version}; "
+                             f"this one reads up to {FORMAT_VERSION}): upgrade rnnlm")
+    if version < 1:
+        raise ModelFileError(f"{path}: corrupt model: format version {version}")
+    return metadata
+
+
+def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One array of the archive, memory-mapped when stored uncompressed."""
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+        if dtype.hasobject:
+            raise ModelFileError(f"{path}: array '{info.filename[:-4]}' holds Python objects "
+                                 "(pickled data); refused")
+        header_size = stream.tell()
+        if info.compress_type != zipfile.ZIP_STORED or fortran:
+            return np.lib.format.read_array(archive.open(info), allow_pickle=False)
+    start = info.header_offset + _local_header_size(archive, info) + header_size
+    count = int(np.prod(shape)) if shape else 1
+    if start + count * dtype.itemsize > os.path.getsize(path):
+        raise ValueError(f"array '{info.filename[:-4]}' runs past the end of the file")
+    if count == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape)
+
+
+def _local_header_size(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    """Size of the zip local file header in front of a member's data."""
+    archive.fp.seek(info.header_offset)
+    header = archive.fp.read(30)
+    if header[:4] != b"PK\x03\x04":
+        raise ValueError("bad zip local header")
+    name_len = int.from_bytes(header[26:28], "little")
+    extra_len = int.from_bytes(header[28:30], "little")
+    return 30 + name_len + extra_len

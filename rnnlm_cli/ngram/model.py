@@ -1,0 +1,170 @@
+"""The n-gram language model: back-off tables in trie form, queried with NumPy.
+
+Tables are those of ``smoothing.BackoffTables``: for order n, a sorted array of keys
+``row(w_1..w_{n-1}) * |V| + w_n``, the natural-log probability of each n-gram and (for
+n < N) its natural-log back-off weight as a context. The state of a history is, for
+each length k = 1..N-1, the row of the k-gram ending at its last word (-1 if that
+k-gram is not in the model); reading one more word extends every row by one lookup,
+exactly as KenLM's query state does.
+
+Probability of ``w`` after history ``h`` (the ARPA back-off rule): with ``L`` the
+length of the longest n-gram ``(h_{L-1}, w)`` in the model,
+
+    log p(w | h) = log p(h_{L-1} w) + sum_{k=L}^{|h|} log bow(h_k)
+
+where ``h_k`` are the last k words of ``h`` and a missing ``h_k`` has bow 1.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+from rnnlm_cli.lm import LanguageModel, TokenScores
+from rnnlm_cli.ngram.counting import padded_sequence
+from rnnlm_cli.ngram.smoothing import BackoffTables
+from rnnlm_cli.vocab import Vocabulary
+
+
+class NgramModel(LanguageModel):
+    """A back-off n-gram model (any smoothing; also what an ARPA file holds)."""
+
+    def __init__(self, vocab: Vocabulary, tables: BackoffTables, metadata: dict):
+        if tables.vocab_size != len(vocab) or tables.keys[0].size != len(vocab):
+            raise ValueError("the unigram table must cover the vocabulary")
+        self.vocab = vocab
+        self.tables = tables
+        self.metadata = metadata
+        self.order = tables.order
+        self._v = np.uint64(len(vocab))
+
+    @property
+    def kind(self) -> str:
+        return "ngram"
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def lookup(self, n: int, prefix_rows: np.ndarray, words: np.ndarray) -> np.ndarray:
+        """Row of each n-gram ``(prefix, word)`` in the table of order n, -1 if absent.
+
+        ``prefix_rows`` are rows in the table of order n-1 (-1: the prefix is absent).
+        """
+        if n == 1:
+            return np.asarray(words, dtype=np.int64)
+        keys = self.tables.keys[n - 1]
+        present = prefix_rows >= 0
+        query = np.where(present, prefix_rows, 0).astype(np.uint64) * self._v \
+            + np.asarray(words).astype(np.uint64)
+        rows = np.searchsorted(keys, query)
+        rows_clipped = np.minimum(rows, keys.size - 1)
+        found = present & (rows < keys.size)
+        if keys.size:
+            found &= keys[rows_clipped] == query
+        else:
+            found[:] = False
+        return np.where(found, rows_clipped, -1).astype(np.int64)
+
+    # -- LanguageModel -----------------------------------------------------------------
+
+    def initial_state(self, batch: int) -> np.ndarray:
+        state = np.full((batch, max(self.order - 1, 0)), -1, dtype=np.int64)
+        if self.order > 1:
+            state[:, 0] = self.vocab.bos_id
+        return state  # (B, N-1): row of the k-gram ending at the last word, k = 1..N-1
+
+    def advance(self, state: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
+        token_ids = np.asarray(token_ids, dtype=np.int64)
+        new = np.full_like(state, -1)
+        if self.order > 1:
+            new[:, 0] = token_ids
+        for k in range(2, self.order):
+            new[:, k - 1] = self.lookup(k, state[:, k - 2], token_ids)
+        return new
+
+    def log_probs(self, state: np.ndarray) -> np.ndarray:
+        """Start from the unigram distribution; for each longer context that exists,
+        multiply everything by its back-off weight, then overwrite the words seen
+        after it with their own probabilities."""
+        batch = state.shape[0]
+        out = np.tile(self.tables.logprob[0], (batch, 1))
+        for k in range(1, self.order):
+            rows = state[:, k - 1]
+            for b in np.flatnonzero(rows >= 0):
+                out[b] += self.tables.backoff[k - 1][rows[b]]
+                lo, hi = self._children(k + 1, rows[b])
+                words = (self.tables.keys[k][lo:hi] % self._v).astype(np.int64)
+                out[b, words] = self.tables.logprob[k][lo:hi]
+        return out
+
+    def _children(self, n: int, context_row: int):
+        """Slice of the order-n table holding the n-grams whose context is ``context_row``."""
+        keys = self.tables.keys[n - 1]
+        first = np.uint64(context_row) * self._v
+        return (int(np.searchsorted(keys, first)), int(np.searchsorted(keys, first + self._v)))
+
+    def score(self, sentences: Sequence[np.ndarray]) -> TokenScores:
+        lengths = np.array([len(s) for s in sentences], dtype=np.int64)
+        ids = np.concatenate(sentences) if len(sentences) else np.zeros(0, np.int64)
+        return self.score_flat(ids, lengths)
+
+    def score_flat(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
+        """Score sentences given back to back in ``ids``; all positions at once."""
+        sequence, offset = padded_sequence(ids, lengths, self.vocab.bos_id, self.vocab.eos_id)
+        rows = self._rows_ending_at(sequence, offset)            # N arrays, (P,)
+        logprob = np.full(sequence.size, np.nan)
+        used = np.zeros(sequence.size, dtype=np.int64)
+        for n in range(1, self.order + 1):
+            found = rows[n - 1] >= 0
+            logprob[found] = self.tables.logprob[n - 1][rows[n - 1][found]]
+            used[found] = n
+        # Back-off weights of the contexts longer than the match: k = L .. N-1.
+        for k in range(1, self.order):
+            context = np.roll(rows[k - 1], 1)
+            charged = (k >= used) & (context >= 0) & (offset > 0)
+            logprob[charged] += self.tables.backoff[k - 1][context[charged]]
+        scored = offset > 0
+        return TokenScores(logprob[scored], used[scored], np.cumsum(lengths + 1))
+
+    def _rows_ending_at(self, sequence: np.ndarray, offset: np.ndarray) -> List[np.ndarray]:
+        """For each order n, the row of the n-gram ending at each position (-1: absent)."""
+        rows = [sequence.astype(np.int64)]
+        for n in range(2, self.order + 1):
+            prefix = np.roll(rows[-1], 1)
+            prefix[offset < n - 1] = -1       # the n-gram would start before <s>
+            rows.append(self.lookup(n, prefix, sequence))
+        return rows
+
+    # -- storage -------------------------------------------------------------------------
+
+    def to_arrays(self) -> dict:
+        arrays = dict(self.vocab.to_arrays())
+        for n in range(1, self.order + 1):
+            if n > 1:
+                arrays[f"keys_{n}"] = self.tables.keys[n - 1]
+            arrays[f"logprob_{n}"] = self.tables.logprob[n - 1]
+            if n < self.order:
+                arrays[f"backoff_{n}"] = self.tables.backoff[n - 1]
+        return arrays
+
+    @classmethod
+    def array_schema(cls, order: int) -> dict:
+        schema = {"vocab_words": ("u", 1)}
+        for n in range(1, order + 1):
+            if n > 1:
+                schema[f"keys_{n}"] = ("u", 1)
+            schema[f"logprob_{n}"] = ("f", 1)
+            if n < order:
+                schema[f"backoff_{n}"] = ("f", 1)
+        return schema
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, metadata: dict) -> "NgramModel":
+        order = int(metadata["order"])
+        vocab = Vocabulary.from_arrays(arrays)
+        keys = [np.arange(len(vocab), dtype=np.uint64)]
+        keys += [arrays[f"keys_{n}"] for n in range(2, order + 1)]
+        tables = BackoffTables(order, len(vocab), keys,
+                               [arrays[f"logprob_{n}"] for n in range(1, order + 1)],
+                               [arrays[f"backoff_{n}"] for n in range(1, order)],
+                               metadata.get("smoothing_notes", {}))
+        return cls(vocab, tables, metadata)

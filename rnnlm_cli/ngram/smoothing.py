@@ -1,0 +1,251 @@
+"""Smoothing: from n-gram counts to a back-off model (probabilities and back-off weights).
+
+Every method yields the same form, the one ARPA files store: for each n-gram its
+probability ``p(w | h)`` and, for each context ``h``, a back-off weight ``bow(h)`` such
+that for a word never seen after ``h``
+
+    p(w | h) = bow(h) * p(w | h')        (h' is h without its first word)
+
+Interpolated methods (Kneser-Ney, Witten-Bell) have the recursive form
+
+    p(w | h) = alpha(h w) + gamma(h) * p(w | h')        and bow(h) = gamma(h),
+
+with the unigram level interpolated with the uniform distribution over the vocabulary
+less ``<s>`` (which is never predicted). Back-off methods (add-k, MLE) give each seen
+n-gram its own estimate and leave the rest of the mass to ``bow(h)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from rnnlm_cli.ngram.counting import NgramCounts
+
+METHODS = ("kneser-ney", "witten-bell", "add-k", "mle")
+# lmplz --discount_fallback: what KenLM uses when discounts cannot be estimated.
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+
+
+@dataclass
+class BackoffTables:
+    """The estimated model: per order, keys (as in ``NgramCounts``), log p, log bow."""
+
+    order: int
+    vocab_size: int
+    keys: List[np.ndarray]
+    logprob: List[np.ndarray]             # natural log p(w | h) of each n-gram
+    backoff: List[np.ndarray]             # natural log bow of each n-gram as a context (n < N)
+    notes: dict = field(default_factory=dict)   # discounts, fall-backs: saved in metadata
+
+
+def estimate(counts: NgramCounts, method: str, bos: int, add_k: float = 1.0,
+             prune: Optional[Sequence[int]] = None) -> BackoffTables:
+    """Estimate a back-off model from ``counts`` with the smoothing ``method``."""
+    if method == "kneser-ney":
+        return _kneser_ney(counts, bos, prune)
+    if method == "witten-bell":
+        return _witten_bell(counts, bos)
+    if method == "add-k":
+        return _add_k(counts, bos, add_k)
+    if method == "mle":
+        return _mle(counts, bos)
+    raise ValueError(f"unknown smoothing method {method!r}")
+
+
+# -- helpers shared by the methods ------------------------------------------------
+
+def _raw_counts(counts: NgramCounts, n: int, bos: int) -> np.ndarray:
+    """Occurrence counts of order n, with ``<s>`` never counted as a predicted unigram."""
+    c = counts.counts[n - 1].astype(np.float64)
+    if n == 1:
+        c[bos] = 0.0
+    return c
+
+
+def _per_context(counts: NgramCounts, n: int, values: np.ndarray) -> np.ndarray:
+    """Sum of ``values`` over the n-grams sharing each context (one entry per context row)."""
+    if n == 1:
+        return np.array([values.sum()])
+    return np.bincount(counts.context(n).astype(np.int64), weights=values,
+                       minlength=counts.size(n - 1))
+
+
+def _context_of(counts: NgramCounts, n: int) -> np.ndarray:
+    if n == 1:
+        return np.zeros(counts.size(1), dtype=np.int64)
+    return counts.context(n).astype(np.int64)
+
+
+def _safe_log(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(x)
+
+
+def _interpolate(counts: NgramCounts, bos: int, alpha: List[np.ndarray],
+                 gamma: List[np.ndarray], notes: dict) -> BackoffTables:
+    """Recursive interpolation ``p = alpha + gamma(h) p_lower``; bow(h) = gamma(h).
+
+    ``gamma[n-1]`` has one entry per context row of order n-1 (one entry for n = 1),
+    NaN where a context has no continuation (its back-off weight is then 1).
+    """
+    vocab_size = counts.vocab_size
+    uniform = 1.0 / (vocab_size - 1)  # the vocabulary less <s>
+    probs = [alpha[0] + gamma[0][0] * uniform]
+    probs[0][bos] = 0.0
+    for n in range(2, counts.order + 1):
+        ctx = _context_of(counts, n)
+        probs.append(alpha[n - 1] + gamma[n - 1][ctx] * probs[n - 2][counts.suffix[n - 1]])
+    backoff = [_safe_log(np.where(np.isnan(g), 1.0, g)) for g in gamma[1:]]
+    return BackoffTables(counts.order, vocab_size, list(counts.keys),
+                         [_safe_log(p) for p in probs], backoff, notes)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, NaN where the denominator is 0 (a context never continued)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1),
+                        np.nan)
+
+
+# -- interpolated modified Kneser-Ney (Chen & Goodman 1998; KenLM's lmplz) -----------
+
+def adjusted_counts(counts: NgramCounts, n: int, bos: int) -> np.ndarray:
+    """Kneser-Ney counts: raw at the highest order and for n-grams starting with ``<s>``
+    (nothing can precede them); elsewhere the number of distinct words seen before."""
+    if n == counts.order:
+        a = counts.counts[n - 1].copy()
+    else:
+        a = np.where(counts.starts_with_bos[n - 1], counts.counts[n - 1],
+                     counts.left_extensions[n - 1])
+    if n == 1:
+        a[bos] = 0
+    return a
+
+
+def kn_discounts(adjusted: np.ndarray):
+    """Discounts D_1, D_2, D_3+ from counts-of-counts, Chen & Goodman eq. (26):
+
+        Y = t1 / (t1 + 2 t2),   D_k = k - (k + 1) Y t_{k+1} / t_k,
+
+    where t_k is the number of n-grams with adjusted count k. Returns ``(D, problem)``:
+    ``problem`` is None, or why the discounts cannot be estimated (a count-of-count is
+    zero or a discount falls outside [0, k]: KenLM's BadDiscountException).
+    """
+    t = np.array([np.count_nonzero(adjusted == k) for k in range(5)], dtype=np.float64)
+    for k in (1, 2, 3):
+        if t[k] == 0:
+            return None, f"no n-grams with adjusted count {k}"
+    y = t[1] / (t[1] + 2 * t[2])
+    discounts = np.array([k - (k + 1) * y * t[k + 1] / t[k] for k in (1, 2, 3)])
+    for k, d in zip((1, 2, 3), discounts):
+        if not 0 <= d <= k:
+            return None, f"discount D{k} = {d:.4f} is outside [0, {k}]"
+    return discounts, None
+
+
+def _kneser_ney(counts: NgramCounts, bos: int, prune: Optional[Sequence[int]]) -> BackoffTables:
+    thresholds = [0] + list(prune or [])
+    thresholds += [thresholds[-1]] * (counts.order - len(thresholds))
+    alpha, gamma, notes = [], [], {"discounts": {}, "discount_fallback": {}}
+    kept = []
+    for n in range(1, counts.order + 1):
+        a = adjusted_counts(counts, n, bos).astype(np.float64)
+        discounts, problem = kn_discounts(a)
+        if problem:
+            discounts = np.array(FALLBACK_DISCOUNTS)
+            notes["discount_fallback"][str(n)] = problem
+        notes["discounts"][str(n)] = [float(d) for d in discounts]
+        # D(a) = D_1, D_2, D_3+ for a = 1, 2, >= 3 (and 0 for a = 0).
+        d_of = np.concatenate([[0.0], discounts])[np.minimum(a, 3).astype(np.int64)]
+        keep = counts.counts[n - 1] > thresholds[n - 1] if n > 1 else np.ones(a.size, bool)
+        denominator = _per_context(counts, n, a)
+        # Pruned n-grams give their whole count to the back-off mass (as lmplz does).
+        left_over = _per_context(counts, n, np.where(keep, d_of, a))
+        alpha.append((a - d_of) / denominator[_context_of(counts, n)])
+        gamma.append(_ratio(left_over, denominator))
+        kept.append(keep)
+    tables = _interpolate(counts, bos, alpha, gamma, notes)
+    if prune:
+        tables = _drop_pruned(tables, kept)
+    return tables
+
+
+def _drop_pruned(tables: BackoffTables, kept: List[np.ndarray]) -> BackoffTables:
+    """Remove pruned n-grams and renumber the context rows inside the keys."""
+    vocab = np.uint64(tables.vocab_size)
+    new_row = np.arange(tables.keys[0].size, dtype=np.uint64)
+    for n in range(2, tables.order + 1):
+        keep = kept[n - 1]
+        keys = tables.keys[n - 1][keep]
+        tables.keys[n - 1] = new_row[keys // vocab] * vocab + keys % vocab
+        tables.logprob[n - 1] = tables.logprob[n - 1][keep]
+        if n < tables.order:
+            tables.backoff[n - 1] = tables.backoff[n - 1][keep]
+        new_row = np.cumsum(keep, dtype=np.uint64) - np.uint64(1)
+    return tables
+
+
+# -- Witten-Bell (interpolated, as SRILM's -wbdiscount -interpolate) ----------------
+
+def _witten_bell(counts: NgramCounts, bos: int) -> BackoffTables:
+    """alpha = c(h w) / (c(h) + T(h)),  gamma(h) = T(h) / (c(h) + T(h)),
+    T(h) the number of distinct words seen after h (Witten & Bell 1991)."""
+    alpha, gamma = [], []
+    for n in range(1, counts.order + 1):
+        c = _raw_counts(counts, n, bos)
+        total = _per_context(counts, n, c)
+        types = _per_context(counts, n, (c > 0).astype(np.float64))
+        alpha.append(c / (total + types)[_context_of(counts, n)])
+        gamma.append(_ratio(types, total + types))
+    return _interpolate(counts, bos, alpha, gamma, {})
+
+
+# -- back-off methods: add-k and maximum likelihood -----------------------------------
+
+def _backoff_model(counts: NgramCounts, bos: int, estimates: List[np.ndarray],
+                   left_over: List[np.ndarray], notes: dict) -> BackoffTables:
+    """Seen n-grams keep ``estimates``; each context's ``left_over`` mass goes to the
+    words unseen after it, in proportion to the lower order (Katz's normalisation):
+
+        bow(h) = left_over(h) / (1 - sum_{w seen after h} p(w | h'))
+    """
+    backoff = []
+    for n in range(2, counts.order + 1):
+        lower_mass = _per_context(counts, n, estimates[n - 2][counts.suffix[n - 1]])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bow = np.where(left_over[n - 1] > 0, left_over[n - 1] / (1.0 - lower_mass), 0.0)
+        has_children = _per_context(counts, n, np.ones(counts.size(n))) > 0
+        backoff.append(_safe_log(np.where(has_children, bow, 1.0)))
+    return BackoffTables(counts.order, counts.vocab_size, list(counts.keys),
+                         [_safe_log(p) for p in estimates], backoff, notes)
+
+
+def _add_k(counts: NgramCounts, bos: int, k: float) -> BackoffTables:
+    """p(w | h) = (c(h w) + k) / (c(h) + k |V|) for w seen after h (|V| less <s>);
+    the unigram level gives every word of the vocabulary that estimate."""
+    size = counts.vocab_size - 1
+    estimates, left_over = [], [None]
+    unigram = _raw_counts(counts, 1, bos)
+    p1 = (unigram + k) / (unigram.sum() + k * size)
+    p1[bos] = 0.0
+    estimates.append(p1)
+    for n in range(2, counts.order + 1):
+        c = _raw_counts(counts, n, bos)
+        total = _per_context(counts, n, c)
+        seen = _per_context(counts, n, np.ones_like(c))
+        estimates.append((c + k) / (total + k * size)[_context_of(counts, n)])
+        left_over.append(k * (size - seen) / np.maximum(total + k * size, 1e-300))
+    return _backoff_model(counts, bos, estimates, left_over, {"add_k": k})
+
+
+def _mle(counts: NgramCounts, bos: int) -> BackoffTables:
+    """p(w | h) = c(h w) / c(h) with h the longest history seen; unseen words get 0."""
+    estimates, left_over = [], []
+    for n in range(1, counts.order + 1):
+        c = _raw_counts(counts, n, bos)
+        total = _per_context(counts, n, c)
+        estimates.append(c / total[_context_of(counts, n)])
+        left_over.append(np.zeros_like(total))
+    return _backoff_model(counts, bos, estimates, left_over, {})

@@ -1,0 +1,151 @@
+"""The vocabulary: words <-> integer ids, built from training data only.
+
+Ids 0, 1, 2 are always ``<unk>``, ``<s>``, ``</s>`` (the order KenLM uses). A literal
+``<unk>`` in a corpus is the unknown word, as in the Penn Treebank; literal ``<s>`` and
+``</s>`` inside a line would break the sentence structure and are dropped (KenLM's
+``--skip_symbols``). Every other word gets an id in order of falling count, ties broken
+by first appearance, so the same corpus always gives the same ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+UNK, BOS, EOS = "<unk>", "<s>", "</s>"
+SPECIALS = (UNK, BOS, EOS)
+
+
+@dataclass
+class EncodedCorpus:
+    """A corpus as one flat array of token ids plus the length of each sentence."""
+
+    ids: np.ndarray       # (n_tokens,) int32, sentences back to back, no <s>/</s>
+    lengths: np.ndarray   # (n_sentences,) int64
+    oov: np.ndarray       # (n_tokens,) bool: the token is not in the vocabulary
+    skipped_markers: int = 0  # literal <s> / </s> dropped from the text
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.ids.size)
+
+    def sentences(self) -> List[np.ndarray]:
+        return np.split(self.ids, np.cumsum(self.lengths)[:-1]) if self.lengths.size else []
+
+
+class Vocabulary:
+    """An immutable list of words; ``words[i]`` has id ``i``."""
+
+    unk_id, bos_id, eos_id = 0, 1, 2
+
+    def __init__(self, words: Sequence[str], counts: Optional[np.ndarray] = None):
+        words = list(words)
+        if tuple(words[:3]) != SPECIALS:
+            raise ValueError("a vocabulary starts with <unk>, <s>, </s>")
+        self.words = words
+        self.index = {w: i for i, w in enumerate(words)}
+        if len(self.index) != len(words):
+            raise ValueError("a vocabulary holds each word once")
+        # Training counts (None for a vocabulary read from an ARPA file).
+        self.counts = None if counts is None else np.asarray(counts, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.index and (word != UNK or self.unk_seen)
+
+    @property
+    def unk_seen(self) -> bool:
+        """Whether ``<unk>`` is a word of the training data (PTB style) and so in-vocabulary."""
+        return self.counts is not None and self.counts[self.unk_id] > 0
+
+    def id(self, word: str) -> int:
+        return self.index.get(word, self.unk_id)
+
+    def encode(self, sentences: Iterable[Sequence[str]]) -> EncodedCorpus:
+        """Map tokenized sentences to ids; unknown words become ``<unk>``."""
+        get = self.index.get
+        flat: List[int] = []
+        lengths: List[int] = []
+        skipped = 0
+        for tokens in sentences:
+            if BOS in tokens or EOS in tokens:
+                kept = [t for t in tokens if t != BOS and t != EOS]
+                skipped += len(tokens) - len(kept)
+                tokens = kept
+            flat.extend([get(t, -1) for t in tokens])
+            lengths.append(len(tokens))
+        ids = np.array(flat, dtype=np.int32)
+        oov = ids < 0
+        if not self.unk_seen:
+            oov |= ids == self.unk_id  # a literal <unk> the model never saw
+        ids[ids < 0] = self.unk_id
+        return EncodedCorpus(ids, np.array(lengths, dtype=np.int64), oov, skipped)
+
+    def decode(self, ids: Iterable[int]) -> List[str]:
+        return [self.words[i] for i in ids]
+
+    # -- building -------------------------------------------------------------
+
+    @classmethod
+    def build(cls, sentences: Iterable[Sequence[str]], min_count: int = 1,
+              max_vocab: Optional[int] = None) -> Tuple["Vocabulary", EncodedCorpus]:
+        """Build the vocabulary of ``sentences`` and encode them with it, in one pass.
+
+        Words seen fewer than ``min_count`` times, or beyond the ``max_vocab`` most
+        frequent (specials included in that size), become ``<unk>``.
+        """
+        first_seen = {UNK: 0, BOS: 1, EOS: 2}
+        setdefault = first_seen.setdefault
+        flat: List[int] = []
+        lengths: List[int] = []
+        for tokens in sentences:
+            flat.extend([setdefault(t, len(first_seen)) for t in tokens])
+            lengths.append(len(tokens))
+        provisional = np.array(flat, dtype=np.int64)
+        markers = (provisional == 1) | (provisional == 2)
+        skipped = int(markers.sum())
+        if skipped:
+            sentence_of = np.repeat(np.arange(len(lengths)), lengths)
+            provisional = provisional[~markers]
+            lengths = np.bincount(sentence_of[~markers], minlength=len(lengths))
+        counts = np.bincount(provisional, minlength=len(first_seen))
+        keep = _choose_words(counts, min_count, max_vocab)
+        words_by_id = list(first_seen)
+        new_id = np.full(len(words_by_id), cls.unk_id, dtype=np.int64)
+        new_id[keep] = np.arange(len(keep))
+        final_counts = np.bincount(new_id, weights=counts, minlength=len(keep)).astype(np.int64)
+        vocab = cls([words_by_id[i] for i in keep], final_counts)
+        ids = new_id[provisional].astype(np.int32)
+        corpus = EncodedCorpus(ids, np.asarray(lengths, dtype=np.int64),
+                               np.zeros(ids.size, dtype=bool), skipped)
+        return vocab, corpus
+
+    # -- storage ----------------------------------------------------------------
+
+    def to_arrays(self) -> dict:
+        """Words as one UTF-8 blob joined by newlines (no token holds a newline)."""
+        blob = "\n".join(self.words).encode("utf-8")
+        arrays = {"vocab_words": np.frombuffer(blob, dtype=np.uint8)}
+        if self.counts is not None:
+            arrays["vocab_counts"] = self.counts
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> "Vocabulary":
+        words = bytes(np.asarray(arrays["vocab_words"])).decode("utf-8").split("\n")
+        counts = arrays.get("vocab_counts")
+        return cls(words, None if counts is None else np.asarray(counts))
+
+
+def _choose_words(counts: np.ndarray, min_count: int, max_vocab: Optional[int]) -> np.ndarray:
+    """Provisional ids to keep: specials, then words by falling count (stable on ties)."""
+    candidates = np.arange(3, counts.size)
+    candidates = candidates[counts[candidates] >= min_count]
+    order = np.argsort(-counts[candidates], kind="stable")
+    chosen = candidates[order]
+    if max_vocab is not None:
+        chosen = chosen[: max(0, max_vocab - 3)]
+    return np.concatenate([np.arange(3), chosen])
