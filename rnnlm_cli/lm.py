@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,28 +56,26 @@ class LanguageModel(ABC):
     def log_probs(self, state: Any) -> np.ndarray:
         """``(batch, |V|)`` natural-log next-token distribution of each row."""
 
-    def score(self, sentences: Sequence[np.ndarray]) -> TokenScores:
-        """Log-probability of every token of every sentence, ``</s>`` included.
+    def score(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
+        """Log-probability of every token of sentences given back to back, ``</s>`` included.
 
-        Each sentence is an array of token ids without ``<s>``/``</s>``. This default
-        walks ``advance``/``log_probs`` one position at a time over the whole batch;
-        backends override it with a faster path.
+        ``ids`` holds the token ids of all sentences without ``<s>``/``</s>``, and
+        ``lengths`` the number of tokens of each. This default walks
+        ``advance``/``log_probs`` one position at a time over the whole batch of
+        sentences; backends override it with a faster path.
         """
-        eos = self.vocab.eos_id
-        lengths = np.array([len(s) + 1 for s in sentences], dtype=np.int64)
-        if len(sentences) == 0:
-            empty = np.zeros(0)
-            return TokenScores(empty, empty.astype(np.int64), empty.astype(np.int64))
-        width = int(lengths.max())
-        padded = np.full((len(sentences), width), eos, dtype=np.int64)
-        for row, sent in enumerate(sentences):
-            padded[row, : len(sent)] = sent
-        state = self.initial_state(len(sentences))
-        out = np.zeros((len(sentences), width))
+        ids = np.asarray(ids, dtype=np.int64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        batch, width = lengths.size, int(lengths.max(initial=0)) + 1
+        padded = np.full((batch, width), self.vocab.eos_id, dtype=np.int64)
+        inside = np.arange(width)[None, :] < lengths[:, None]          # (B, W)
+        padded[inside] = ids
+        out = np.zeros((batch, width))
+        state = self.initial_state(batch)
         for t in range(width):
-            out[:, t] = self.log_probs(state)[np.arange(len(sentences)), padded[:, t]]
+            out[:, t] = self.log_probs(state)[np.arange(batch), padded[:, t]]
             if t + 1 < width:
                 state = self.advance(state, padded[:, t])
-        mask = np.arange(width)[None, :] < lengths[:, None]
-        return TokenScores(out[mask], np.zeros(int(lengths.sum()), dtype=np.int64),
-                           np.cumsum(lengths))
+        scored = np.arange(width)[None, :] <= lengths[:, None]         # words and </s>
+        return TokenScores(out[scored], np.zeros(int(scored.sum()), dtype=np.int64),
+                           np.cumsum(lengths + 1))

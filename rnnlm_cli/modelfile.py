@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from typing import Dict, Mapping, Tuple
 
 import numpy as np
@@ -28,14 +29,31 @@ def save_model(path: str, arrays: Mapping[str, np.ndarray], metadata: dict) -> N
     metadata = dict(metadata, format_version=FORMAT_VERSION)
     payload = dict(arrays)
     payload[META_KEY] = np.frombuffer(json.dumps(metadata, ensure_ascii=False).encode(), np.uint8)
+    with atomic_output(path, "wb") as out:
+        np.savez(out, **payload)
+
+
+@contextmanager
+def atomic_output(path: str, mode: str = "w"):
+    """A file object whose contents replace ``path`` only if the block completes.
+
+    The data goes to a temporary file beside ``path`` (same file system), is flushed to
+    disk, then renamed over ``path``; on any error or interrupt the temporary is removed
+    and ``path`` is left as it was.
+    """
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: is a directory")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".rnnlm-", suffix=".tmp", dir=folder)
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot write: {exc.strerror}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is an ordinary file
     try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, **payload)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as out:
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

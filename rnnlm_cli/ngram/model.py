@@ -16,7 +16,7 @@ where ``h_k`` are the last k words of ``h`` and a missing ``h_k`` has bow 1.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List
 
 import numpy as np
 
@@ -102,13 +102,8 @@ class NgramModel(LanguageModel):
         first = np.uint64(context_row) * self._v
         return (int(np.searchsorted(keys, first)), int(np.searchsorted(keys, first + self._v)))
 
-    def score(self, sentences: Sequence[np.ndarray]) -> TokenScores:
-        lengths = np.array([len(s) for s in sentences], dtype=np.int64)
-        ids = np.concatenate(sentences) if len(sentences) else np.zeros(0, np.int64)
-        return self.score_flat(ids, lengths)
-
-    def score_flat(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
-        """Score sentences given back to back in ``ids``; all positions at once."""
+    def score(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
+        """All positions of all sentences at once: one lookup per order."""
         sequence, offset = padded_sequence(ids, lengths, self.vocab.bos_id, self.vocab.eos_id)
         rows = self._rows_ending_at(sequence, offset)            # N arrays, (P,)
         logprob = np.full(sequence.size, np.nan)

@@ -1,0 +1,41 @@
+"""Opening a model file of any backend: ``.npz`` written by rnnlm, or an ARPA file.
+
+The one place that knows which class reads which ``model_type``; the commands get a
+``LanguageModel`` and never ask which backend it is.
+"""
+from __future__ import annotations
+
+from rnnlm_cli.errors import ModelFileError
+from rnnlm_cli.lm import LanguageModel
+from rnnlm_cli.modelfile import check_arrays, load_model
+from rnnlm_cli.ngram.arpa import is_arpa_path, read_arpa
+from rnnlm_cli.ngram.model import NgramModel
+from rnnlm_cli.ngram.training import MAX_ORDER
+
+
+def open_model(path: str) -> LanguageModel:
+    """Load the model at ``path``; a bad file raises ``ModelFileError`` naming it."""
+    if is_arpa_path(path):
+        return read_arpa(path)
+    arrays, metadata = load_model(path)
+    model_type = metadata.get("model_type")
+    if model_type == "ngram":
+        return _open_ngram(path, arrays, metadata)
+    raise ModelFileError(f"{path}: unknown model type {model_type!r}")
+
+
+def _open_ngram(path: str, arrays: dict, metadata: dict) -> NgramModel:
+    order = metadata.get("order")
+    if not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+        raise ModelFileError(f"{path}: corrupt model: bad order {order!r}")
+    check_arrays(path, arrays, NgramModel.array_schema(order))
+    try:
+        model = NgramModel.from_arrays(arrays, metadata)
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+    sizes = [model.tables.keys[n].size for n in range(order)]
+    for n in range(order):
+        if model.tables.logprob[n].size != sizes[n] or (
+                n < order - 1 and model.tables.backoff[n].size != sizes[n]):
+            raise ModelFileError(f"{path}: corrupt model: {n + 1}-gram arrays differ in length")
+    return model

@@ -1,0 +1,72 @@
+"""Training an n-gram model: vocabulary, counting, smoothing, in that order."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, List, Optional, Sequence
+
+from rnnlm_cli.errors import CorpusError, OptionError
+from rnnlm_cli.ngram.counting import count_ngrams
+from rnnlm_cli.ngram.model import NgramModel
+from rnnlm_cli.ngram.smoothing import METHODS, estimate
+from rnnlm_cli.vocab import Vocabulary
+
+MAX_ORDER = 20
+
+
+@dataclass
+class NgramConfig:
+    """How an n-gram model is made; saved in the model file."""
+
+    order: int = 3
+    smoothing: str = "kneser-ney"
+    add_k: float = 1.0
+    prune: List[int] = field(default_factory=list)   # count thresholds for orders 2, 3, ...
+    min_count: int = 1
+    max_vocab: Optional[int] = None
+
+    def validate(self) -> None:
+        if not 1 <= self.order <= MAX_ORDER:
+            raise OptionError(f"--order must be between 1 and {MAX_ORDER}, not {self.order}")
+        if self.smoothing not in METHODS:
+            raise OptionError(f"unknown smoothing {self.smoothing!r}")
+        if not self.add_k > 0:
+            raise OptionError(f"--add-k must be positive, not {self.add_k}")
+        if self.prune:
+            if self.smoothing != "kneser-ney":
+                raise OptionError("--prune works with --smoothing kneser-ney only")
+            if len(self.prune) > self.order - 1:
+                raise OptionError(f"--prune takes at most {self.order - 1} thresholds "
+                                  f"(orders 2..{self.order}), not {len(self.prune)}")
+            if any(t < 0 for t in self.prune) or list(self.prune) != sorted(self.prune):
+                raise OptionError("--prune thresholds must be non-negative and non-decreasing")
+        if self.min_count < 1:
+            raise OptionError(f"--min-count must be at least 1, not {self.min_count}")
+        if self.max_vocab is not None and self.max_vocab < 4:
+            raise OptionError(f"--max-vocab must be at least 4 (3 specials and a word), "
+                              f"not {self.max_vocab}")
+
+
+def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_name: str,
+                tokenizer: dict, progress: Optional[Callable[[str], None]] = None
+                ) -> NgramModel:
+    """Build the vocabulary of ``sentences``, count, smooth: the trained model."""
+    config.validate()
+    step = progress or (lambda message: None)
+    step("reading the corpus")
+    vocab, corpus = Vocabulary.build(sentences, config.min_count, config.max_vocab)
+    if corpus.num_tokens == 0:
+        raise CorpusError(f"{corpus_name}: no words to train on (empty, or only blank lines)")
+    counts = count_ngrams(corpus.ids, corpus.lengths, config.order, len(vocab),
+                          vocab.bos_id, vocab.eos_id, progress=step)
+    step("smoothing")
+    tables = estimate(counts, config.smoothing, vocab.bos_id, config.add_k, config.prune)
+    del counts
+    metadata = {
+        "model_type": "ngram", "order": config.order, "smoothing": config.smoothing,
+        "config": asdict(config), "tokenizer": tokenizer,
+        "corpus": {"name": corpus_name, "sentences": int(corpus.lengths.size),
+                   "tokens": corpus.num_tokens, "skipped_markers": corpus.skipped_markers},
+        "ngrams": [int(k.size) for k in tables.keys],
+        "smoothing_notes": tables.notes,
+    }
+    return NgramModel(vocab, tables, metadata)

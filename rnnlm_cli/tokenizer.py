@@ -1,0 +1,289 @@
+"""Tokenizers: a line of text to a list of tokens and back, and reading corpus files.
+
+Two kinds of tokenizer, each at word or character level:
+
+- ``whitespace``: for pre-tokenized corpora. Tokens are separated by ASCII whitespace
+  only (space, ``\\t``, ``\\n``, ``\\r``, ``\\f``, ``\\v``), exactly as KenLM reads them, so
+  token counts agree with KenLM's; a no-break space or an ideographic space inside a
+  line is part of a token.
+- ``regex``: for raw text. Words of any script (with their combining marks), words with
+  inner apostrophes or hyphens (``don't``, ``well-known``), numbers with inner separators
+  (``3.14``, ``1,000,000``, ``12:30``, ``2024-05-01``) and markup tags (``<unk>``,
+  ``</s>``) are single tokens; every other punctuation mark or symbol is a token of its
+  own (so ``...`` is three ``.`` tokens; ``…`` is one).
+
+Character level makes every code point a token and each run of whitespace one
+``SPACE_SYMBOL`` token (a ``SPACE_SYMBOL`` already in the text counts as whitespace). Every line is NFC-normalised first, then lower-cased if asked.
+
+``read_lines`` reads a corpus the way KenLM does: UTF-8, lines split on ``\\n`` only.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import sys
+import unicodedata
+from dataclasses import dataclass, fields
+from typing import Callable, Iterable, Iterator, Sequence
+
+import regex
+
+from .errors import CorpusError, OptionError
+
+KINDS = ("regex", "whitespace")
+LEVELS = ("word", "char")
+
+SPACE_SYMBOL = "\u2581"  # stands for a space in character-level token streams
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """How text is cut into tokens; stored in every model file."""
+
+    kind: str = "regex"  # "regex" (raw text) | "whitespace" (pre-tokenized corpora)
+    level: str = "word"  # "word" | "char"
+    lowercase: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("kind", self.kind, KINDS)
+        _check_choice("level", self.level, LEVELS)
+        # bool only: 0/1 or "false" from a hand-edited file would be a silent surprise
+        if not isinstance(self.lowercase, bool):
+            raise ValueError(
+                f"tokenizer lowercase must be true or false, not {self.lowercase!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "level": self.level, "lowercase": self.lowercase}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerConfig":
+        """Build from ``to_dict`` output; missing keys take their defaults."""
+        if not isinstance(d, dict):
+            raise ValueError(f"tokenizer settings must be a mapping, not {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)}, key=str)
+        if unknown:
+            raise ValueError(f"unknown tokenizer setting(s): {', '.join(map(str, unknown))}")
+        return cls(**d)
+
+
+def _check_choice(name: str, value: object, choices: tuple) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"tokenizer {name} must be one of {', '.join(choices)}, not {value!r}"
+        )
+
+
+# --- normalisation -----------------------------------------------------------------
+
+
+def _nfc(line: str) -> str:
+    if unicodedata.is_normalized("NFC", line):  # cheap check; most lines already are
+        return line
+    return unicodedata.normalize("NFC", line)
+
+
+def _normalize(line: str, lowercase: bool) -> str:
+    if line.isascii():  # ASCII text is always NFC, and stays ASCII when lower-cased
+        return line.lower() if lowercase else line
+    line = _nfc(line)
+    if lowercase:
+        # Lower-casing can un-normalise ("J\u030c" -> "j\u030c", which NFC composes to
+        # "\u01f0"), so normalise again: tokenize(detokenize(tokens)) must give the same.
+        line = _nfc(line.lower())
+    return line
+
+
+# --- splitting ---------------------------------------------------------------------
+
+_ASCII_SPACE_RE = re.compile(r"[ \t\n\r\f\v]+")
+
+
+def _split_ascii_whitespace(line: str) -> list[str]:
+    """Split like KenLM: on ASCII whitespace only."""
+    # str.split() also splits on Unicode spaces and on \x1c-\x1f; all of those are
+    # non-printable, so on a printable line (whose only whitespace is " ") it agrees.
+    if line.isprintable():
+        return line.split()
+    return [t for t in _ASCII_SPACE_RE.split(line) if t]
+
+
+_WORD_CHARS = r"[\p{L}\p{M}\p{N}][\p{L}\p{M}\p{N}\u200c\u200d]*"  # ZWNJ/ZWJ inside words
+
+_TOKEN_RE = regex.compile(
+    r"</?[A-Za-z_][\w-]*>"  # markup tag: <unk>, <s>, </s>, <eos>
+    # word or number; inner apostrophes/hyphens join words, and . , : / join digits
+    + rf"|{_WORD_CHARS}(?:(?:['\u2019\-\u2010\u2011]|(?<=\p{{N}})[.,:/](?=\p{{N}})){_WORD_CHARS})*"
+    + r"|\p{RI}\p{RI}"  # flag: a pair of regional indicators
+    # emoji with its modifiers, and ZWJ sequences of emoji
+    + r"|\p{Extended_Pictographic}[\p{M}\p{Emoji_Modifier}]*"
+    + r"(?:\u200d\p{Extended_Pictographic}[\p{M}\p{Emoji_Modifier}]*)*"
+    # any other visible character (punctuation, symbol) with its combining marks;
+    # whitespace, controls and lone format characters separate tokens
+    + r"|[^\s\p{Cc}\p{Cf}\p{Cs}]\p{M}*"
+)
+
+
+def _split_regex_words(line: str) -> list[str]:
+    return _TOKEN_RE.findall(line)
+
+
+def _split_chars(words: list[str]) -> list[str]:
+    return list(SPACE_SYMBOL.join(words))
+
+
+def _split_regex_chars(line: str) -> list[str]:
+    return _split_chars(_space_symbol_as_space(line).split())  # any Unicode whitespace
+
+
+def _split_whitespace_chars(line: str) -> list[str]:
+    return _split_chars(_split_ascii_whitespace(_space_symbol_as_space(line)))
+
+
+def _space_symbol_as_space(line: str) -> str:
+    # A SPACE_SYMBOL in the text is read as the space it stands for: kept as a token, it
+    # would come back from detokenize as a space and not survive a round trip.
+    return line.replace(SPACE_SYMBOL, " ") if SPACE_SYMBOL in line else line
+
+
+_SPLITTERS: dict[tuple[str, str], Callable[[str], list[str]]] = {
+    ("regex", "word"): _split_regex_words,
+    ("regex", "char"): _split_regex_chars,
+    ("whitespace", "word"): _split_ascii_whitespace,
+    ("whitespace", "char"): _split_whitespace_chars,
+}
+
+
+# --- detokenizing ------------------------------------------------------------------
+
+_CLOSING = frozenset([".", ",", ";", ":", "!", "?", ")", "]", "}", "%", "\u2026"])
+_OPENING = frozenset(["(", "[", "{", "\u00bf", "\u00a1"])
+
+
+def _starts_with_mark(token: str) -> bool:
+    # Glued to the token before it, a combining mark would join that token.
+    return unicodedata.category(token[0])[0] == "M" or unicodedata.combining(token[0]) != 0
+
+
+def _detokenize_words(tokens: Sequence[str]) -> str:
+    parts: list[str] = []
+    glue_next = False  # the previous token opens: no space after it
+    quote_open = False  # straight double quotes alternate open/close
+    for token in tokens:
+        if not token:
+            continue
+        if token == '"':
+            glue_before, glue_after = quote_open, not quote_open
+            quote_open = not quote_open
+        else:
+            glue_before, glue_after = token in _CLOSING, token in _OPENING
+        if parts and not ((glue_next or glue_before) and not _starts_with_mark(token)):
+            parts.append(" ")
+        parts.append(token)
+        glue_next = glue_after
+    return "".join(parts)
+
+
+def _detokenize_chars(tokens: Sequence[str]) -> str:
+    return "".join(tokens).replace(SPACE_SYMBOL, " ")
+
+
+# --- the tokenizer -----------------------------------------------------------------
+
+
+class Tokenizer:
+    """Tokenizes and detokenizes lines as its ``TokenizerConfig`` says."""
+
+    def __init__(self, config: TokenizerConfig):
+        if not isinstance(config, TokenizerConfig):
+            raise TypeError(f"expected a TokenizerConfig, got {type(config).__name__}")
+        self.config = config
+        self._split = _SPLITTERS[(config.kind, config.level)]
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.config!r})"
+
+    def tokenize(self, line: str) -> list[str]:
+        """The tokens of one line; never empty strings."""
+        return self._split(_normalize(line, self.config.lowercase))
+
+    def tokenize_lines(self, lines: Iterable[str]) -> Iterator[list[str]]:
+        """``map(self.tokenize, lines)``, faster for pre-tokenized corpora."""
+        c = self.config
+        if c.kind == "whitespace" and c.level == "word" and not c.lowercase:
+            return self._whitespace_words(lines)
+        return map(self.tokenize, lines)
+
+    @staticmethod
+    def _whitespace_words(lines: Iterable[str]) -> Iterator[list[str]]:
+        # The hot path of training on a pre-tokenized corpus: most lines are printable
+        # (so only " " separates tokens) and already NFC, and need one str.split().
+        is_normalized = unicodedata.is_normalized
+        for line in lines:
+            if (line.isascii() or is_normalized("NFC", line)):
+                yield line.split()
+            else:
+                yield _split_ascii_whitespace(_normalize(line, False))
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Join tokens back into text (see the module docstring for the spacing rules)."""
+        if self.config.level == "char":
+            return _detokenize_chars(tokens)
+        return _detokenize_words(tokens)
+
+
+# --- reading corpora ---------------------------------------------------------------
+
+ENCODING_ERRORS = ("strict", "replace")
+
+
+def read_lines(path: str, encoding_errors: str = "strict") -> list[str]:
+    """All lines of a UTF-8 text file (``"-"``: stdin), without their line ends.
+
+    Lines are split on ``\\n`` only, as KenLM does (not on U+2028 or ``\\x85``); one
+    trailing ``\\r`` per line and a leading BOM are removed; blank lines are kept.
+    """
+    if encoding_errors not in ENCODING_ERRORS:
+        raise OptionError(
+            f"encoding errors must be one of {', '.join(ENCODING_ERRORS)}, "
+            f"not {encoding_errors!r}"
+        )
+    name = "<stdin>" if path == "-" else path
+    data = _read_bytes(path, name)
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    text = _decode(data, name, encoding_errors)
+    lines = text.split("\n")
+    if lines[-1] == "":  # after the final newline, or an empty file
+        lines.pop()
+    if "\r" in text:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines
+
+
+def _read_bytes(path: str, name: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise CorpusError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{name}: is a directory") from None
+    except PermissionError:
+        raise CorpusError(f"{name}: permission denied") from None
+    except OSError as e:
+        raise CorpusError(f"{name}: {e.strerror or e}") from None
+
+
+def _decode(data: bytes, name: str, errors: str) -> str:
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as e:
+        line_number = data.count(b"\n", 0, e.start) + 1
+        raise CorpusError(
+            f"{name}: line {line_number}: invalid UTF-8 "
+            "(use --encoding-errors replace to go on)"
+        ) from None
