@@ -221,7 +221,7 @@ class Tokenizer:
         # (so only " " separates tokens) and already NFC, and need one str.split().
         is_normalized = unicodedata.is_normalized
         for line in lines:
-            if (line.isascii() or is_normalized("NFC", line)):
+            if line.isprintable() and (line.isascii() or is_normalized("NFC", line)):
                 yield line.split()
             else:
                 yield _split_ascii_whitespace(_normalize(line, False))
