@@ -246,7 +246,7 @@ def _print_details(lm, scored, lines, per_sentence, per_token, as_json) -> None:
             record = {"sentence": index, "text": lines[index], **summary.to_dict()}
             del record["sentences"]
             if rows is not None:
-                record["tokens"] = rows
+                record["token_scores"] = rows
             click.echo(_json(record))
             continue
         if per_token:

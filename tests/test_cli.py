@@ -101,12 +101,12 @@ def test_per_sentence_and_per_token_add_up_to_the_total(en_model):
     assert sum(s["logprob"] for s in sentences) == pytest.approx(total["logprob"])
     assert sum(s["oovs"] for s in sentences) == total["oovs"] >= 1   # zebra, sang
     for sentence in sentences:
-        tokens = sentence.pop("tokens")
+        tokens = sentence["token_scores"]
         assert tokens[-1]["token"] == "</s>" and len(tokens) == sentence["tokens"]
         assert sum(t["logprob"] for t in tokens) == pytest.approx(sentence["logprob"])
         assert all(1 <= t["order"] <= 3 for t in tokens)
         assert tokens[0]["order"] <= 2            # only <s> comes before the first word
-    blank = json.loads(lines[2])["tokens"]
+    blank = json.loads(lines[2])["token_scores"]
     assert [t["token"] for t in blank] == ["</s>"]
     assert blank[0]["order"] == 1   # the corpus has no blank line: <s> </s> was never seen
 
