@@ -16,11 +16,12 @@ where ``h_k`` are the last k words of ``h`` and a missing ``h_k`` has bow 1.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
 from rnnlm_cli.lm import LanguageModel, TokenScores
+from rnnlm_cli.ngram import hashindex
 from rnnlm_cli.ngram.counting import padded_sequence
 from rnnlm_cli.ngram.smoothing import BackoffTables
 from rnnlm_cli.vocab import Vocabulary
@@ -29,7 +30,8 @@ from rnnlm_cli.vocab import Vocabulary
 class NgramModel(LanguageModel):
     """A back-off n-gram model (any smoothing; also what an ARPA file holds)."""
 
-    def __init__(self, vocab: Vocabulary, tables: BackoffTables, metadata: dict):
+    def __init__(self, vocab: Vocabulary, tables: BackoffTables, metadata: dict,
+                 hash_slots: Optional[List[Optional[np.ndarray]]] = None):
         if tables.vocab_size != len(vocab) or tables.keys[0].size != len(vocab):
             raise ValueError("the unigram table must cover the vocabulary")
         self.vocab = vocab
@@ -37,6 +39,8 @@ class NgramModel(LanguageModel):
         self.metadata = metadata
         self.order = tables.order
         self._v = np.uint64(len(vocab))
+        # Hash index of each order's keys (n >= 2), built on first use if not given.
+        self.hash_slots: List[Optional[np.ndarray]] = list(hash_slots or [None] * self.order)
 
     @property
     def kind(self) -> str:
@@ -49,20 +53,23 @@ class NgramModel(LanguageModel):
 
         ``prefix_rows`` are rows in the table of order n-1 (-1: the prefix is absent).
         """
+        words = np.asarray(words, dtype=np.int64)
         if n == 1:
-            return np.asarray(words, dtype=np.int64)
-        keys = self.tables.keys[n - 1]
-        present = prefix_rows >= 0
-        query = np.where(present, prefix_rows, 0).astype(np.uint64) * self._v \
-            + np.asarray(words).astype(np.uint64)
-        rows = np.searchsorted(keys, query)
-        rows_clipped = np.minimum(rows, keys.size - 1)
-        found = present & (rows < keys.size)
-        if keys.size:
-            found &= keys[rows_clipped] == query
-        else:
-            found[:] = False
-        return np.where(found, rows_clipped, -1).astype(np.int64)
+            return words.copy()
+        rows = np.full(words.shape, -1, dtype=np.int64)
+        present = np.flatnonzero(prefix_rows >= 0)
+        if present.size:
+            query = prefix_rows[present].astype(np.uint64) * self._v \
+                + words[present].astype(np.uint64)
+            keys = self.tables.keys[n - 1]
+            rows[present] = hashindex.find(self._hash(n), hashindex.table_bits(keys.size),
+                                           keys, query)
+        return rows
+
+    def _hash(self, n: int) -> np.ndarray:
+        if self.hash_slots[n - 1] is None:
+            self.hash_slots[n - 1] = hashindex.build(self.tables.keys[n - 1])
+        return self.hash_slots[n - 1]
 
     # -- LanguageModel -----------------------------------------------------------------
 
@@ -136,6 +143,7 @@ class NgramModel(LanguageModel):
         for n in range(1, self.order + 1):
             if n > 1:
                 arrays[f"keys_{n}"] = self.tables.keys[n - 1]
+                arrays[f"hash_{n}"] = self._hash(n)
             arrays[f"logprob_{n}"] = self.tables.logprob[n - 1]
             if n < self.order:
                 arrays[f"backoff_{n}"] = self.tables.backoff[n - 1]
@@ -147,6 +155,7 @@ class NgramModel(LanguageModel):
         for n in range(1, order + 1):
             if n > 1:
                 schema[f"keys_{n}"] = ("u", 1)
+                schema[f"hash_{n}"] = ("i", 1)
             schema[f"logprob_{n}"] = ("f", 1)
             if n < order:
                 schema[f"backoff_{n}"] = ("f", 1)
@@ -162,4 +171,5 @@ class NgramModel(LanguageModel):
                                [arrays[f"logprob_{n}"] for n in range(1, order + 1)],
                                [arrays[f"backoff_{n}"] for n in range(1, order)],
                                metadata.get("smoothing_notes", {}))
-        return cls(vocab, tables, metadata)
+        hash_slots = [None] + [arrays[f"hash_{n}"] for n in range(2, order + 1)]
+        return cls(vocab, tables, metadata, hash_slots)
