@@ -133,7 +133,8 @@ def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> 
         raise ValueError(f"array '{info.filename[:-4]}' runs past the end of the file")
     if count == 0:
         return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape)
+    # A plain ndarray view of the map: np.memmap's subclass hooks slow down every operation.
+    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape).view(np.ndarray)
 
 
 def _local_header_size(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:

@@ -23,7 +23,7 @@ def table_bits(n_keys: int) -> int:
 
 def _home(keys: np.ndarray, bits: int) -> np.ndarray:
     with np.errstate(over="ignore"):
-        return ((keys * _GOLDEN) >> np.uint64(64 - bits)).astype(np.int64)
+        return ((keys * _GOLDEN) >> np.uint64(64 - bits)).astype(np.intp)
 
 
 def build(keys: np.ndarray) -> np.ndarray:
@@ -50,18 +50,23 @@ def build(keys: np.ndarray) -> np.ndarray:
 
 
 def find(slots: np.ndarray, bits: int, keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Row of each query in ``keys`` (-1 where absent); ``bits`` as ``table_bits``."""
-    result = np.full(queries.size, -1, dtype=np.int64)
-    active = np.arange(queries.size, dtype=np.int64)
+    """Row of each query in ``keys`` (-1 where absent); ``bits`` as ``table_bits``.
+
+    The first probe is made for every query at once; only the few that land on another
+    key's slot probe on. ``mode="clip"``: a damaged file can give a wrong row, never an
+    index error.
+    """
     position = _home(queries, bits)
-    while active.size:
-        rows = slots[position].astype(np.int64) - 1
+    rows = slots.take(position).astype(np.int64) - 1
+    occupied = rows >= 0
+    hit = keys.take(rows, mode="clip") == queries
+    result = np.where(hit & occupied, rows, -1)
+    todo = np.flatnonzero(occupied & ~hit)
+    while todo.size:
+        position[todo] += 1
+        rows = slots.take(position[todo]).astype(np.int64) - 1
         occupied = rows >= 0
-        hit = occupied.copy()
-        # mode="clip": a damaged file can give a wrong row, never an index error.
-        hit[occupied] = np.take(keys, rows[occupied], mode="clip") == queries[active[occupied]]
-        result[active[hit]] = rows[hit]
-        go_on = occupied & ~hit
-        active = active[go_on]
-        position = position[go_on] + 1
+        hit = occupied & (keys.take(rows, mode="clip") == queries[todo])
+        result[todo[hit]] = rows[hit]
+        todo = todo[occupied & ~hit]
     return result
