@@ -28,7 +28,7 @@ class NgramCounts:
     order: int
     vocab_size: int
     keys: List[np.ndarray] = field(default_factory=list)       # sorted uint64 (order 1: word ids)
-    counts: List[np.ndarray] = field(default_factory=list)     # raw occurrence counts, int64
+    counts: List[np.ndarray] = field(default_factory=list)     # raw occurrence counts
     suffix: List[Optional[np.ndarray]] = field(default_factory=list)  # row of (w_2..w_n) in n-1
     left_extensions: List[np.ndarray] = field(default_factory=list)   # distinct v with (v w_1..w_n)
     starts_with_bos: List[np.ndarray] = field(default_factory=list)   # bool
@@ -66,9 +66,11 @@ def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: i
                  ) -> NgramCounts:
     """Count all n-grams of orders 1..``order`` of the sentences ``ids`` split by ``lengths``."""
     sequence, offset = padded_sequence(ids, lengths, bos, eos)
+    # Counts and rows fit in 32 bits unless the corpus has 2^31 tokens: half the memory.
+    small = np.int32 if sequence.size < 2**31 else np.int64
     result = NgramCounts(order, vocab_size)
     result.keys.append(np.arange(vocab_size, dtype=np.uint64))
-    result.counts.append(np.bincount(sequence, minlength=vocab_size).astype(np.int64))
+    result.counts.append(np.bincount(sequence, minlength=vocab_size).astype(small))
     result.suffix.append(None)
     bos_unigram = np.zeros(vocab_size, dtype=bool)
     bos_unigram[bos] = True
@@ -83,14 +85,16 @@ def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: i
         table, rows, counts = np.unique(keys, return_inverse=True, return_counts=True)
         an_occurrence = np.empty(table.size, dtype=np.int64)
         an_occurrence[rows] = positions
-        suffix = row_ending_at[an_occurrence]
-        result.left_extensions.append(np.bincount(suffix, minlength=result.size(n - 1)))
+        suffix = row_ending_at[an_occurrence].astype(small)
+        result.left_extensions.append(
+            np.bincount(suffix, minlength=result.size(n - 1)).astype(small))
         result.keys.append(table)
-        result.counts.append(counts.astype(np.int64))
+        result.counts.append(counts.astype(small))
         result.suffix.append(suffix)
         result.starts_with_bos.append(offset[an_occurrence] == n - 1)
+        del keys, an_occurrence
         row_ending_at = np.full(sequence.size, -1, dtype=np.int64)
         row_ending_at[positions] = rows
     # The highest order has no left extensions counted; they are not needed.
-    result.left_extensions.append(np.zeros(0, dtype=np.int64))
+    result.left_extensions.append(np.zeros(0, dtype=small))
     return result

@@ -74,13 +74,13 @@ def _per_context(counts: NgramCounts, n: int, values: np.ndarray) -> np.ndarray:
 
 def _context_of(counts: NgramCounts, n: int) -> np.ndarray:
     if n == 1:
-        return np.zeros(counts.size(1), dtype=np.int64)
-    return counts.context(n).astype(np.int64)
+        return np.zeros(counts.size(1), dtype=np.intp)
+    return counts.context(n).astype(np.intp)
 
 
-def _safe_log(x: np.ndarray) -> np.ndarray:
+def _safe_log(x: np.ndarray, out=None) -> np.ndarray:
     with np.errstate(divide="ignore"):
-        return np.log(x)
+        return np.log(x, out=out)
 
 
 def _interpolate(counts: NgramCounts, bos: int, alpha: List[np.ndarray],
@@ -92,14 +92,18 @@ def _interpolate(counts: NgramCounts, bos: int, alpha: List[np.ndarray],
     """
     vocab_size = counts.vocab_size
     uniform = 1.0 / (vocab_size - 1)  # the vocabulary less <s>
-    probs = [alpha[0] + gamma[0][0] * uniform]
-    probs[0][bos] = 0.0
+    lower = alpha[0] + gamma[0][0] * uniform
+    lower[bos] = 0.0
+    logprob = []
     for n in range(2, counts.order + 1):
         ctx = _context_of(counts, n)
-        probs.append(alpha[n - 1] + gamma[n - 1][ctx] * probs[n - 2][counts.suffix[n - 1]])
+        probs = alpha[n - 1] + gamma[n - 1][ctx] * lower[counts.suffix[n - 1]]
+        alpha[n - 1] = None                       # free memory as we go: big corpora
+        logprob.append(_safe_log(lower, out=lower))
+        lower = probs
+    logprob.append(_safe_log(lower, out=lower))
     backoff = [_safe_log(np.where(np.isnan(g), 1.0, g)) for g in gamma[1:]]
-    return BackoffTables(counts.order, vocab_size, list(counts.keys),
-                         [_safe_log(p) for p in probs], backoff, notes)
+    return BackoffTables(counts.order, vocab_size, list(counts.keys), logprob, backoff, notes)
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
