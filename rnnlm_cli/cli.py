@@ -124,7 +124,8 @@ def _name(path: str) -> str:
               help="Drop n-grams seen at most C times, one threshold per order from 2 "
                    "(the last repeats), as lmplz --prune: --prune 0,1,1 (kneser-ney only).")
 @click.option("--arpa", type=click.Path(dir_okay=False), default=None,
-              help="Also write the model in ARPA format (read by KenLM and SRILM).")
+              help="Also write the model in ARPA format (read by KenLM and SRILM); "
+                   "gzipped if FILE ends in .gz.")
 @tokenizer_options
 @encoding_option
 def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_kind, level,
@@ -151,8 +152,8 @@ def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_
     _warn_training(model.metadata)
     save_model(output, model.to_arrays(), model.metadata)
     if arpa:
-        with atomic_output(arpa, "w") as out:
-            write_arpa(model, out)
+        with atomic_output(arpa, "wb") as out:
+            write_arpa(model, out, compress=arpa.endswith(".gz"))
     meta = model.metadata
     click.echo(f"{output}: order-{order} {smoothing} model, {len(model.vocab)} words, "
                f"{sum(meta['ngrams'])} n-grams, trained on {meta['corpus']['tokens']} tokens "

@@ -143,10 +143,13 @@ def test_every_smoothing_trains_and_scores(tmp_path):
     assert min(perplexity, key=perplexity.get) == "mle"
 
 
-def test_arpa_output_reads_back(tmp_path):
-    model, arpa = tmp_path / "m.npz", tmp_path / "m.arpa"
+@pytest.mark.parametrize("suffix", [".arpa", ".arpa.gz"])
+def test_arpa_output_reads_back(tmp_path, suffix):
+    import gzip
+    model, arpa = tmp_path / "m.npz", tmp_path / f"m{suffix}"
     run("train-ngram", EN, "--order", 4, "--tokenizer", "whitespace", "-o", model, "--arpa", arpa)
-    head = arpa.read_text(encoding="utf-8").splitlines()[:5]
+    data = arpa.read_bytes()
+    head = (gzip.decompress(data) if suffix.endswith(".gz") else data).decode().splitlines()
     assert head[0] == "\\data\\" and head[1].startswith("ngram 1=")
     a = summary_of(run("perplexity", model, VI, "--json").stdout)
     b = summary_of(run("perplexity", arpa, VI, "--json").stdout)

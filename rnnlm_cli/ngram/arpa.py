@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
-from typing import Dict, List, TextIO, Tuple
+from typing import BinaryIO, Dict, List, TextIO, Tuple
 
 import numpy as np
 
@@ -154,8 +154,18 @@ def _tables(path: str, vocab: Vocabulary, order: int, sections) -> BackoffTables
 
 # -- writing ---------------------------------------------------------------------------
 
-def write_arpa(model: NgramModel, out: TextIO) -> None:
-    """Write ``model`` in ARPA format (log10 values)."""
+def write_arpa(model: NgramModel, binary_out: BinaryIO, compress: bool = False) -> None:
+    """Write ``model`` in ARPA format (log10 values), gzipped if ``compress``."""
+    raw = gzip.GzipFile(fileobj=binary_out, mode="wb") if compress else binary_out
+    out = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+    _write_text(model, out)
+    out.flush()
+    out.detach()                 # leave the file itself to the caller
+    if compress:
+        raw.close()              # writes the gzip trailer
+
+
+def _write_text(model: NgramModel, out: TextIO) -> None:
     tables, words = model.tables, np.array(model.vocab.words, dtype=object)
     out.write("\\data\\\n")
     for n in range(1, tables.order + 1):
