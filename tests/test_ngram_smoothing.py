@@ -184,3 +184,30 @@ def test_fast_scoring_equals_walking_the_distributions(sentences, order, method,
     fast = model.score(encoded.ids, encoded.lengths).logprob
     slow = super(NgramModel, model).score(encoded.ids, encoded.lengths).logprob
     np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=0)
+
+
+def stored_ngrams(model, n):
+    """The word tuples of the order-n table, decoded from the trie keys."""
+    words = [(w,) for w in model.vocab.words]
+    v = np.uint64(len(model.vocab))
+    for k in range(2, n + 1):
+        keys = model.tables.keys[k - 1]
+        words = [words[int(p)] + (model.vocab.words[int(w)],)
+                 for p, w in zip(keys // v, keys % v)]
+    return words
+
+
+@settings(max_examples=30, deadline=None)
+@given(sentences=corpora, order=st.integers(2, 4), method=st.sampled_from(METHODS))
+def test_the_distribution_after_every_stored_context_sums_to_one(sentences, order, method):
+    model = train(sentences, order, method)
+    for n in range(1, order):
+        for context in stored_ngrams(model, n):
+            if "</s>" in context:
+                continue
+            state = model.initial_state(1)
+            for word in context:
+                if word != "<s>":
+                    state = model.advance(state, np.array([model.vocab.id(word)]))
+            total = np.exp(model.log_probs(state)[0]).sum()
+            assert abs(total - 1.0) < 1e-9, context
