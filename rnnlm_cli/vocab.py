@@ -66,23 +66,16 @@ class Vocabulary:
 
     def encode(self, sentences: Iterable[Sequence[str]]) -> EncodedCorpus:
         """Map tokenized sentences to ids; unknown words become ``<unk>``."""
+        sentences = sentences if isinstance(sentences, list) else list(sentences)
         get = self.index.get
-        flat: List[int] = []
-        lengths: List[int] = []
-        skipped = 0
-        for tokens in sentences:
-            if BOS in tokens or EOS in tokens:
-                kept = [t for t in tokens if t != BOS and t != EOS]
-                skipped += len(tokens) - len(kept)
-                tokens = kept
-            flat.extend([get(t, -1) for t in tokens])
-            lengths.append(len(tokens))
-        ids = np.array(flat, dtype=np.int32)
+        ids = np.array([get(t, -1) for tokens in sentences for t in tokens], dtype=np.int32)
+        lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+        ids, lengths, skipped = _drop_markers(ids, lengths)
         oov = ids < 0
         if not self.unk_seen:
             oov |= ids == self.unk_id  # a literal <unk> the model never saw
         ids[ids < 0] = self.unk_id
-        return EncodedCorpus(ids, np.array(lengths, dtype=np.int64), oov, skipped)
+        return EncodedCorpus(ids, lengths, oov, skipped)
 
     def decode(self, ids: Iterable[int]) -> List[str]:
         return [self.words[i] for i in ids]
@@ -104,13 +97,8 @@ class Vocabulary:
         for tokens in sentences:
             flat.extend([setdefault(t, len(first_seen)) for t in tokens])
             lengths.append(len(tokens))
-        provisional = np.array(flat, dtype=np.int64)
-        markers = (provisional == 1) | (provisional == 2)
-        skipped = int(markers.sum())
-        if skipped:
-            sentence_of = np.repeat(np.arange(len(lengths)), lengths)
-            provisional = provisional[~markers]
-            lengths = np.bincount(sentence_of[~markers], minlength=len(lengths))
+        provisional, lengths, skipped = _drop_markers(np.array(flat, dtype=np.int64),
+                                                      np.array(lengths, dtype=np.int64))
         counts = np.bincount(provisional, minlength=len(first_seen))
         keep = _choose_words(counts, min_count, max_vocab)
         words_by_id = list(first_seen)
@@ -119,8 +107,7 @@ class Vocabulary:
         final_counts = np.bincount(new_id, weights=counts, minlength=len(keep)).astype(np.int64)
         vocab = cls([words_by_id[i] for i in keep], final_counts)
         ids = new_id[provisional].astype(np.int32)
-        corpus = EncodedCorpus(ids, np.asarray(lengths, dtype=np.int64),
-                               np.zeros(ids.size, dtype=bool), skipped)
+        corpus = EncodedCorpus(ids, lengths, np.zeros(ids.size, dtype=bool), skipped)
         return vocab, corpus
 
     # -- storage ----------------------------------------------------------------
@@ -149,3 +136,14 @@ def _choose_words(counts: np.ndarray, min_count: int, max_vocab: Optional[int]) 
     if max_vocab is not None:
         chosen = chosen[: max(0, max_vocab - 3)]
     return np.concatenate([np.arange(3), chosen])
+
+
+def _drop_markers(ids: np.ndarray, lengths: np.ndarray):
+    """Remove literal ``<s>`` and ``</s>`` (ids 1 and 2) from sentences laid back to back."""
+    markers = (ids == Vocabulary.bos_id) | (ids == Vocabulary.eos_id)
+    skipped = int(np.count_nonzero(markers))
+    if skipped:
+        sentence_of = np.repeat(np.arange(lengths.size), lengths)
+        ids = ids[~markers]
+        lengths = np.bincount(sentence_of[~markers], minlength=lengths.size).astype(np.int64)
+    return ids, lengths, skipped
