@@ -20,6 +20,8 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from rnnlm_cli.ngram import hashindex
+
 
 @dataclass
 class NgramCounts:
@@ -32,6 +34,7 @@ class NgramCounts:
     suffix: List[Optional[np.ndarray]] = field(default_factory=list)  # row of (w_2..w_n) in n-1
     left_extensions: List[np.ndarray] = field(default_factory=list)   # distinct v with (v w_1..w_n)
     starts_with_bos: List[np.ndarray] = field(default_factory=list)   # bool
+    hash_slots: List[Optional[np.ndarray]] = field(default_factory=list)  # hashindex of keys
 
     def context(self, n: int) -> np.ndarray:
         """Row of each n-gram's context ``(w_1 .. w_{n-1})`` in the table of order n-1."""
@@ -61,6 +64,23 @@ def padded_sequence(ids: np.ndarray, lengths: np.ndarray, bos: int, eos: int):
     return sequence, offset
 
 
+def unique_with_index(keys: np.ndarray):
+    """``np.unique(keys, return_inverse=True, return_counts=True)``, faster, plus a hash
+    index of the unique keys: a plain sort (SIMD in NumPy) and hash probes replace the
+    argsort that ``np.unique`` needs for the inverse."""
+    ordered = np.sort(keys)
+    first = np.empty(ordered.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    table = ordered[starts]
+    counts = np.diff(np.append(starts, ordered.size))
+    del ordered, first
+    slots = hashindex.build(table)
+    rows = hashindex.find(slots, hashindex.table_bits(table.size), table, keys)
+    return table, rows, counts, slots
+
+
 def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: int,
                  bos: int, eos: int, progress: Optional[Callable[[str], None]] = None
                  ) -> NgramCounts:
@@ -75,6 +95,7 @@ def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: i
     bos_unigram = np.zeros(vocab_size, dtype=bool)
     bos_unigram[bos] = True
     result.starts_with_bos.append(bos_unigram)
+    result.hash_slots.append(None)
     row_ending_at = sequence  # row of the (n-1)-gram ending at each position
     for n in range(2, order + 1):
         if progress:
@@ -82,7 +103,8 @@ def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: i
         positions = np.flatnonzero(offset >= n - 1)
         keys = row_ending_at[positions - 1].astype(np.uint64) * np.uint64(vocab_size) \
             + sequence[positions].astype(np.uint64)
-        table, rows, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        table, rows, counts, slots = unique_with_index(keys)
+        result.hash_slots.append(slots)
         an_occurrence = np.empty(table.size, dtype=np.int64)
         an_occurrence[rows] = positions
         suffix = row_ending_at[an_occurrence].astype(small)

@@ -60,6 +60,8 @@ def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_
                           vocab.bos_id, vocab.eos_id, progress=step)
     step("smoothing")
     tables = estimate(counts, config.smoothing, vocab.bos_id, config.add_k, config.prune)
+    # The hash index built while counting serves the model too, unless pruning changed it.
+    hash_slots = None if config.prune else counts.hash_slots
     del counts
     metadata = {
         "model_type": "ngram", "order": config.order, "smoothing": config.smoothing,
@@ -69,4 +71,4 @@ def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_
         "ngrams": [int(k.size) for k in tables.keys],
         "smoothing_notes": tables.notes,
     }
-    return NgramModel(vocab, tables, metadata)
+    return NgramModel(vocab, tables, metadata, hash_slots)
