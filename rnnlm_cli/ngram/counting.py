@@ -47,20 +47,22 @@ class NgramCounts:
         return int(self.keys[n - 1].size)
 
 
-def padded_sequence(ids: np.ndarray, lengths: np.ndarray, bos: int, eos: int):
-    """``<s> s_1 </s> <s> s_2 </s> ...`` as one array, and each position's offset in its sentence."""
+def padded_sequence(ids: np.ndarray, lengths: np.ndarray, bos: int, eos: int,
+                    dtype=np.int64):
+    """``<s> s_1 </s> <s> s_2 </s> ...`` as one array of ``dtype``, and each position's
+    offset in its sentence."""
     lengths = np.asarray(lengths, dtype=np.int64)
     padded_lengths = lengths + 2
     total = int(padded_lengths.sum())
     starts = np.cumsum(padded_lengths) - padded_lengths
-    sequence = np.empty(total, dtype=np.int64)
+    sequence = np.empty(total, dtype=dtype)
     is_word = np.ones(total, dtype=bool)
     is_word[starts] = False
     is_word[starts + padded_lengths - 1] = False
     sequence[is_word] = ids
     sequence[starts] = bos
     sequence[starts + padded_lengths - 1] = eos
-    offset = np.arange(total, dtype=np.int64) - np.repeat(starts, padded_lengths)
+    offset = np.arange(total, dtype=dtype) - np.repeat(starts.astype(dtype), padded_lengths)
     return sequence, offset
 
 
@@ -85,9 +87,9 @@ def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: i
                  bos: int, eos: int, progress: Optional[Callable[[str], None]] = None
                  ) -> NgramCounts:
     """Count all n-grams of orders 1..``order`` of the sentences ``ids`` split by ``lengths``."""
-    sequence, offset = padded_sequence(ids, lengths, bos, eos)
-    # Counts and rows fit in 32 bits unless the corpus has 2^31 tokens: half the memory.
-    small = np.int32 if sequence.size < 2**31 else np.int64
+    # Ids, counts and rows fit in 32 bits unless the corpus has 2^31 tokens: half the memory.
+    small = np.int32 if int(np.sum(lengths)) + 2 * len(lengths) < 2**31 else np.int64
+    sequence, offset = padded_sequence(ids, lengths, bos, eos, dtype=small)
     result = NgramCounts(order, vocab_size)
     result.keys.append(np.arange(vocab_size, dtype=np.uint64))
     result.counts.append(np.bincount(sequence, minlength=vocab_size).astype(small))
@@ -115,7 +117,7 @@ def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: i
         result.suffix.append(suffix)
         result.starts_with_bos.append(offset[an_occurrence] == n - 1)
         del keys, an_occurrence
-        row_ending_at = np.full(sequence.size, -1, dtype=np.int64)
+        row_ending_at = np.full(sequence.size, -1, dtype=small)
         row_ending_at[positions] = rows
     # The highest order has no left extensions counted; they are not needed.
     result.left_extensions.append(np.zeros(0, dtype=small))
