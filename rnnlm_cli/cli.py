@@ -232,10 +232,10 @@ def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
         _print_details(lm, scored, lines, per_sentence, per_token, as_json)
     summary = summarize(scored)
     _print_summary(summary, as_json)
-    if summary.zero_prob or (summary.oovs and summary.perplexity == math.inf):
-        click.echo(f"Warning: the model gives probability zero to "
-                   f"{summary.zero_prob + summary.oovs * (summary.perplexity == math.inf)} "
-                   "token(s); perplexity is infinite", err=True)
+    if summary.zero_prob:
+        click.echo(f"Warning: the model gives probability zero to {summary.zero_prob} "
+                   "token(s) (unseen words under --smoothing mle?): perplexity is infinite",
+                   err=True)
 
 
 def _print_details(lm, scored, lines, per_sentence, per_token, as_json) -> None:

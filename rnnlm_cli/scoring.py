@@ -42,9 +42,9 @@ class Summary:
     sentences: int
     tokens: int          # including </s>
     oovs: int
-    logprob: float       # over all tokens, OOVs included
-    logprob_oov: float   # the part of ``logprob`` that OOVs contribute
-    zero_prob: int       # in-vocabulary tokens the model gives probability 0
+    logprob: float            # over all tokens, OOVs included
+    logprob_in_vocab: float   # over the tokens that are not OOVs
+    zero_prob: int            # tokens the model gives probability 0 (OOVs included)
 
     @property
     def log10prob(self) -> float:
@@ -56,7 +56,7 @@ class Summary:
 
     @property
     def perplexity_excluding_oovs(self) -> float:
-        return _perplexity(self.logprob - self.logprob_oov, self.tokens - self.oovs)
+        return _perplexity(self.logprob_in_vocab, self.tokens - self.oovs)
 
     def to_dict(self) -> dict:
         return {"sentences": self.sentences, "tokens": self.tokens, "oovs": self.oovs,
@@ -92,8 +92,8 @@ def summarize(scored: ScoredText, where: slice = slice(None)) -> Summary:
         return Summary(
             sentences=scored.corpus.lengths.size if where == slice(None) else 1,
             tokens=int(logprob.size), oovs=int(oov.sum()),
-            logprob=float(logprob.sum()), logprob_oov=float(logprob[oov].sum()),
-            zero_prob=int(np.count_nonzero(np.isneginf(logprob) & ~oov)))
+            logprob=float(logprob.sum()), logprob_in_vocab=float(logprob[~oov].sum()),
+            zero_prob=int(np.count_nonzero(np.isneginf(logprob))))
 
 
 def sentence_summaries(scored: ScoredText) -> Iterator[Summary]:
