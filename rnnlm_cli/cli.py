@@ -177,7 +177,7 @@ class _progress:
     def __init__(self, stages: int, description: str):
         from tqdm import tqdm
         self.bar = tqdm(total=stages, desc=description, file=sys.stderr, leave=False,
-                        disable=not sys.stderr.isatty(), bar_format="{desc}: {n}/{total} "
+                        disable=not sys.stderr.isatty(), bar_format="{desc}{n}/{total} "
                         "[{elapsed}]")
 
     def __enter__(self):
