@@ -154,3 +154,20 @@ def test_arpa_output_reads_back(tmp_path, suffix):
     a = summary_of(run("perplexity", model, VI, "--json").stdout)
     b = summary_of(run("perplexity", arpa, VI, "--json").stdout)
     assert b["perplexity"] == pytest.approx(a["perplexity"], rel=1e-6)
+
+
+def test_arpa_words_may_hold_non_ascii_spaces(tmp_path):
+    """Only ASCII whitespace separates words, in ARPA files as in the whitespace tokenizer;
+    files with spaces instead of tabs between columns read the same."""
+    text = tmp_path / "t.txt"
+    text.write_text("a\u3000b c d\nc d a\u3000b\n", encoding="utf-8")
+    run("train-ngram", text, "--tokenizer", "whitespace", "-o", tmp_path / "m.npz",
+        "--arpa", tmp_path / "m.arpa")
+    arpa = (tmp_path / "m.arpa").read_text(encoding="utf-8")
+    assert "\ta\u3000b\t" in arpa
+    (tmp_path / "spaces.arpa").write_text(arpa.replace("\t", " "), encoding="utf-8")
+    figures = [summary_of(run("perplexity", tmp_path / m, text, "--json").stdout)
+               for m in ("m.npz", "m.arpa", "spaces.arpa")]
+    assert figures[0]["tokens"] == 8 and figures[0]["oovs"] == 0
+    for other in figures[1:]:
+        assert other["perplexity"] == pytest.approx(figures[0]["perplexity"], rel=1e-7)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import re
 from typing import BinaryIO, Dict, List, TextIO, Tuple
 
 import numpy as np
@@ -66,7 +67,7 @@ def _parse(path: str, text: TextIO):
     sections: Dict[int, Tuple[list, list, list]] = {}
     current = None
     for lineno, line in enumerate(text, 1):
-        line = line.strip()
+        line = line.strip(" \t\r\n\f\v")
         if not line:
             continue
         if line.startswith("\\"):
@@ -78,17 +79,39 @@ def _parse(path: str, text: TextIO):
             if line.startswith("ngram ") and "=" in line:
                 declared.append(int(line.split("=")[1]))
             continue
-        fields = line.split()
-        if len(fields) not in (current + 1, current + 2):
+        prob, words, backoff = _fields(line, current)
+        if words is None:
             raise ModelFileError(f"{path}: line {lineno}: expected {current} words in a "
                                  f"{current}-gram entry")
         grams, probs, bows = sections[current]
-        grams.append(tuple(fields[1: current + 1]))
-        probs.append(_log10(path, lineno, fields[0]))
-        bows.append(_log10(path, lineno, fields[current + 1]) if len(fields) > current + 1 else 0.0)
+        grams.append(words)
+        probs.append(_log10(path, lineno, prob))
+        bows.append(0.0 if backoff is None else _log10(path, lineno, backoff))
     if not declared or 1 not in sections:
         raise ModelFileError(f"{path}: not an ARPA file (no \\data\\ header or no 1-grams)")
     return declared, sections
+
+
+_ASCII_SPACE = re.compile(r"[ \t\r\f\v]+")
+
+
+def _fields(line: str, n: int):
+    """(log10 prob, words, log10 backoff or None) of an n-gram entry; words None if malformed.
+
+    KenLM and SRILM put tabs between the columns and single spaces between the words;
+    other tools use spaces throughout. Only ASCII whitespace separates: a word may hold
+    a no-break or ideographic space, as the tokenizer leaves it.
+    """
+    if "\t" in line:
+        columns = line.split("\t")
+        words = tuple(_ASCII_SPACE.split(columns[1].strip(" "))) if len(columns) > 1 else ()
+        if len(columns) > 3 or len(words) != n:
+            return None, None, None
+        return columns[0], words, columns[2].strip(" ") if len(columns) == 3 else None
+    fields = _ASCII_SPACE.split(line)
+    if len(fields) not in (n + 1, n + 2):
+        return None, None, None
+    return fields[0], tuple(fields[1: n + 1]), fields[n + 1] if len(fields) == n + 2 else None
 
 
 def _section(path: str, lineno: int, line: str, declared: List[int]):
