@@ -202,8 +202,9 @@ class _progress:
 @click.option("--per-token", is_flag=True,
               help="Also print every token as word=id order log10prob, like KenLM's query.")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON object per line; the last is the summary. Infinite values "
-                   "(a zero probability) are written as null.")
+              help="One JSON object per line: one per sentence with --per-sentence or "
+                   "--per-token (the tokens under token_scores), then the summary. "
+                   "Infinite values (a zero probability) are written as null.")
 @encoding_option
 def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
     """Score TEXT files (stdin if none) with MODEL, one sentence per line.

@@ -11,6 +11,7 @@ from rnnlm_cli.modelfile import check_arrays, load_model
 from rnnlm_cli.ngram.arpa import is_arpa_path, read_arpa
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.training import MAX_ORDER
+from rnnlm_cli.tokenizer import TokenizerConfig
 
 
 def open_model(path: str) -> LanguageModel:
@@ -18,6 +19,10 @@ def open_model(path: str) -> LanguageModel:
     if is_arpa_path(path):
         return read_arpa(path)
     arrays, metadata = load_model(path)
+    try:
+        TokenizerConfig.from_dict(metadata.get("tokenizer"))
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
     model_type = metadata.get("model_type")
     if model_type == "ngram":
         return _open_ngram(path, arrays, metadata)
