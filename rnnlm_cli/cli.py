@@ -137,23 +137,27 @@ def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_
         rnnlm train-ngram corpora/en/sentences.txt --order 3 -o en.npz
         rnnlm train-ngram train.txt --tokenizer whitespace --order 5 -o m.npz --arpa m.arpa
     """
-    from rnnlm_cli.modelfile import atomic_output, save_model
+    from rnnlm_cli.modelfile import atomic_output, check_writable, write_model
     from rnnlm_cli.ngram.arpa import write_arpa
     from rnnlm_cli.ngram.training import NgramConfig, train_ngram as train
     from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
 
     config = NgramConfig(order, smoothing, add_k, prune, min_count, max_vocab)
     config.validate()
+    for path in filter(None, (output, arpa)):
+        check_writable(path)
     tokenizer = Tokenizer(TokenizerConfig(tokenizer_kind, level, lowercase))
     sentences = tokenizer.tokenize_lines(read_corpus_lines(corpus, encoding_errors))
     with _progress(order + 2, "training") as step:
         model = train(sentences, config, ", ".join(map(_name, corpus)),
                       tokenizer.config.to_dict(), progress=step)
     _warn_training(model.metadata)
-    save_model(output, model.to_arrays(), model.metadata)
-    if arpa:
-        with atomic_output(arpa, "wb") as out:
-            write_arpa(model, out, compress=arpa.endswith(".gz"))
+    # Both files or neither: the ARPA file is renamed into place first, then the model.
+    with atomic_output(output, "wb") as model_out:
+        if arpa:
+            with atomic_output(arpa, "wb") as arpa_out:
+                write_arpa(model, arpa_out, compress=arpa.endswith(".gz"))
+        write_model(model_out, model.to_arrays(), model.metadata)
     meta = model.metadata
     click.echo(f"{output}: order-{order} {smoothing} model, {len(model.vocab)} words, "
                f"{sum(meta['ngrams'])} n-grams, trained on {meta['corpus']['tokens']} tokens "
@@ -235,8 +239,7 @@ def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
     _print_summary(summary, as_json)
     if summary.zero_prob:
         click.echo(f"Warning: the model gives probability zero to {summary.zero_prob} "
-                   "token(s) (unseen words under --smoothing mle?): perplexity is infinite",
-                   err=True)
+                   "token(s): perplexity is infinite", err=True)
 
 
 def _print_details(lm, scored, lines, per_sentence, per_token, as_json) -> None:

@@ -26,11 +26,27 @@ META_KEY = "__meta__"
 
 def save_model(path: str, arrays: Mapping[str, np.ndarray], metadata: dict) -> None:
     """Write ``arrays`` and ``metadata`` to ``path`` atomically."""
+    with atomic_output(path, "wb") as out:
+        write_model(out, arrays, metadata)
+
+
+def write_model(out, arrays: Mapping[str, np.ndarray], metadata: dict) -> None:
+    """Write ``arrays`` and ``metadata`` as an ``.npz`` to the binary file ``out``."""
     metadata = dict(metadata, format_version=FORMAT_VERSION)
     payload = dict(arrays)
     payload[META_KEY] = np.frombuffer(json.dumps(metadata, ensure_ascii=False).encode(), np.uint8)
-    with atomic_output(path, "wb") as out:
-        np.savez(out, **payload)
+    np.savez(out, **payload)
+
+
+def check_writable(path: str) -> None:
+    """Fail now, not after a long training run, if ``path`` cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: is a directory")
+    if not os.path.isdir(folder):
+        raise ModelFileError(f"{path}: cannot write: No such file or directory")
+    if not os.access(folder, os.W_OK):
+        raise ModelFileError(f"{path}: cannot write: Permission denied")
 
 
 @contextmanager

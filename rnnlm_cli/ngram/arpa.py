@@ -77,12 +77,13 @@ def _parse(path: str, text: TextIO):
             continue
         if current is None:
             if line.startswith("ngram ") and "=" in line:
-                declared.append(int(line.split("=")[1]))
+                declared.append(_count(path, lineno, line))
             continue
         prob, words, backoff = _fields(line, current)
         if words is None:
-            raise ModelFileError(f"{path}: line {lineno}: expected {current} words in a "
-                                 f"{current}-gram entry")
+            raise ModelFileError(f"{path}: line {lineno}: a {current}-gram entry needs a "
+                                 f"probability, {current} word{'s' if current > 1 else ''} "
+                                 "and an optional back-off weight")
         grams, probs, bows = sections[current]
         grams.append(words)
         probs.append(_log10(path, lineno, prob))
@@ -114,6 +115,13 @@ def _fields(line: str, n: int):
     return fields[0], tuple(fields[1: n + 1]), fields[n + 1] if len(fields) == n + 2 else None
 
 
+def _count(path: str, lineno: int, line: str) -> int:
+    value = line.split("=", 1)[1].strip()
+    if not value.isdigit():
+        raise ModelFileError(f"{path}: line {lineno}: bad n-gram count '{value}' in \\data\\")
+    return int(value)
+
+
 def _section(path: str, lineno: int, line: str, declared: List[int]):
     if line in ("\\data\\", "\\end\\"):
         return None
@@ -121,11 +129,11 @@ def _section(path: str, lineno: int, line: str, declared: List[int]):
         try:
             n = int(line[1:].split("-")[0])
         except ValueError:
-            raise ModelFileError(f"{path}: line {lineno}: bad section header {line!r}") from None
+            raise ModelFileError(f"{path}: line {lineno}: bad section header '{line}'") from None
         if not 1 <= n <= len(declared):
             raise ModelFileError(f"{path}: line {lineno}: {n}-grams not declared in \\data\\")
         return n
-    raise ModelFileError(f"{path}: line {lineno}: bad section header {line!r}")
+    raise ModelFileError(f"{path}: line {lineno}: bad section header '{line}'")
 
 
 def _log10(path: str, lineno: int, field: str) -> float:
