@@ -8,7 +8,6 @@ from __future__ import annotations
 from rnnlm_cli.errors import ModelFileError
 from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.modelfile import check_arrays, load_model
-from rnnlm_cli.ngram import hashindex
 from rnnlm_cli.ngram.arpa import is_arpa_path, read_arpa
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.training import MAX_ORDER
@@ -39,7 +38,6 @@ def _open_ngram(path: str, arrays: dict, metadata: dict) -> NgramModel:
         model = NgramModel.from_arrays(arrays, metadata)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupt model: {exc}") from None
-    _check_hash_index(path, model)
     sizes = [model.tables.keys[n].size for n in range(order)]
     for n in range(order):
         if model.tables.logprob[n].size != sizes[n] or (
@@ -47,12 +45,3 @@ def _open_ngram(path: str, arrays: dict, metadata: dict) -> NgramModel:
             raise ModelFileError(f"{path}: corrupt model: {n + 1}-gram arrays differ in length")
     return model
 
-
-def _check_hash_index(path: str, model: NgramModel) -> None:
-    """Cheap checks that keep a damaged index from sending a probe off its array: at
-    least ``2^bits + 1`` slots, the last one empty (it stops every probe)."""
-    for n in range(2, model.order + 1):
-        slots = model.hash_slots[n - 1]
-        least = (1 << hashindex.table_bits(model.tables.keys[n - 1].size)) + 1
-        if slots.size < least or slots[-1] != 0:
-            raise ModelFileError(f"{path}: corrupt model: array 'hash_{n}' is damaged")

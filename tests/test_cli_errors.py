@@ -411,20 +411,6 @@ def test_perplexity_arrays_of_different_lengths(work):
                  "Error: m.npz: corrupt model: 2-gram arrays differ in length")
 
 
-@pytest.mark.parametrize("damage", ["too short", "no empty slot"])
-def test_perplexity_damaged_hash_index(work, damage):
-    arrays = model_arrays()
-    if "hash_2" not in arrays:
-        pytest.skip("this model format has no hash_2 array")
-    if damage == "too short":
-        arrays["hash_2"] = arrays["hash_2"][:3]
-    else:
-        arrays["hash_2"] = np.full_like(arrays["hash_2"], arrays["keys_2"].size)
-    np.savez(work / "m.npz", **arrays)
-    result = run("perplexity", "m.npz", "text.txt")
-    assert_fails(result, 1, contains=["Error: m.npz: corrupt model: ", "hash_2"])
-
-
 def test_perplexity_metadata_without_tokenizer(work):
     arrays = model_arrays()
     metadata = metadata_of(arrays)

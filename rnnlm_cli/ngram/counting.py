@@ -34,7 +34,6 @@ class NgramCounts:
     suffix: List[Optional[np.ndarray]] = field(default_factory=list)  # row of (w_2..w_n) in n-1
     left_extensions: List[np.ndarray] = field(default_factory=list)   # distinct v with (v w_1..w_n)
     starts_with_bos: List[np.ndarray] = field(default_factory=list)   # bool
-    hash_slots: List[Optional[np.ndarray]] = field(default_factory=list)  # hashindex of keys
 
     def context(self, n: int) -> np.ndarray:
         """Row of each n-gram's context ``(w_1 .. w_{n-1})`` in the table of order n-1."""
@@ -66,10 +65,9 @@ def padded_sequence(ids: np.ndarray, lengths: np.ndarray, bos: int, eos: int,
     return sequence, offset
 
 
-def unique_with_index(keys: np.ndarray):
-    """``np.unique(keys, return_inverse=True, return_counts=True)``, faster, plus a hash
-    index of the unique keys: a plain sort (SIMD in NumPy) and hash probes replace the
-    argsort that ``np.unique`` needs for the inverse."""
+def unique_with_inverse(keys: np.ndarray):
+    """``np.unique(keys, return_inverse=True, return_counts=True)``, faster: a plain sort
+    (SIMD in NumPy) and hash probes replace the argsort ``np.unique`` needs for the inverse."""
     ordered = np.sort(keys)
     first = np.empty(ordered.size, dtype=bool)
     first[:1] = True
@@ -80,7 +78,7 @@ def unique_with_index(keys: np.ndarray):
     del ordered, first
     slots = hashindex.build(table)
     rows = hashindex.find(slots, hashindex.table_bits(table.size), table, keys)
-    return table, rows, counts, slots
+    return table, rows, counts
 
 
 def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: int,
@@ -97,7 +95,6 @@ def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: i
     bos_unigram = np.zeros(vocab_size, dtype=bool)
     bos_unigram[bos] = True
     result.starts_with_bos.append(bos_unigram)
-    result.hash_slots.append(None)
     row_ending_at = sequence  # row of the (n-1)-gram ending at each position
     for n in range(2, order + 1):
         if progress:
@@ -105,8 +102,7 @@ def count_ngrams(ids: np.ndarray, lengths: np.ndarray, order: int, vocab_size: i
         positions = np.flatnonzero(offset >= n - 1)
         keys = row_ending_at[positions - 1].astype(np.uint64) * np.uint64(vocab_size) \
             + sequence[positions].astype(np.uint64)
-        table, rows, counts, slots = unique_with_index(keys)
-        result.hash_slots.append(slots)
+        table, rows, counts = unique_with_inverse(keys)
         an_occurrence = np.empty(table.size, dtype=np.int64)
         an_occurrence[rows] = positions
         suffix = row_ending_at[an_occurrence].astype(small)

@@ -60,8 +60,6 @@ def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_
                           vocab.bos_id, vocab.eos_id, progress=step)
     step("smoothing")
     tables = estimate(counts, config.smoothing, vocab.bos_id, config.add_k, config.prune)
-    # The hash index built while counting serves the model too, unless pruning changed it.
-    hash_slots = None if config.prune else counts.hash_slots
     del counts
     metadata = {
         "model_type": "ngram", "order": config.order, "smoothing": config.smoothing,
@@ -71,4 +69,4 @@ def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_
         "ngrams": [int(k.size) for k in tables.keys],
         "smoothing_notes": tables.notes,
     }
-    return NgramModel(vocab, tables, metadata, hash_slots)
+    return NgramModel(vocab, tables, metadata)
