@@ -1,10 +1,12 @@
 """An open-addressing hash index over a sorted key array, built and probed with NumPy.
 
-Binary search (``np.searchsorted``) costs ~22 dependent memory reads per lookup in a
-table of millions of n-grams; a hash probe costs one or two, and NumPy's gathers let
-the processor overlap those reads across the whole batch of queries. This is KenLM's
-"probing" structure, except that the slots hold row numbers into the sorted table
-(``row + 1``; 0 marks an empty slot), so the table keeps its trie order.
+Counting uses it to find, for every corpus position, the row of its n-gram among the
+distinct n-grams: binary search (``np.searchsorted``) costs ~22 dependent memory reads
+per lookup in a table of millions of keys in random order; a hash probe costs one or
+two, and NumPy's gathers let the processor overlap those reads across the whole batch.
+The slots hold row numbers into the sorted table (``row + 1``; 0 marks an empty slot),
+so the table keeps its trie order. (Scoring a memory-mapped model is another matter:
+there, sorted queries and binary search win; see ``model.find_sorted``.)
 
 Slots are found by multiplicative (Fibonacci) hashing, ``(key * 2^64/phi) >> (64 - bits)``,
 with linear probing; the table is at most half full.
