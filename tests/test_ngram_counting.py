@@ -1,7 +1,11 @@
 """Counting: exact n-gram counts, trie keys and Kneser-Ney left extensions by hand."""
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from rnnlm_cli.ngram import hashindex
 from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
+from rnnlm_cli.ngram.model import find_sorted
 from rnnlm_cli.vocab import Vocabulary
 
 # Ids: <unk>=0 <s>=1 </s>=2 a=3 b=4; sentences "a b a" and "b a".
@@ -90,3 +94,20 @@ def test_unseen_unk_is_an_oov_when_scoring():
     encoded = vocab.encode([["a", "<unk>", "zzz"]])
     assert encoded.ids.tolist() == [3, 0, 0]
     assert encoded.oov.tolist() == [False, True, True]
+
+
+@settings(max_examples=50, deadline=None)
+@given(keys=st.sets(st.integers(0, 2**40), max_size=300),
+       queries=st.lists(st.integers(0, 2**40), max_size=300))
+def test_hash_index_and_sorted_search_find_exactly_the_present_keys(keys, queries):
+    table = np.array(sorted(keys), dtype=np.uint64)
+    wanted = np.array(queries + sorted(keys), dtype=np.uint64)
+    expected = np.array([sorted(keys).index(q) if q in keys else -1 for q in wanted.tolist()])
+    slots = hashindex.build(table)
+    assert slots[-1] == 0
+    found = hashindex.find(slots, hashindex.table_bits(table.size), table, wanted)
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_array_equal(find_sorted(table, wanted), expected)
+    copies = 5000 // max(wanted.size, 1) + 1                     # the sorted-batch path
+    np.testing.assert_array_equal(find_sorted(table, np.tile(wanted, copies)),
+                                  np.tile(expected, copies))
