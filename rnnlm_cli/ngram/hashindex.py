@@ -58,6 +58,8 @@ def find(slots: np.ndarray, bits: int, keys: np.ndarray, queries: np.ndarray) ->
     key's slot probe on. ``mode="clip"``: a damaged file can give a wrong row, never an
     index error.
     """
+    if keys.size == 0:
+        return np.full(queries.size, -1, dtype=np.int64)
     position = _home(queries, bits)
     rows = slots.take(position).astype(np.int64) - 1
     occupied = rows >= 0
