@@ -169,10 +169,12 @@ def _warn_training(metadata: dict) -> None:
     if skipped:
         click.echo(f"Warning: dropped {skipped} literal <s> or </s> from the corpus "
                    "(they mark sentence boundaries)", err=True)
-    for n, problem in metadata["smoothing_notes"].get("discount_fallback", {}).items():
-        click.echo(f"Warning: cannot estimate Kneser-Ney discounts for {n}-grams ({problem}: "
-                   "small or artificial data?); using lmplz's fallback discounts "
-                   "0.5 1 1.5 for that order", err=True)
+    fallback = metadata["smoothing_notes"].get("discount_fallback", {})
+    if fallback:
+        where = ", ".join(f"{n}-grams ({problem})" for n, problem in fallback.items())
+        click.echo(f"Warning: cannot estimate Kneser-Ney discounts for {where}: small or "
+                   "artificial data? Using lmplz's fallback discounts 0.5 1 1.5 there "
+                   "(recorded in the model)", err=True)
 
 
 class _progress:

@@ -171,3 +171,24 @@ def test_arpa_words_may_hold_non_ascii_spaces(tmp_path):
     assert figures[0]["tokens"] == 8 and figures[0]["oovs"] == 0
     for other in figures[1:]:
         assert other["perplexity"] == pytest.approx(figures[0]["perplexity"], rel=1e-7)
+
+
+@pytest.mark.parametrize("text, options", [
+    ("The cat sat.\nA dog ran.\nThe dog sat.\nA cat ran.\nThe end.\n", ()),   # five lines
+    ("same line here\n" * 50, ()),                                           # duplicates
+    ("abcabcabc\nbca\n", ("--level", "char")),                               # characters
+    ("one\n", ("--order", "7")),                                             # one word
+])
+def test_small_or_degenerate_data_trains_with_a_named_fallback(tmp_path, text, options):
+    corpus, model = tmp_path / "c.txt", tmp_path / "m.npz"
+    corpus.write_text(text, encoding="utf-8")
+    result = run("train-ngram", corpus, "-o", model, "--order", 5, *options)
+    _, meta = load_model(str(model))
+    fallback = meta["smoothing_notes"]["discount_fallback"]
+    assert fallback, "tiny data should need the fallback for some order"
+    warning = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warning) == 1 and "fallback discounts 0.5 1 1.5" in warning[0]
+    for n in fallback:
+        assert f"{n}-grams (" in warning[0]
+    figures = summary_of(run("perplexity", model, "--json", input=text.splitlines()[0]).stdout)
+    assert math.isfinite(figures["perplexity"]) and figures["perplexity"] >= 1
