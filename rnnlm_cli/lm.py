@@ -56,6 +56,13 @@ class LanguageModel(ABC):
     def log_probs(self, state: Any) -> np.ndarray:
         """``(batch, |V|)`` natural-log next-token distribution of each row."""
 
+    def select(self, state: Any, rows: np.ndarray) -> Any:
+        """The state of the batch rows ``rows`` (in that order; rows may repeat), as beam
+        search needs. A state is an array with the batch first, or a tuple/list of such."""
+        if isinstance(state, (tuple, list)):
+            return type(state)(self.select(part, rows) for part in state)
+        return state[np.asarray(rows)]
+
     def score(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
         """Log-probability of every token of sentences given back to back, ``</s>`` included.
 
