@@ -1,0 +1,56 @@
+"""The long-range corpus generator: its stated entropy is the true source's."""
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+from conftest import CORPORA
+
+spec = importlib.util.spec_from_file_location("longrange", CORPORA / "longrange.py")
+longrange = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(longrange)
+
+
+def token_by_token_nll(source, words):
+    """-log p(line) as a language model sees it: one conditional per token, </s> included."""
+    fillers = [int(w[1:]) for w in words[1:-1]]
+    key = int(words[0][3:])
+    p = [1 / source.keys, source.start[fillers[0]]]                      # key, first filler
+    p += [(1 - source.stop) * source.transition[a, b] for a, b in zip(fillers, fillers[1:])]
+    p += [source.stop * (words[-1] == f"target{key}"), 1.0]              # target, </s>
+    return -sum(math.log(x) for x in p)
+
+
+def test_stated_nll_is_the_sum_of_per_token_conditionals(tmp_path):
+    assert longrange.main(["--gap", "4", "--keys", "3", "--fillers", "5", "--train-lines",
+                           "200", "--valid-lines", "1", "--test-lines", "1", "--json",
+                           "--out-dir", str(tmp_path)]) == 0
+    source = longrange.Source.make(3, 4, 5, 0)
+    lines = [line.split() for line in (tmp_path / "train.txt").read_text().splitlines()]
+    stated = longrange.figures(source, lines)
+    assert stated["nll"] == pytest.approx(sum(token_by_token_nll(source, w) for w in lines),
+                                          rel=1e-12)
+    assert stated["tokens"] == sum(len(w) + 1 for w in lines)
+    blind = stated["nll"] + len(lines) * math.log(3)
+    assert stated["key_blind_floor_perplexity"] == pytest.approx(
+        math.exp(blind / stated["tokens"]))
+
+
+@pytest.mark.parametrize("gap, keys, fillers", [(5, 10, 20), (20, 4, 6)])
+def test_expected_entropy_matches_the_sample_within_sampling_error(gap, keys, fillers):
+    source = longrange.Source.make(keys, gap, fillers, source_seed=3)
+    sample = source.sample(8000, np.random.default_rng(11))
+    nll = np.array([-source.line_logprob(w) for w in sample])
+    standard_error = nll.std(ddof=1) / math.sqrt(nll.size)
+    assert abs(nll.mean() - source.expected_line_entropy()) < 4 * standard_error
+    lengths = np.array([len(w) - 2 for w in sample])                    # fillers per line
+    assert abs(lengths.mean() - gap) < 4 * lengths.std(ddof=1) / math.sqrt(lengths.size)
+    assert lengths.min() >= 1
+
+
+def test_targets_follow_keys_and_fillers_ignore_them():
+    source = longrange.Source.make(5, 6, 8, source_seed=1)
+    for words in source.sample(300, np.random.default_rng(0)):
+        assert words[-1] == "target" + words[0][3:]
+        assert all(w.startswith("w") for w in words[1:-1])
