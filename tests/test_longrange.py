@@ -1,6 +1,7 @@
 """The long-range corpus generator: its stated entropy is the true source's."""
 import importlib.util
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from conftest import CORPORA
 
 spec = importlib.util.spec_from_file_location("longrange", CORPORA / "longrange.py")
 longrange = importlib.util.module_from_spec(spec)
+sys.modules["longrange"] = longrange          # dataclasses look their module up there
 spec.loader.exec_module(longrange)
 
 
