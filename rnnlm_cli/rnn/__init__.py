@@ -1,0 +1,1 @@
+"""The recurrent backend: cells (forward/backward), the network, optimisers, the training loop."""

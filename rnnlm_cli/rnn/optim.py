@@ -1,0 +1,160 @@
+"""Optimisers and gradient-norm clipping over a network's ``params`` dict.
+
+Each optimiser updates the parameters in place, in their own dtype (float32 in
+training), with PyTorch's update rules and default constants, so a run compares with
+a PyTorch run of the same settings. ``state_dict()`` gives the optimiser's state as
+plain arrays (keys like ``"m.Wxh"``) for a checkpoint; ``load_state_dict`` takes them
+back. ``clip_gradients`` is the norm-clipping algorithm over the whole gradient.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Mapping, Tuple
+
+import numpy as np
+
+Arrays = Dict[str, np.ndarray]
+
+
+def clip_gradients(grads: Mapping[str, np.ndarray], threshold: float) -> Tuple[float, bool]:
+    """``if ||g|| >= threshold: g = threshold / ||g|| * g``, over all arrays together.
+
+    Scales ``grads`` in place; ``threshold`` 0 disables clipping. Returns the norm before
+    clipping (summed in float64) and whether the gradient was scaled.
+    """
+    norm = global_norm(grads)
+    if threshold <= 0 or not norm >= threshold or not math.isfinite(norm):
+        return norm, False
+    scale = threshold / norm
+    for g in grads.values():
+        g *= g.dtype.type(scale)
+    return norm, True
+
+
+def global_norm(arrays: Mapping[str, np.ndarray]) -> float:
+    """The L2 norm of all arrays taken as one vector, accumulated in float64."""
+    total = 0.0
+    for a in arrays.values():
+        flat = a.reshape(-1)
+        total += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
+    return math.sqrt(total)
+
+
+class Optimizer:
+    """``step(params, grads, lr)`` updates ``params`` in place."""
+
+    name = ""
+
+    def step(self, params: Arrays, grads: Mapping[str, np.ndarray], lr: float) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> Arrays:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        if state:
+            raise ValueError(f"{self.name} has no state, got {sorted(state)}")
+
+    @staticmethod
+    def _slots(prefix: str, params: Arrays) -> Arrays:
+        return {f"{prefix}.{k}": np.zeros_like(p) for k, p in params.items()}
+
+    @staticmethod
+    def _load_slots(target: Arrays, state: Mapping[str, np.ndarray], prefix: str) -> None:
+        for key, slot in target.items():
+            if key not in state:
+                raise ValueError(f"optimiser state '{key}' is missing")
+            value = np.asarray(state[key])
+            if value.shape != slot.shape:
+                raise ValueError(f"optimiser state '{key}' has shape {value.shape}, "
+                                 f"not {slot.shape}")
+            slot[...] = value
+
+
+class SGD(Optimizer):
+    """``p -= lr * g``."""
+
+    name = "sgd"
+
+    def __init__(self, params: Arrays):
+        pass
+
+    def step(self, params, grads, lr):
+        for k, p in params.items():
+            p -= p.dtype.type(lr) * grads[k]
+
+
+class Adagrad(Optimizer):
+    """``s += g**2; p -= lr * g / (sqrt(s) + eps)`` (PyTorch's Adagrad, eps 1e-10)."""
+
+    name = "adagrad"
+
+    def __init__(self, params: Arrays, eps: float = 1e-10):
+        self.eps = eps
+        self.sum = self._slots("sum", params)
+
+    def step(self, params, grads, lr):
+        for k, p in params.items():
+            g, s = grads[k], self.sum[f"sum.{k}"]
+            s += g * g
+            denom = np.sqrt(s)
+            denom += p.dtype.type(self.eps)
+            p -= p.dtype.type(lr) * g / denom
+
+    def state_dict(self):
+        return dict(self.sum)
+
+    def load_state_dict(self, state):
+        self._load_slots(self.sum, state, "sum")
+
+
+class Adam(Optimizer):
+    """PyTorch's Adam (betas 0.9, 0.999; eps 1e-8), with bias correction.
+
+    ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g**2;
+    p -= lr / (1-b1**t) * m / (sqrt(v) / sqrt(1-b2**t) + eps)``
+    """
+
+    name = "adam"
+
+    def __init__(self, params: Arrays, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8):
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.t = 0
+        self.m = self._slots("m", params)
+        self.v = self._slots("v", params)
+
+    def step(self, params, grads, lr):
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        step_size = lr / (1 - b1 ** self.t)
+        root_correction = math.sqrt(1 - b2 ** self.t)
+        for k, p in params.items():
+            f = p.dtype.type
+            g, m, v = grads[k], self.m[f"m.{k}"], self.v[f"v.{k}"]
+            m *= f(b1)
+            m += f(1 - b1) * g
+            v *= f(b2)
+            v += f(1 - b2) * (g * g)
+            denom = np.sqrt(v)
+            denom /= f(root_correction)
+            denom += f(self.eps)
+            p -= f(step_size) * m / denom
+
+    def state_dict(self):
+        return {**self.m, **self.v, "t": np.array(self.t, dtype=np.int64)}
+
+    def load_state_dict(self, state):
+        if "t" not in state:
+            raise ValueError("optimiser state 't' is missing")
+        self._load_slots(self.m, state, "m")
+        self._load_slots(self.v, state, "v")
+        self.t = int(np.asarray(state["t"]))
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Adagrad, Adam)}
+
+
+def make_optimizer(name: str, params: Arrays) -> Optimizer:
+    """The optimiser called ``name`` (sgd, adagrad, adam) with fresh state for ``params``."""
+    return OPTIMIZERS[name](params)
