@@ -1,0 +1,72 @@
+"""From tokenized text to the training and validation streams of a recurrent model.
+
+The vocabulary is built from the training text only; validation text is encoded with
+it (unknown words become ``<unk>``). Without a validation file, the last 5% of the
+training lines are held out. A fingerprint of both streams and the vocabulary lets a
+checkpoint tell whether it is resumed on the same data.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from rnnlm_cli.errors import CorpusError
+from rnnlm_cli.rnn.batches import token_stream
+from rnnlm_cli.vocab import EncodedCorpus, Vocabulary
+
+HOLD_OUT = 0.05
+
+
+def hold_out(lines: List[str], fraction: float = HOLD_OUT) -> Tuple[List[str], List[str]]:
+    """The lines split into training and validation: the last ``fraction`` (at least one)."""
+    if len(lines) < 2:
+        raise CorpusError("cannot hold out validation text from a corpus of one line: "
+                          "give --valid FILE")
+    held = min(len(lines) - 1, max(1, round(len(lines) * fraction)))
+    return lines[:-held], lines[-held:]
+
+
+@dataclass
+class TrainingData:
+    """The vocabulary and the token streams a recurrent model trains and validates on."""
+
+    vocab: Vocabulary
+    train: np.ndarray       # (N,) int32 token stream, see batches.token_stream
+    valid: np.ndarray       # (M,) int32
+    train_corpus: EncodedCorpus
+    valid_corpus: EncodedCorpus
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the vocabulary and both streams."""
+        digest = hashlib.sha256()
+        for blob in (self.vocab.to_arrays()["vocab_words"], self.train, self.valid):
+            digest.update(np.ascontiguousarray(blob).tobytes())
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+    def stats(self, train_name: str, valid_name: str) -> dict:
+        """What the model file records of its data."""
+        return {"name": train_name, "sentences": int(self.train_corpus.lengths.size),
+                "tokens": self.train_corpus.num_tokens,
+                "skipped_markers": self.train_corpus.skipped_markers,
+                "valid": {"name": valid_name,
+                          "sentences": int(self.valid_corpus.lengths.size),
+                          "tokens": self.valid_corpus.num_tokens}}
+
+
+def prepare_data(train_sentences: Sequence[Sequence[str]],
+                 valid_sentences: Sequence[Sequence[str]], train_name: str, valid_name: str,
+                 min_count: int = 1, max_vocab: Optional[int] = None) -> TrainingData:
+    """Build the vocabulary of the training sentences; encode both sides as streams."""
+    vocab, train = Vocabulary.build(train_sentences, min_count, max_vocab)
+    if train.num_tokens == 0:
+        raise CorpusError(f"{train_name}: no words to train on (empty, or only blank lines)")
+    valid = vocab.encode(list(valid_sentences))
+    if valid.num_tokens == 0:
+        raise CorpusError(f"{valid_name}: no words to validate on (only blank lines)")
+    eos = vocab.eos_id
+    return TrainingData(vocab, token_stream(train.ids, train.lengths, eos),
+                        token_stream(valid.ids, valid.lengths, eos), train, valid)
