@@ -15,3 +15,7 @@ class ModelFileError(RnnlmError):
 
 class OptionError(RnnlmError):
     """An option value is out of range or inconsistent with the others."""
+
+
+class TrainingError(RnnlmError):
+    """Training could not produce a model (the loss diverged before any epoch finished)."""

@@ -1,0 +1,113 @@
+"""One ``train-rnn`` run: batches, a new or resumed network, the loop, checkpoints.
+
+``run_training`` is what the command calls once the text is read and tokenized. It
+lays the streams out in batches (fewer parallel streams if the corpus cannot fill one
+chunk), builds the network from the seed or from ``--resume``, runs the loop with Ctrl-C
+deferred to a chunk boundary, saves checkpoints on the clock and on Ctrl-C, and leaves
+the best parameters in the network it returns.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from rnnlm_cli.errors import TrainingError
+from rnnlm_cli.rnn.batches import Batches, fit_batch_size
+from rnnlm_cli.rnn.checkpoint import Checkpoint, save_checkpoint
+from rnnlm_cli.rnn.data import TrainingData
+from rnnlm_cli.rnn.optim import make_optimizer
+from rnnlm_cli.rnn.training import (Hooks, TrainConfig, TrainState, deferred_interrupts,
+                                    restore_best, train)
+
+VALID_BATCH = 10   # parallel streams when measuring validation perplexity
+
+# The flag of each option saved in a checkpoint, where it is not --field-name.
+FLAGS = {"kind": "--tokenizer"}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: a checkpoint was saved at ``path``."""
+
+    def __init__(self, path: str, state: TrainState):
+        super().__init__(path)
+        self.path, self.state = path, state
+
+
+@dataclass
+class TrainingRun:
+    """The outcome: the network holds the best parameters; ``state`` says how it went."""
+
+    network: object
+    state: TrainState
+    batch_size: int
+    resumed_from: Optional[str]
+
+
+def option_flags(model_config, train_config: TrainConfig, tokenizer: dict,
+                 vocabulary: dict) -> dict:
+    """Every option that decides the weights, keyed by its command-line flag."""
+    fields = {**asdict(model_config), **train_config.model_options(), **tokenizer, **vocabulary}
+    return {FLAGS.get(k, "--" + k.replace("_", "-")): v for k, v in fields.items()}
+
+
+def plan_batches(data: TrainingData, config: TrainConfig):
+    """The training and validation chunks: ``(train, valid)`` ``Batches``."""
+    train_b = fit_batch_size(data.train.size, config.batch_size, config.bptt)
+    valid_b = fit_batch_size(data.valid.size, VALID_BATCH, config.bptt)
+    return Batches(data.train, train_b, config.bptt), Batches(data.valid, valid_b, config.bptt)
+
+
+def run_training(data: TrainingData, model_config, config: TrainConfig, options: dict,
+                 checkpoint_path: str, resume: Optional[str] = None,
+                 hooks: Optional[Hooks] = None, network_class=None) -> TrainingRun:
+    """Train (or resume) a network on ``data``; see the module docstring."""
+    if network_class is None:
+        from rnnlm_cli.rnn.network import RnnNetwork as network_class
+    train_batches, valid_batches = plan_batches(data, config)
+    fingerprint = data.fingerprint()
+    vocab_size = len(data.vocab)
+    if resume:
+        checkpoint = Checkpoint(resume)
+        checkpoint.check_matches(options, fingerprint)
+        network = _restore_network(checkpoint, network_class, model_config, vocab_size)
+        optimizer = make_optimizer(config.optimizer, network.params)
+        checkpoint.restore_optimizer(optimizer)
+        state = checkpoint.restore_state()
+    else:
+        init_rng, dropout_rng = (np.random.default_rng(s) for s in
+                                 np.random.SeedSequence(config.seed).spawn(2))
+        network = network_class(model_config, vocab_size, rng=init_rng, dtype=np.float32)
+        optimizer = make_optimizer(config.optimizer, network.params)
+        state = TrainState.start(config, dropout_rng)
+
+    def save(current: TrainState) -> None:
+        save_checkpoint(checkpoint_path, network, optimizer, current, options, fingerprint)
+
+    hooks = hooks or Hooks()
+    hooks.save_checkpoint = save
+    hooks.checkpoint_seconds = config.checkpoint_every * 60
+    try:
+        with deferred_interrupts() as requested:
+            hooks.interrupt_requested = requested
+            train(network, optimizer, train_batches, valid_batches, config, state, hooks)
+    except KeyboardInterrupt:
+        if state.updating:
+            raise   # a second Ctrl-C in the middle of an update: nothing consistent to save
+        save(state)
+        raise TrainingInterrupted(checkpoint_path, state) from None
+    if config.checkpoint_every and state.stopped != "non-finite":
+        save(state)   # the finished run: resume it with more --epochs to train on
+    if state.best_params is None:
+        raise TrainingError(f"{state.message}; no epoch had finished, so no model was written")
+    restore_best(network, state)
+    return TrainingRun(network, state, train_batches.batch_size, resume)
+
+
+def _restore_network(checkpoint: Checkpoint, network_class, model_config, vocab_size):
+    from rnnlm_cli.errors import ModelFileError
+    try:
+        return network_class.from_arrays(model_config, checkpoint.network_arrays(), vocab_size)
+    except (KeyError, ValueError) as exc:
+        raise ModelFileError(f"{checkpoint.path}: corrupt checkpoint: {exc}") from None

@@ -1,0 +1,356 @@
+"""The training loop of a recurrent LM: truncated BPTT over chunks, epochs, early stopping.
+
+The loop knows nothing of text or files. It takes a network (``loss_and_grads``,
+``loss``, ``initial_hidden``, ``params``), an optimiser, two ``Batches``-like sequences of
+``(inputs, targets)`` chunks and a ``TrainConfig``, and mutates a ``TrainState``, the one
+object a checkpoint needs besides the weights and the optimiser state. Each chunk:
+forward and backward from the hidden state the previous chunk left (detached), the
+gradient norm measured, clipped, the update applied. Each epoch ends with the validation
+perplexity: the best parameters so far are kept, the learning rate decays when it does
+not improve, and ``patience`` epochs without improvement stop training. A non-finite loss
+or gradient stops training before the update, so the weights never turn NaN.
+
+The state changes only between chunks: an interrupt (``KeyboardInterrupt`` from a hook,
+or Ctrl-C, which ``deferred_interrupts`` holds back until the next chunk boundary) leaves
+a state that resumes exactly where it stopped.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from rnnlm_cli.errors import OptionError
+from rnnlm_cli.rnn.optim import OPTIMIZERS, Optimizer, clip_gradients
+
+
+@dataclass
+class TrainConfig:
+    """How a recurrent model is trained; saved in the model and its checkpoints.
+
+    The defaults follow the small LSTM of Zaremba et al. (2014) on the Penn Treebank:
+    SGD at learning rate 1, norm clipping at 5, 20 streams of 20 steps, 13 epochs, the
+    rate halved (here: when validation perplexity stops improving).
+    """
+
+    epochs: int = 13
+    batch_size: int = 20
+    bptt: int = 20
+    optimizer: str = "sgd"
+    lr: float = 1.0
+    lr_decay: float = 0.5      # lr *= lr_decay after an epoch that does not improve
+    patience: int = 3          # epochs without improvement before stopping; 0: never stop
+    clip_norm: float = 5.0     # 0: no clipping
+    seed: int = 0
+    checkpoint_every: float = 0.0   # minutes; 0: only on Ctrl-C
+    log: Optional[str] = None       # JSONL file of the epoch records
+
+    # Options that may change when a run is resumed: they do not change the model.
+    RESUMABLE = ("epochs", "checkpoint_every", "log")
+
+    def validate(self) -> None:
+        _at_least("--epochs", self.epochs, 1)
+        _at_least("--batch-size", self.batch_size, 1)
+        _at_least("--bptt", self.bptt, 1)
+        if self.optimizer not in OPTIMIZERS:
+            raise OptionError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"not {self.optimizer!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise OptionError(f"--lr must be positive, not {self.lr:g}")
+        if not 0 < self.lr_decay <= 1:
+            raise OptionError(f"--lr-decay must be in (0, 1] (1: no decay), "
+                              f"not {self.lr_decay:g}")
+        _at_least("--patience", self.patience, 0)
+        if not (math.isfinite(self.clip_norm) and self.clip_norm >= 0):
+            raise OptionError(f"--clip-norm must be 0 (off) or positive, "
+                              f"not {self.clip_norm:g}")
+        _at_least("--seed", self.seed, 0)
+        if not (math.isfinite(self.checkpoint_every) and self.checkpoint_every >= 0):
+            raise OptionError(f"--checkpoint-every must be 0 (off) or a positive number of "
+                              f"minutes, not {self.checkpoint_every:g}")
+
+    def model_options(self) -> dict:
+        """The options that decide the trained weights (all but ``RESUMABLE``)."""
+        return {k: v for k, v in asdict(self).items() if k not in self.RESUMABLE}
+
+
+def _at_least(flag: str, value: int, low: int) -> None:
+    if value < low:
+        raise OptionError(f"{flag} must be at least {low}, not {value}")
+
+
+# -- what the loop reports -------------------------------------------------------------------
+
+@dataclass
+class ChunkProgress:
+    """After each chunk: where the epoch is, and its running figures."""
+
+    epoch: int          # 1-based
+    position: int       # chunks done in this epoch
+    chunks: int         # chunks in an epoch
+    loss: float         # mean loss over the epoch so far (natural log)
+    tokens_per_s: float
+
+    @property
+    def ppl(self) -> float:
+        return _exp(self.loss)
+
+
+@dataclass
+class EpochRecord:
+    """One epoch's figures: the stderr line and a line of ``--log``."""
+
+    epoch: int
+    train_ppl: float
+    valid_ppl: float
+    grad_norm: float    # mean gradient norm before clipping
+    clipped: float      # fraction of updates whose gradient was clipped
+    lr: float           # the learning rate of this epoch
+    improved: bool
+    tokens_per_s: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def deterministic(self) -> dict:
+        """The record without timings: what the model file keeps (same run, same bytes)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("tokens_per_s", "seconds")}
+
+
+@dataclass
+class EpochSums:
+    """Running totals over the current epoch."""
+
+    loss: float = 0.0       # sum of loss * targets
+    targets: int = 0
+    grad_norm: float = 0.0  # sum of norms before clipping
+    clipped: int = 0
+    updates: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainState:
+    """Everything the loop changes; with the weights and optimiser state, a checkpoint."""
+
+    lr: float
+    rng: np.random.Generator                  # dropout masks
+    epoch: int = 0                            # epochs completed
+    position: int = 0                         # chunks done in the current epoch
+    hidden: Optional[list] = None             # carried between chunks; None: epoch start
+    best_params: Optional[Dict[str, np.ndarray]] = None
+    best_valid_ppl: Optional[float] = None
+    bad_epochs: int = 0                       # epochs since the last improvement
+    sums: EpochSums = field(default_factory=EpochSums)
+    history: List[EpochRecord] = field(default_factory=list)
+    stopped: Optional[str] = None             # "early stop" or "non-finite": why it ended
+    message: str = ""                         # what went wrong, when stopped is "non-finite"
+    updating: bool = False                    # inside an update: not a state to save
+
+    @classmethod
+    def start(cls, config: TrainConfig, rng: np.random.Generator) -> "TrainState":
+        return cls(lr=config.lr, rng=rng)
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside the loop; the state is left as it was before the bad chunk."""
+
+
+@dataclass
+class Hooks:
+    """What the caller hears from the loop. ``on_chunk`` and ``on_epoch`` may raise
+    ``KeyboardInterrupt``: the state is consistent at those points."""
+
+    on_chunk: Callable[[ChunkProgress], None] = lambda progress: None
+    on_epoch: Callable[[EpochRecord], None] = lambda record: None
+    on_epoch_start: Callable[[int, int, int], None] = lambda epoch, done, chunks: None
+    save_checkpoint: Optional[Callable[[TrainState], None]] = None
+    checkpoint_seconds: float = 0.0           # 0: no periodic checkpoints
+    interrupt_requested: Callable[[], bool] = lambda: False
+    clock: Callable[[], float] = time.monotonic
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+def train(network, optimizer: Optimizer, train_batches: Sequence, valid_batches: Sequence,
+          config: TrainConfig, state: TrainState, hooks: Optional[Hooks] = None
+          ) -> TrainState:
+    """Train until ``config.epochs`` epochs are done or training stops; returns ``state``.
+
+    On a non-finite loss ``state.stopped`` is ``"non-finite"`` and ``state.message``
+    says where; the parameters are those of the last good update.
+    """
+    hooks = hooks or Hooks()
+    timer = _CheckpointTimer(hooks)
+    try:
+        while state.epoch < config.epochs and state.stopped is None:
+            hooks.on_epoch_start(state.epoch + 1, state.position, len(train_batches))
+            _train_epoch(network, optimizer, train_batches, config, state, hooks, timer)
+            _end_epoch(network, valid_batches, config, state, hooks)
+            timer.maybe_save(state)
+    except NonFiniteLoss as exc:
+        state.stopped = "non-finite"
+        state.message = str(exc)
+    return state
+
+
+def _train_epoch(network, optimizer, batches, config, state, hooks, timer) -> None:
+    while state.position < len(batches):
+        _train_chunk(network, optimizer, batches, config, state)
+        hooks.on_chunk(ChunkProgress(state.epoch + 1, state.position, len(batches),
+                                     state.sums.loss / state.sums.targets,
+                                     _rate(state.sums)))
+        timer.maybe_save(state)
+        if hooks.interrupt_requested():
+            raise KeyboardInterrupt
+
+
+def _train_chunk(network, optimizer, batches, config, state) -> None:
+    started = time.perf_counter()
+    state.updating = True   # the dropout RNG moves from here on
+    inputs, targets = batches[state.position]                       # (T, B), (T, B)
+    hidden = state.hidden if state.hidden is not None else \
+        network.initial_hidden(inputs.shape[1])
+    loss, grads, hidden = network.loss_and_grads(inputs, targets, hidden,
+                                                 dropout_rng=state.rng)
+    loss = float(loss)
+    norm, clipped = clip_gradients(grads, config.clip_norm)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        raise NonFiniteLoss(_non_finite_message(state, config, "loss" if not
+                                                math.isfinite(loss) else "gradient"))
+    optimizer.step(network.params, grads, state.lr)
+    sums = state.sums
+    sums.loss += loss * targets.size
+    sums.targets += targets.size
+    sums.grad_norm += norm
+    sums.clipped += clipped
+    sums.updates += 1
+    sums.seconds += time.perf_counter() - started
+    state.hidden = hidden
+    state.position += 1
+    state.updating = False
+
+
+def _end_epoch(network, valid_batches, config, state, hooks) -> None:
+    started = time.perf_counter()
+    valid_ppl = perplexity(network, valid_batches, hooks.interrupt_requested)
+    if not math.isfinite(valid_ppl):
+        raise NonFiniteLoss(_non_finite_message(state, config, "validation perplexity"))
+    sums = state.sums
+    improved = state.best_valid_ppl is None or valid_ppl < state.best_valid_ppl
+    record = EpochRecord(
+        epoch=state.epoch + 1, train_ppl=_exp(sums.loss / max(sums.targets, 1)),
+        valid_ppl=valid_ppl, grad_norm=sums.grad_norm / max(sums.updates, 1),
+        clipped=sums.clipped / max(sums.updates, 1), lr=state.lr, improved=improved,
+        tokens_per_s=_rate(sums), seconds=sums.seconds + time.perf_counter() - started)
+    state.updating = True
+    if improved:
+        state.best_params = {k: p.copy() for k, p in network.params.items()}
+        state.best_valid_ppl = valid_ppl
+        state.bad_epochs = 0
+    else:
+        state.bad_epochs += 1
+        state.lr *= config.lr_decay
+    state.epoch += 1
+    state.position, state.hidden, state.sums = 0, None, EpochSums()
+    state.history.append(record)
+    if config.patience and state.bad_epochs >= config.patience:
+        state.stopped = "early stop"
+    state.updating = False
+    hooks.on_epoch(record)
+
+
+def perplexity(network, batches: Sequence,
+               interrupt_requested: Callable[[], bool] = lambda: False) -> float:
+    """Perplexity of ``network`` over the chunks of ``batches``, hidden state carried."""
+    hidden = None
+    total, count = 0.0, 0
+    for index in range(len(batches)):
+        inputs, targets = batches[index]
+        if hidden is None:
+            hidden = network.initial_hidden(inputs.shape[1])
+        loss, hidden = network.loss(inputs, targets, hidden)
+        total += float(loss) * targets.size
+        count += targets.size
+        if interrupt_requested():
+            raise KeyboardInterrupt
+    return _exp(total / count)
+
+
+def restore_best(network, state: TrainState) -> None:
+    """Put the best parameters (by validation perplexity) back into ``network``."""
+    if state.best_params is None:
+        raise ValueError("no epoch has finished: there is no best model")
+    for k, p in network.params.items():
+        p[...] = state.best_params[k]
+
+
+def _non_finite_message(state: TrainState, config: TrainConfig, what: str) -> str:
+    where = f"epoch {state.epoch + 1}, chunk {state.position + 1}"
+    if what == "validation perplexity":
+        where = f"the end of epoch {state.epoch + 1}"
+    advice = (f"a lower --lr (now {state.lr:g}) or a smaller --clip-norm "
+              f"(now {config.clip_norm:g})" if config.clip_norm else
+              f"--clip-norm 5 or a lower --lr (now {state.lr:g})")
+    return f"the {what} became infinite or NaN at {where}; try {advice}"
+
+
+def _exp(loss: float) -> float:
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+def _rate(sums: EpochSums) -> float:
+    return sums.targets / sums.seconds if sums.seconds > 0 else 0.0
+
+
+class _CheckpointTimer:
+    """Calls ``hooks.save_checkpoint`` when ``hooks.checkpoint_seconds`` have passed."""
+
+    def __init__(self, hooks: Hooks):
+        self.hooks = hooks
+        self.last = hooks.clock()
+
+    def maybe_save(self, state: TrainState) -> None:
+        hooks = self.hooks
+        if not (hooks.save_checkpoint and hooks.checkpoint_seconds > 0):
+            return
+        if hooks.clock() - self.last >= hooks.checkpoint_seconds:
+            hooks.save_checkpoint(state)
+            self.last = hooks.clock()
+
+
+# -- Ctrl-C between chunks -------------------------------------------------------------------
+
+@contextmanager
+def deferred_interrupts():
+    """Hold Ctrl-C back until the loop asks: yields ``requested() -> bool``.
+
+    The first SIGINT only sets a flag, which the loop checks between chunks (where the
+    state is consistent); a second one interrupts at once, as usual. Outside the main
+    thread (where signal handlers cannot be set) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    pending = []
+
+    def handler(signum, frame):
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pending)
+    finally:
+        signal.signal(signal.SIGINT, previous)
