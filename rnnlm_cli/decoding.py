@@ -1,0 +1,371 @@
+"""Sampling and beam search over any ``LanguageModel``: ``generate`` and ``complete``.
+
+Written once against ``lm.py``: this module never asks which backend it is driving. It
+uses ``initial_state``, ``advance``, ``log_probs`` and ``select`` only, always on a whole
+batch of rows at once.
+
+- ``sample``: N samples of one prompt advance together as one batch (chunked only when
+  ``N * |V|`` would not fit in ``BATCH_ELEMENTS``). The next token is drawn from the
+  model's distribution after ``--no-unk``, temperature (0: greedy argmax), top-k and top-p,
+  in that order, with a ``numpy.random.Generator`` passed in by the caller: the same seed
+  gives the same text. Each emitted token is reported with its log-probability under the
+  model's own distribution, not the reshaped one it was drawn from.
+- ``complete``: the K most probable continuations of a prefix, by beam search. A
+  continuation is either exactly ``max_tokens`` tokens long or ends earlier with
+  ``</s>``; these continuations partition the probability mass, so their probabilities
+  sum to one over all of them.
+
+All log-probabilities are natural logs. ``<s>`` is never emitted.
+"""
+from __future__ import annotations
+
+import codecs
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from rnnlm_cli.errors import CorpusError, OptionError
+from rnnlm_cli.lm import LanguageModel
+from rnnlm_cli.tokenizer import ENCODING_ERRORS, SPACE_SYMBOL, Tokenizer, TokenizerConfig
+from rnnlm_cli.vocab import BOS, EOS, UNK
+
+LN10 = math.log(10.0)
+
+# Largest batch * |V| a sampling step works on (float64: 16 MB per (B, V) array).
+BATCH_ELEMENTS = 2 ** 21
+
+
+# -- prompts --------------------------------------------------------------------------------
+
+@dataclass
+class Prompt:
+    """A prompt or prefix as the model reads it after ``<s>``."""
+
+    text: str                 # as the user gave it
+    tokens: List[str]         # as tokenized (unknown words kept as written)
+    ids: np.ndarray           # (T,) int64, unknown words as <unk>
+    unknown: List[str] = field(default_factory=list)  # the words read as <unk>
+
+    def warning(self, place: str) -> Optional[str]:
+        """A line for stderr when some words are outside the vocabulary, else None;
+        ``place`` says which prompt (``"'The zebra'"``, ``"<stdin>: line 3"``)."""
+        if not self.unknown:
+            return None
+        return (f"Warning: {place}: not in the vocabulary, read as {UNK}: "
+                f"{' '.join(self.unknown)}")
+
+
+def model_tokenizer(model: LanguageModel) -> Tokenizer:
+    """The tokenizer the model was trained with (its settings travel in the model)."""
+    return Tokenizer(TokenizerConfig.from_dict(model.metadata["tokenizer"]))
+
+
+def encode_prompt(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Prompt:
+    """Tokenize ``text`` as the model's training text was; an empty text is ``<s>`` alone.
+
+    Literal ``<s>`` and ``</s>`` are dropped (they mark sentence boundaries). At character
+    level a trailing space is kept as a space token: "The " asks for the next word.
+    """
+    tokens = [t for t in tokenizer.tokenize(text) if t not in (BOS, EOS)]
+    if tokenizer.config.level == "char" and tokens and text[-1:].isspace():
+        tokens.append(SPACE_SYMBOL)
+    index = model.vocab.index
+    ids = np.array([index.get(t, model.vocab.unk_id) for t in tokens], dtype=np.int64)
+    unknown = [t for t in tokens if t not in index]
+    return Prompt(text, tokens, ids, unknown)
+
+
+def read_lines_lazily(path: str, encoding_errors: str = "strict") -> Iterator[str]:
+    """The lines of a text file (``"-"``: stdin), each as soon as it arrives: a coprocess
+    gets its answer before it writes the next line. (``tokenizer.read_lines`` reads a whole
+    file first; this reads the same way, one line at a time.)
+
+    UTF-8, split on ``\\n``, one trailing ``\\r`` and a leading BOM removed; undecodable
+    bytes are an error naming the line unless ``encoding_errors`` is ``"replace"``. The
+    file is opened at once, so a missing file is an error before anything is read.
+    """
+    if encoding_errors not in ENCODING_ERRORS:
+        raise OptionError(f"encoding errors must be one of {', '.join(ENCODING_ERRORS)}, "
+                          f"not {encoding_errors!r}")
+    if path == "-":
+        return _decoded_lines(sys.stdin.buffer, "<stdin>", encoding_errors, close=False)
+    try:
+        stream = open(path, "rb")
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CorpusError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise CorpusError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise CorpusError(f"{path}: {e.strerror or e}") from None
+    return _decoded_lines(stream, path, encoding_errors, close=True)
+
+
+def _decoded_lines(stream: BinaryIO, name: str, encoding_errors: str,
+                   close: bool) -> Iterator[str]:
+    try:
+        for number, raw in enumerate(iter(stream.readline, b""), start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw[:-1] if raw.endswith(b"\n") else raw
+            raw = raw[:-1] if raw.endswith(b"\r") else raw
+            try:
+                yield raw.decode("utf-8", errors=encoding_errors)
+            except UnicodeDecodeError:
+                raise CorpusError(f"{name}: line {number}: invalid UTF-8 "
+                                  "(use --encoding-errors replace to go on)") from None
+    finally:
+        if close:
+            stream.close()
+
+
+def _prompt_state(model: LanguageModel, prompt: Prompt, batch: int):
+    """The state after ``<s>`` and the prompt, repeated over ``batch`` rows."""
+    state = model.initial_state(1)
+    for token_id in prompt.ids:
+        state = model.advance(state, np.array([token_id], dtype=np.int64))
+    return model.select(state, np.zeros(batch, dtype=np.int64))
+
+
+def _log_probs(model: LanguageModel, state) -> np.ndarray:
+    """``(B, |V|)`` float64 log-probabilities with ``<s>`` impossible, whatever the backend."""
+    out = np.array(model.log_probs(state), dtype=np.float64)
+    out[:, model.vocab.bos_id] = -np.inf
+    return out
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How ``sample`` picks each next token."""
+
+    max_tokens: int = 50       # tokens per sample, </s> included
+    temperature: float = 1.0   # 0: always the most probable token (greedy)
+    top_k: int = 0             # keep the K most probable tokens (0: all)
+    top_p: float = 1.0         # keep the fewest most probable tokens holding mass >= P
+    no_unk: bool = False       # never emit <unk>
+
+    def validate(self) -> None:
+        if self.max_tokens < 1:
+            raise OptionError(f"max tokens must be at least 1, not {self.max_tokens}")
+        if not self.temperature >= 0:
+            raise OptionError(f"temperature must be >= 0, not {self.temperature}")
+        if self.top_k < 0:
+            raise OptionError(f"top-k must be >= 0, not {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise OptionError(f"top-p must be in (0, 1], not {self.top_p}")
+
+
+@dataclass
+class Sample:
+    """One generated sequence after a prompt."""
+
+    prompt: Prompt
+    tokens: List[str]            # emitted tokens; the last is </s> if the sample ended
+    token_logprobs: List[float]  # natural log, under the model's own distribution
+    text: str                    # the prompt and the sample, detokenized, without </s>
+
+    @property
+    def logprob(self) -> float:
+        return float(sum(self.token_logprobs))
+
+    def to_dict(self) -> dict:
+        return {"prompt": self.prompt.text, "tokens": self.tokens, "text": self.text,
+                "logprob": self.logprob, "log10prob": self.logprob / LN10,
+                "token_logprobs": self.token_logprobs}
+
+
+def sample(model: LanguageModel, prompt: Prompt, num: int, config: SamplingConfig,
+           rng: np.random.Generator) -> List[Sample]:
+    """``num`` samples after ``prompt``, drawn as one batch (see the module docstring)."""
+    config.validate()
+    tokenizer = model_tokenizer(model)
+    rows = max(1, BATCH_ELEMENTS // len(model.vocab))
+    samples = []
+    for start in range(0, num, rows):
+        for ids, logprobs in _sample_batch(model, prompt, min(rows, num - start), config, rng):
+            tokens = model.vocab.decode(ids)
+            words = tokens[:-1] if tokens and tokens[-1] == EOS else tokens
+            text = tokenizer.detokenize(prompt.tokens + words)
+            samples.append(Sample(prompt, tokens, logprobs, text))
+    return samples
+
+
+def _sample_batch(model, prompt, batch, config, rng):
+    """Token ids and their log-probabilities of ``batch`` samples, advanced together."""
+    eos = model.vocab.eos_id
+    state = _prompt_state(model, prompt, batch)
+    ids = np.full((batch, config.max_tokens), -1, dtype=np.int64)     # (N, T), -1: after </s>
+    logprobs = np.zeros((batch, config.max_tokens))                    # (N, T)
+    alive = np.arange(batch)                   # the sample each row of the state belongs to
+    for t in range(config.max_tokens):
+        log_probs = _log_probs(model, state)                             # (B, V)
+        choice = choose_tokens(log_probs, config, rng, model.vocab.unk_id, eos)
+        ids[alive, t] = choice
+        logprobs[alive, t] = log_probs[np.arange(alive.size), choice]
+        going = choice != eos
+        if not going.any() or t == config.max_tokens - 1:
+            break
+        if not going.all():  # finished samples leave the batch
+            state = model.select(state, np.flatnonzero(going))
+            alive, choice = alive[going], choice[going]
+        state = model.advance(state, choice)
+    lengths = np.count_nonzero(ids >= 0, axis=1)
+    return [(ids[i, :n].tolist(), logprobs[i, :n].tolist()) for i, n in enumerate(lengths)]
+
+
+def choose_tokens(log_probs: np.ndarray, config: SamplingConfig, rng: np.random.Generator,
+                  unk_id: int, eos_id: int) -> np.ndarray:
+    """One token per row of ``(B, |V|)`` log-probabilities, as ``config`` says."""
+    logits = sampling_logits(log_probs, config, unk_id, eos_id)
+    if config.temperature == 0:
+        return np.argmax(logits, axis=1)
+    weights = np.exp(logits)                                           # (B, V), max 1
+    cumulative = np.cumsum(weights, axis=1)
+    u = rng.random(log_probs.shape[0]) * cumulative[:, -1]             # (B,)
+    choice = np.count_nonzero(cumulative <= u[:, None], axis=1)        # first cum > u
+    last_possible = weights.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
+    return np.minimum(choice, last_possible)  # u rounded up to the total: stay in support
+
+
+def sampling_logits(log_probs: np.ndarray, config: SamplingConfig, unk_id: int,
+                    eos_id: int) -> np.ndarray:
+    """The unnormalised log-weights ``choose_tokens`` draws from: ``-inf`` where a token
+    is excluded by ``--no-unk``, top-k or top-p, the rest divided by the temperature.
+
+    Where nothing is left (``--no-unk`` after a context that only ``<unk>`` follows),
+    the row ends the sentence: ``</s>`` gets all the weight.
+    """
+    logits = log_probs.copy()
+    if config.no_unk:
+        logits[:, unk_id] = -np.inf
+    empty = np.isneginf(logits).all(axis=1)
+    if empty.any():
+        logits[empty, eos_id] = 0.0
+    if config.temperature == 0:
+        return logits
+    # The best token at 0 first, so a tiny temperature cannot overflow every weight.
+    logits = (logits - logits.max(axis=1, keepdims=True)) / config.temperature
+    if 0 < config.top_k < logits.shape[1]:
+        _keep_top_k(logits, config.top_k)
+    if config.top_p < 1:
+        _keep_top_p(logits, config.top_p)
+    return logits
+
+
+def _keep_top_k(logits: np.ndarray, k: int) -> None:
+    """Keep exactly the k largest of each row (ties at the k-th value: the lowest ids)."""
+    vocab_size = logits.shape[1]
+    kth = np.partition(logits, vocab_size - k, axis=1)[:, vocab_size - k, None]  # (B, 1)
+    above = logits > kth
+    ties = logits == kth
+    room = k - np.count_nonzero(above, axis=1, keepdims=True)
+    keep = above | (ties & (np.cumsum(ties, axis=1) <= room))
+    logits[~keep] = -np.inf
+
+
+def _keep_top_p(logits: np.ndarray, p: float) -> None:
+    """Keep the fewest most probable tokens whose mass reaches ``p`` (nucleus sampling):
+    a token stays when the tokens ranked before it hold less than ``p``."""
+    order = np.argsort(-logits, axis=1, kind="stable")                          # (B, V)
+    weights = np.exp(np.take_along_axis(logits, order, axis=1))   # the best is exp(0) = 1
+    mass_before = (np.cumsum(weights, axis=1) - weights) / weights.sum(axis=1, keepdims=True)
+    dropped = np.zeros(logits.shape, dtype=bool)
+    np.put_along_axis(dropped, order, mass_before >= p, axis=1)
+    logits[dropped] = -np.inf
+
+
+# -- completion -----------------------------------------------------------------------------
+
+@dataclass
+class Completion:
+    """One continuation of a prefix, ranked by its total log-probability."""
+
+    tokens: List[str]            # ends with </s> when the sentence ends there
+    token_logprobs: List[float]  # natural log
+    text: str                    # the continuation detokenized (</s> written as such)
+
+    @property
+    def logprob(self) -> float:
+        return float(sum(self.token_logprobs))
+
+    @property
+    def log10prob(self) -> float:
+        return self.logprob / LN10
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "tokens": self.tokens, "logprob": self.logprob,
+                "log10prob": self.logprob / LN10, "token_logprobs": self.token_logprobs}
+
+
+def complete(model: LanguageModel, prompt: Prompt, top: int = 5, max_tokens: int = 1,
+             beam: Optional[int] = None) -> List[Completion]:
+    """The ``top`` most probable continuations of ``prompt`` (all of them when ``top`` is
+    0, which needs ``max_tokens`` 1: the whole next-token distribution), by beam search
+    of width ``beam`` (default ``max(top, 5)``). Continuations of probability 0 are left
+    out. With ``beam >= |V|`` and ``max_tokens <= 2`` the search is exhaustive."""
+    if top < 0 or max_tokens < 1 or (beam is not None and beam < 1):
+        raise OptionError("top must be >= 0, max tokens and beam >= 1")
+    if top == 0 and max_tokens != 1:
+        raise OptionError("top 0 (the whole next-token distribution) needs max tokens 1")
+    beam = beam if beam is not None else max(top, 5)
+    found = _beam_search(model, prompt, top, max_tokens, beam)
+    tokenizer = model_tokenizer(model)
+    return [Completion(model.vocab.decode(ids), logprobs, tokenizer.detokenize(
+        model.vocab.decode(ids))) for ids, logprobs in found]
+
+
+def _beam_search(model, prompt, top, max_tokens, beam):
+    """``(ids, logprobs)`` of the best finished continuations, best first."""
+    eos = model.vocab.eos_id
+    state = _prompt_state(model, prompt, 1)
+    history = np.zeros((1, 0), dtype=np.int64)       # (W, t) token ids of live hypotheses
+    history_lp = np.zeros((1, 0))                    # (W, t) their log-probabilities
+    scores = np.zeros(1)                             # (W,) totals
+    done = []                                        # (total, ids, logprobs)
+    for t in range(max_tokens):
+        log_probs = _log_probs(model, state)                             # (W, V)
+        totals = scores[:, None] + log_probs
+        ended = np.flatnonzero(np.isfinite(totals[:, eos]))
+        done += [(totals[w, eos], [*history[w].tolist(), eos],
+                  [*history_lp[w].tolist(), log_probs[w, eos]]) for w in ended]
+        totals[:, eos] = -np.inf
+        width = (top or totals.size) if t == max_tokens - 1 else beam
+        parents, tokens = _best(totals, width)
+        if t == max_tokens - 1:
+            done += [(totals[w, v], [*history[w].tolist(), v],
+                      [*history_lp[w].tolist(), log_probs[w, v]])
+                     for w, v in zip(parents.tolist(), tokens.tolist())]
+            break
+        if parents.size == 0:
+            break
+        history = np.column_stack([history[parents], tokens])
+        history_lp = np.column_stack([history_lp[parents], log_probs[parents, tokens]])
+        scores = totals[parents, tokens]
+        if top and len(done) >= top and scores[0] <= _kth_best(done, top):
+            break  # no live hypothesis can still overtake the finished ones: exact stop
+        state = model.advance(model.select(state, parents), tokens)
+    done.sort(key=lambda item: -item[0])  # stable: ties keep the order they were found in
+    best = done[:top] if top else done
+    return [(ids, [float(x) for x in logprobs]) for _, ids, logprobs in best]
+
+
+def _best(totals: np.ndarray, width: int):
+    """Row and column of the ``width`` largest finite entries, best first."""
+    flat = totals.ravel()
+    if width < flat.size:
+        candidates = np.argpartition(-flat, width - 1)[:width]
+    else:
+        candidates = np.arange(flat.size)
+    candidates = candidates[np.isfinite(flat[candidates])]
+    candidates = candidates[np.lexsort((candidates, -flat[candidates]))]
+    return np.divmod(candidates, totals.shape[1])
+
+
+def _kth_best(done: Sequence, k: int) -> float:
+    return sorted((item[0] for item in done), reverse=True)[k - 1]
