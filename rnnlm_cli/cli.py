@@ -289,3 +289,122 @@ def _json(record: dict) -> str:
             return [clean(v) for v in value]
         return value
     return json.dumps(clean(record), ensure_ascii=False)
+
+
+# -- generate and complete ----------------------------------------------------------------------
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-n", "--num", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Samples per prompt (drawn together as one batch).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Longest sample in tokens (</s> included); a sample stops at </s>.")
+@click.option("--prompt", multiple=True,
+              help="Text the samples continue, tokenized as the model's training text "
+                   "(repeat for several prompts). Unknown words are read as <unk>.")
+@click.option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Prompts, one per line (- for stdin), each answered as soon as it is "
+                   "read; an empty line starts a sentence from scratch.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Divide log-probabilities by T: below 1 sharper, above 1 flatter; "
+                   "0 always takes the most probable token (greedy).")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Sample from the K most probable tokens only (0: all).")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+              show_default=True, help="Nucleus sampling: from the fewest most probable "
+                                      "tokens holding probability >= P (after --top-k).")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Random seed: the same seed and options give the same text, always "
+                   "(default: a fresh seed each run).")
+@click.option("--no-unk", is_flag=True, help="Never emit <unk>.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per sample: prompt, tokens (</s> last if the sample "
+                   "ended), text, logprob (natural log), log10prob, token_logprobs. The "
+                   "log-probabilities are the model's own, not those of the distribution "
+                   "reshaped by --temperature, --top-k, --top-p or --no-unk.")
+@encoding_option
+def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, top_p, seed,
+             no_unk, as_json, encoding_errors):
+    """Sample sentences from MODEL, from scratch or continuing prompts.
+
+    Prints one sample per line: the prompt and its continuation, detokenized (--prompt
+    first, then the lines of --prompt-file; with neither, one sentence from scratch).
+
+    \b
+    Example:
+        rnnlm generate en.npz --num 3 --seed 1
+        rnnlm generate en.npz --prompt "The market" --top-p 0.9 --temperature 0.8
+        rnnlm generate chars.npz --prompt-file prompts.txt --num 2 --json
+    """
+    import numpy as np
+    from rnnlm_cli.decoding import SamplingConfig, encode_prompt, model_tokenizer, sample
+    from rnnlm_cli.models import open_model
+
+    lm = open_model(model)
+    tokenizer = model_tokenizer(lm)
+    config = SamplingConfig(max_tokens, temperature, top_k, top_p, no_unk)
+    rng = np.random.default_rng(seed)
+    prompts = _texts_and_lines(prompt, prompt_file, encoding_errors)
+    for place, text in prompts if (prompt or prompt_file) else [("''", "")]:
+        encoded = encode_prompt(lm, tokenizer, text)
+        if encoded.unknown:
+            click.echo(encoded.warning(place), err=True)
+        samples = sample(lm, encoded, num, config, rng)
+        click.echo("\n".join(_json(s.to_dict()) if as_json else s.text for s in samples))
+
+
+@cli.command("complete")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("prefix", nargs=-1)
+@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Continuations per prefix; 0 (with --max-tokens 1): every possible next "
+                   "token, sorted.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Continuation length in tokens; a continuation may end earlier at </s>.")
+@click.option("--beam", type=click.IntRange(min=1), default=None,
+              help="Beam width of the search (default: max(TOP, 5)); wider is slower and "
+                   "closer to exact.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per prefix (one line per prefix, also for a "
+                   "coprocess): prefix, and completions best first, each with text, tokens, "
+                   "logprob (natural log), log10prob and token_logprobs.")
+@encoding_option
+def complete_command(model, prefix, top, max_tokens, beam, as_json, encoding_errors):
+    """Print the most probable continuations of each PREFIX (stdin lines if none).
+
+    One line per continuation, best first: prefix<TAB>continuation<TAB>log10prob. An
+    empty prefix is the start of a sentence; a continuation that ends the sentence ends
+    in </s>. Lines of stdin are answered one by one, each flushed before the next is
+    read, so this works in a while-read loop or as a coprocess; the model loads once.
+
+    \b
+    Example:
+        rnnlm complete en.npz "The market opens"
+        rnnlm complete en.npz "The" --top 0 | head
+        printf 'The train\\nA cat\\n' | rnnlm complete en.npz --max-tokens 3 --json
+    """
+    from rnnlm_cli.decoding import complete, encode_prompt, model_tokenizer
+    from rnnlm_cli.models import open_model
+
+    if top == 0 and max_tokens != 1:
+        raise click.BadOptionUsage("top", "--top 0 (every next token) needs --max-tokens 1")
+    lm = open_model(model)
+    tokenizer = model_tokenizer(lm)
+    for place, text in _texts_and_lines(prefix, None if prefix else "-", encoding_errors):
+        encoded = encode_prompt(lm, tokenizer, text)
+        if encoded.unknown:
+            click.echo(encoded.warning(place), err=True)
+        found = complete(lm, encoded, top, max_tokens, beam)
+        if as_json:
+            click.echo(_json({"prefix": text, "completions": [c.to_dict() for c in found]}))
+        elif found:
+            click.echo("\n".join(f"{text}\t{c.text}\t{c.log10prob:.6f}" for c in found))
+
+
+def _texts_and_lines(texts, path, encoding_errors) -> Iterator[tuple]:
+    """``(place, text)`` for each of ``texts``, then for each line of ``path`` (``-``:
+    stdin) as it arrives; ``place`` names the text in warnings. ``path`` opens at once."""
+    from rnnlm_cli.decoding import read_lines_lazily
+    lines = read_lines_lazily(path, encoding_errors) if path else ()
+    numbered = ((f"{_name(path)}: line {n}", line) for n, line in enumerate(lines, start=1))
+    return itertools.chain(((repr(text), text) for text in texts), numbered)
