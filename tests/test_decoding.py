@@ -82,6 +82,8 @@ MODEL_BUILDERS = {
     "ngram-kn3-en": lambda: ngram(en_lines(), 3, kind="regex"),
     "ngram-wb4-small": lambda: ngram(SMALL, 4, "witten-bell"),
     "ngram-kn5-char": lambda: ngram(en_lines()[:60], 5, kind="regex", level="char"),
+    "ngram-mle2-small": lambda: ngram(SMALL, 2, "mle"),
+    "ngram-addk1-small": lambda: ngram(SMALL, 1, "add-k"),
     "markov": MarkovLM,
 }
 
@@ -131,6 +133,27 @@ def test_top_0_is_the_whole_next_token_distribution(model):
         assert np.all(np.diff([c.logprob for c in found]) <= 0)
         assert all(len(c.tokens) == 1 and c.tokens[0] != "<s>" for c in found)
         assert len({c.tokens[0] for c in found}) == len(found)
+
+
+def test_batched_log_probs_equal_row_by_row_and_score(model):
+    """The contract decoding relies on: a row's distribution does not depend on the
+    other rows of the batch, and agrees with ``score`` on whole sentences."""
+    rng = np.random.default_rng(0)
+    size = len(model.vocab)
+    ids = rng.integers(3, size, (16, 6)) if size > 3 else np.zeros((16, 6), dtype=int)
+    ids[::3, 2] = model.vocab.unk_id
+    state = model.initial_state(16)
+    for t in range(ids.shape[1]):
+        batch = np.asarray(model.log_probs(state))
+        for row in (0, 5, 15):
+            alone = np.asarray(model.log_probs(model.select(state, np.array([row]))))[0]
+            np.testing.assert_array_equal(batch[row], alone)
+        state = model.advance(state, ids[:, t])
+    sentence = ids[1, :4]
+    expected = [distribution(model, sentence[:i].tolist())[w]
+                for i, w in enumerate([*sentence.tolist(), model.vocab.eos_id])]
+    scores = model.score(sentence, np.array([sentence.size])).logprob
+    np.testing.assert_allclose(scores, expected, rtol=1e-9, atol=1e-12)
 
 
 # -- beam search --------------------------------------------------------------------------------

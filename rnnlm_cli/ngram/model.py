@@ -80,23 +80,46 @@ class NgramModel(LanguageModel):
     def log_probs(self, state: np.ndarray) -> np.ndarray:
         """Start from the unigram distribution; for each longer context that exists,
         multiply everything by its back-off weight, then overwrite the words seen
-        after it with their own probabilities."""
-        batch = state.shape[0]
-        out = np.tile(self.tables.logprob[0], (batch, 1))
-        for k in range(1, self.order):
-            rows = state[:, k - 1]
-            for b in np.flatnonzero(rows >= 0):
-                out[b] += self.tables.backoff[k - 1][rows[b]]
-                lo, hi = self._children(k + 1, rows[b])
-                words = (self.tables.keys[k][lo:hi] % self._v).astype(np.int64)
-                out[b, words] = self.tables.logprob[k][lo:hi]
+        after it with their own probabilities.
+
+        All rows at once: the back-off weights are added to whole rows, and a word
+        overwritten by the context of length k gets the weights of the longer contexts
+        added in the same order, so every value is the same float as one row at a time.
+        """
+        batch, order = state.shape[0], self.order
+        bows = np.zeros((batch, order))                  # bows[:, k]: log bow of context k
+        for k in range(1, order):
+            present = state[:, k - 1] >= 0
+            bows[present, k] = self.tables.backoff[k - 1][state[present, k - 1]]
+        out = np.tile(self.tables.logprob[0], (batch, 1))                        # (B, V)
+        for k in range(1, order):
+            out += bows[:, k, None]
+        for k in range(1, order):
+            present = np.flatnonzero(state[:, k - 1] >= 0)
+            if present.size == 0:
+                continue
+            lo, hi = self._children(k + 1, state[present, k - 1])
+            sizes = hi - lo
+            total = int(sizes.sum())
+            if total == 0:
+                continue
+            # The entries lo[i] .. hi[i] of every context, back to back.
+            entries = np.arange(total) + np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
+            words = (self.tables.keys[k][entries] % self._v).astype(np.int64)
+            rows = np.repeat(present, sizes)
+            value = self.tables.logprob[k][entries]
+            for longer in range(k + 1, order):
+                value = value + bows[rows, longer]
+            out[rows, words] = value
         return out
 
-    def _children(self, n: int, context_row: int):
-        """Slice of the order-n table holding the n-grams whose context is ``context_row``."""
+    def _children(self, n: int, context_rows: np.ndarray):
+        """Slices ``[lo, hi)`` of the order-n table holding the n-grams whose context is
+        each of ``context_rows``."""
         keys = self.tables.keys[n - 1]
-        first = np.uint64(context_row) * self._v
-        return (int(np.searchsorted(keys, first)), int(np.searchsorted(keys, first + self._v)))
+        first = np.asarray(context_rows).astype(np.uint64) * self._v
+        return (np.searchsorted(keys, first).astype(np.int64),
+                np.searchsorted(keys, first + self._v).astype(np.int64))
 
     def score(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
         """All positions of all sentences at once: one lookup per order."""
