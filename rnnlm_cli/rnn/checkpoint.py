@@ -23,6 +23,12 @@ CHECKPOINT_TYPE = "rnn-checkpoint"
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
 
 
+def default_path(model_path: str) -> str:
+    """Where ``train-rnn -o MODEL.npz`` keeps its checkpoint: ``MODEL.checkpoint.npz``."""
+    stem = model_path[:-4] if model_path.endswith(".npz") else model_path
+    return stem + ".checkpoint.npz"
+
+
 def save_checkpoint(path: str, network, optimizer, state: TrainState, options: dict,
                     fingerprint: str) -> None:
     """Write a checkpoint of a consistent ``state`` (between two chunks) to ``path``."""

@@ -38,21 +38,23 @@ class TrainingData:
     valid: np.ndarray       # (M,) int32
     train_corpus: EncodedCorpus
     valid_corpus: EncodedCorpus
+    train_name: str = ""    # the files, for messages and the model's metadata
+    valid_name: str = ""
 
     def fingerprint(self) -> str:
-        """SHA-256 of the vocabulary and both streams."""
+        """SHA-256 of the vocabulary and both streams (not of the file names)."""
         digest = hashlib.sha256()
         for blob in (self.vocab.to_arrays()["vocab_words"], self.train, self.valid):
             digest.update(np.ascontiguousarray(blob).tobytes())
             digest.update(b"\0")
         return digest.hexdigest()
 
-    def stats(self, train_name: str, valid_name: str) -> dict:
+    def stats(self) -> dict:
         """What the model file records of its data."""
-        return {"name": train_name, "sentences": int(self.train_corpus.lengths.size),
+        return {"name": self.train_name, "sentences": int(self.train_corpus.lengths.size),
                 "tokens": self.train_corpus.num_tokens,
                 "skipped_markers": self.train_corpus.skipped_markers,
-                "valid": {"name": valid_name,
+                "valid": {"name": self.valid_name,
                           "sentences": int(self.valid_corpus.lengths.size),
                           "tokens": self.valid_corpus.num_tokens}}
 
@@ -69,4 +71,5 @@ def prepare_data(train_sentences: Sequence[Sequence[str]],
         raise CorpusError(f"{valid_name}: no words to validate on (only blank lines)")
     eos = vocab.eos_id
     return TrainingData(vocab, token_stream(train.ids, train.lengths, eos),
-                        token_stream(valid.ids, valid.lengths, eos), train, valid)
+                        token_stream(valid.ids, valid.lengths, eos), train, valid,
+                        train_name, valid_name)

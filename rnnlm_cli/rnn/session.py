@@ -41,8 +41,34 @@ class TrainingRun:
 
     network: object
     state: TrainState
+    config: TrainConfig
     batch_size: int
     resumed_from: Optional[str]
+
+    def model(self, data: TrainingData, tokenizer: dict):
+        """The trained ``RnnModel``, with metadata saying how it was made.
+
+        Training reads ``</s>`` before every sentence (``batches.token_stream``); the
+        model starts a sentence by reading ``<s>``, which training never saw. So ``<s>``
+        gets the embedding ``</s>`` learned: reading either is then the same, and a model
+        that starts from ``</s>`` is not changed (``<s>`` is never predicted, so its
+        decoder column, shared with the embedding under ``--tie-weights``, is unused).
+        """
+        from rnnlm_cli.rnn.model import RnnModel, model_metadata
+        embedding = self.network.params["embedding"]
+        embedding[data.vocab.bos_id] = embedding[data.vocab.eos_id]
+        history = self.state.history
+        best = min(history, key=lambda r: r.valid_ppl)
+        training = {**asdict(self.config), "batch_size_used": self.batch_size,
+                    "start_marker": "</s>", "epochs_run": len(history),
+                    "best_epoch": best.epoch, "best_valid_ppl": best.valid_ppl,
+                    "stopped": self.state.stopped,
+                    "history": [r.deterministic() for r in history]}
+        for key in ("checkpoint_every", "log"):   # not how the model was made
+            del training[key]
+        metadata = model_metadata(self.network.config, tokenizer, data.stats(),
+                                  training=training)
+        return RnnModel(data.vocab, self.network, metadata)
 
 
 def option_flags(model_config, train_config: TrainConfig, tokenizer: dict,
@@ -102,7 +128,7 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
     if state.best_params is None:
         raise TrainingError(f"{state.message}; no epoch had finished, so no model was written")
     restore_best(network, state)
-    return TrainingRun(network, state, train_batches.batch_size, resume)
+    return TrainingRun(network, state, config, train_batches.batch_size, resume)
 
 
 def _restore_network(checkpoint: Checkpoint, network_class, model_config, vocab_size):

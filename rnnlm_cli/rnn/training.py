@@ -190,15 +190,22 @@ def train(network, optimizer: Optimizer, train_batches: Sequence, valid_batches:
     hooks = hooks or Hooks()
     timer = _CheckpointTimer(hooks)
     try:
-        while state.epoch < config.epochs and state.stopped is None:
-            hooks.on_epoch_start(state.epoch + 1, state.position, len(train_batches))
-            _train_epoch(network, optimizer, train_batches, config, state, hooks, timer)
-            _end_epoch(network, valid_batches, config, state, hooks)
-            timer.maybe_save(state)
+        with np.errstate(all="ignore"):   # overflow is caught as a non-finite loss, once
+            _train_epochs(network, optimizer, train_batches, valid_batches, config, state,
+                          hooks, timer)
     except NonFiniteLoss as exc:
         state.stopped = "non-finite"
         state.message = str(exc)
     return state
+
+
+def _train_epochs(network, optimizer, train_batches, valid_batches, config, state, hooks,
+                  timer) -> None:
+    while state.epoch < config.epochs and state.stopped is None:
+        hooks.on_epoch_start(state.epoch + 1, state.position, len(train_batches))
+        _train_epoch(network, optimizer, train_batches, config, state, hooks, timer)
+        _end_epoch(network, valid_batches, config, state, hooks)
+        timer.maybe_save(state)
 
 
 def _train_epoch(network, optimizer, batches, config, state, hooks, timer) -> None:
