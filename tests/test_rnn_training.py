@@ -486,3 +486,12 @@ def test_the_fake_network_has_exact_gradients():
             param[index] = saved
             numeric[index] = (up - down) / 2e-6
         np.testing.assert_allclose(grads[name], numeric, atol=1e-7)
+
+
+def test_gradient_norm_of_large_arrays_is_accurate():
+    rng = np.random.default_rng(5)
+    grads = {"big": rng.standard_normal(300_001).astype(np.float32),
+             "small": rng.standard_normal((3, 7)).astype(np.float32)}
+    exact = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
+    norm, clipped = clip_gradients(grads, 0.0)
+    assert norm == pytest.approx(exact, rel=1e-7) and not clipped
