@@ -147,13 +147,14 @@ def test_batched_log_probs_equal_row_by_row_and_score(model):
         batch = np.asarray(model.log_probs(state))
         for row in (0, 5, 15):
             alone = np.asarray(model.log_probs(model.select(state, np.array([row]))))[0]
-            np.testing.assert_array_equal(batch[row], alone)
+            # float32 backends may round a row differently in another batch size
+            np.testing.assert_allclose(batch[row], alone, rtol=0, atol=1e-5)
         state = model.advance(state, ids[:, t])
     sentence = ids[1, :4]
     expected = [distribution(model, sentence[:i].tolist())[w]
                 for i, w in enumerate([*sentence.tolist(), model.vocab.eos_id])]
     scores = model.score(sentence, np.array([sentence.size])).logprob
-    np.testing.assert_allclose(scores, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
 
 
 # -- beam search --------------------------------------------------------------------------------
@@ -182,14 +183,15 @@ def test_beam_as_wide_as_the_vocabulary_is_exhaustive(model):
     for text in prefixes(model)[:3]:
         p = prompt(model, text)
         truth = exhaustive(model, p.ids.tolist())
+        first = distribution(model, p.ids.tolist())
         assert abs(np.exp(list(truth.values())).sum() - 1) < 1e-6
         best = sorted(truth.values(), reverse=True)[:10]
         found = decoding.complete(model, p, top=10, max_tokens=2, beam=len(vocab))
-        assert np.allclose([c.logprob for c in found], best, rtol=0, atol=1e-9)
+        assert np.allclose([c.logprob for c in found], best, rtol=0, atol=1e-5)
         for c in found:
             ids = tuple(vocab.index[t] for t in c.tokens)
-            assert truth[ids] == pytest.approx(c.logprob, abs=1e-9)
-            assert np.allclose(c.token_logprobs[0], distribution(model, p.ids.tolist())[ids[0]])
+            assert truth[ids] == pytest.approx(c.logprob, abs=1e-5)
+            assert c.token_logprobs[0] == pytest.approx(first[ids[0]], abs=1e-5)
 
 
 def test_completions_end_at_eos_or_run_max_tokens(en_model):
