@@ -1,0 +1,99 @@
+"""How a recurrent network is shaped and initialised: ``RnnConfig``, saved in the model file.
+
+The training options (optimiser, learning rate, BPTT length, ...) are not here: they say how
+a model was trained, not what it is, and a model file must be readable without them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Optional
+
+from rnnlm_cli.errors import OptionError
+
+CELLS = ("rnn", "gru", "lstm")
+ACTIVATIONS = ("tanh", "sigmoid", "relu")
+INITS = ("normal", "uniform", "xavier", "orthogonal", "identity")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}   # blocks of H columns in U, W and b
+
+
+@dataclass
+class RnnConfig:
+    """The architecture of a recurrent language model; ``asdict`` of it is in the metadata."""
+
+    cell: str = "lstm"             # "rnn" | "gru" | "lstm"
+    activation: str = "tanh"       # for cell == "rnn": "tanh" | "sigmoid" | "relu"
+    layers: int = 1
+    hidden: int = 200
+    embed: Optional[int] = None    # None: = hidden
+    dropout: float = 0.0           # on embeddings, between layers and before the decoder
+    tie_weights: bool = False      # the decoder shares the embedding matrix (embed == hidden)
+    init: str = "xavier"           # recurrent matrix W: normal|uniform|xavier|orthogonal|identity
+    init_scale: float = 1.0        # std (normal), bound (uniform), gain (xavier, orthogonal),
+                                   # multiple of I (identity)
+    forget_bias: float = 1.0       # LSTM forget-gate bias at initialisation (0 = plain)
+
+    @property
+    def embed_size(self) -> int:
+        """The width of the embeddings: ``embed``, or ``hidden`` when not given."""
+        return self.hidden if self.embed is None else self.embed
+
+    @property
+    def gates(self) -> int:
+        """G: how many H-wide blocks the cell's matrices have (1, 3 or 4)."""
+        return GATES[self.cell]
+
+    def validate(self) -> None:
+        """Raise ``OptionError`` naming the option if any value is out of range."""
+        _choice("--cell", self.cell, CELLS)
+        _choice("--activation", self.activation, ACTIVATIONS)
+        _choice("--init", self.init, INITS)
+        _positive_int("--layers", self.layers)
+        _positive_int("--hidden", self.hidden)
+        if self.embed is not None:
+            _positive_int("--embed", self.embed)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0.0 <= self.dropout < 1.0:
+            raise OptionError(f"--dropout must be at least 0 and below 1, not {self.dropout!r}")
+        if not isinstance(self.tie_weights, bool):
+            raise OptionError(f"tie_weights must be true or false, not {self.tie_weights!r}")
+        if self.tie_weights and self.embed_size != self.hidden:
+            raise OptionError(f"--tie-weights needs --embed equal to --hidden "
+                              f"({self.embed_size} != {self.hidden})")
+        if not _finite(self.init_scale) or self.init_scale <= 0:
+            raise OptionError(f"--init-scale must be a positive number, not {self.init_scale!r}")
+        if not _finite(self.forget_bias):
+            raise OptionError(f"--forget-bias must be a finite number, not {self.forget_bias!r}")
+
+    @classmethod
+    def from_dict(cls, d: object) -> "RnnConfig":
+        """Rebuild from ``asdict`` output (a model file's metadata) and validate it.
+
+        Raises ``ValueError`` on anything that is not a valid configuration; the caller
+        names the file.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"rnn_config must be a mapping, not {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)}, key=str)
+        if unknown:
+            raise ValueError(f"unknown rnn_config setting(s): {', '.join(map(str, unknown))}")
+        config = cls(**d)
+        try:
+            config.validate()
+        except OptionError as exc:
+            raise ValueError(f"bad rnn_config: {exc}") from None
+        return config
+
+
+def _choice(option: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        raise OptionError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _positive_int(option: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptionError(f"{option} must be a whole number of at least 1, not {value!r}")
+
+
+def _finite(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,85 @@
+"""Initial values of a recurrent network's parameters, and the shapes they must have.
+
+- Embeddings: uniform in +-0.1, as in the classic PTB recipes (Zaremba et al. 2014).
+- Input matrices ``U`` (in, G*H): uniform in +-1/sqrt(in), torch.nn.RNN/LSTM/GRU's default.
+- Recurrent matrices ``W`` (H, G*H): by ``--init``, separately for each H x H gate block:
+  ``normal`` N(0, scale^2); ``uniform`` U(-scale, scale); ``xavier`` Glorot uniform with
+  gain ``scale``, bound ``scale * sqrt(6 / (H + H))``; ``orthogonal`` ``scale * Q`` with Q
+  from the QR decomposition of a Gaussian matrix (Saxe et al. 2014); ``identity``
+  ``scale * I`` (the IRNN recipe of Le et al. 2015, meant for ``--activation relu``).
+- Biases: zero (so ``identity`` has the zero biases IRNN asks for), except the LSTM forget
+  gate, which starts at ``forget_bias`` (Jozefowicz et al. 2015) for every ``--init``.
+- Decoder ``V`` (H, |V|): uniform in +-1/sqrt(H) (torch.nn.Linear's bound), ``c`` zero.
+
+Values are drawn in float64 and then cast, so a float32 and a float64 network made with the
+same seed hold the same numbers up to rounding.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Tuple
+
+import numpy as np
+
+from rnnlm_cli.rnn.config import RnnConfig
+
+EMBED_RANGE = 0.1
+
+
+def param_shapes(config: RnnConfig, vocab_size: int) -> Dict[str, Tuple[int, ...]]:
+    """Name -> shape of every parameter, in a fixed order."""
+    H, G, E = config.hidden, config.gates, config.embed_size
+    shapes = {"embedding": (vocab_size, E)}
+    for layer in range(config.layers):
+        fan_in = E if layer == 0 else H
+        shapes[f"layer{layer}.U"] = (fan_in, G * H)
+        shapes[f"layer{layer}.W"] = (H, G * H)
+        shapes[f"layer{layer}.b"] = (G * H,)
+        if config.cell == "gru":
+            shapes[f"layer{layer}.bn"] = (H,)
+    if not config.tie_weights:
+        shapes["decoder.V"] = (H, vocab_size)
+    shapes["decoder.c"] = (vocab_size,)
+    return shapes
+
+
+def init_params(config: RnnConfig, vocab_size: int, rng: np.random.Generator,
+                dtype=np.float32) -> Dict[str, np.ndarray]:
+    """Fresh parameters for ``config``, drawn from ``rng``."""
+    H, G = config.hidden, config.gates
+    params = {}
+    for name, shape in param_shapes(config, vocab_size).items():
+        if name == "embedding":
+            value = rng.uniform(-EMBED_RANGE, EMBED_RANGE, shape)
+        elif name.endswith(".U"):
+            bound = 1 / math.sqrt(shape[0])
+            value = rng.uniform(-bound, bound, shape)
+        elif name.endswith(".W"):
+            value = np.concatenate([recurrent_block(config.init, config.init_scale, H, rng)
+                                    for _ in range(G)], axis=1)
+        elif name == "decoder.V":
+            bound = 1 / math.sqrt(H)
+            value = rng.uniform(-bound, bound, shape)
+        else:
+            value = np.zeros(shape)
+            if config.cell == "lstm" and name.endswith(".b"):
+                value[H:2 * H] = config.forget_bias      # blocks i, f, g, o
+        params[name] = np.ascontiguousarray(value, dtype=dtype)
+    return params
+
+
+def recurrent_block(init: str, scale: float, H: int, rng: np.random.Generator) -> np.ndarray:
+    """One H x H block of a recurrent matrix, by the ``--init`` scheme (float64)."""
+    if init == "normal":
+        return rng.normal(0.0, scale, (H, H))
+    if init == "uniform":
+        return rng.uniform(-scale, scale, (H, H))
+    if init == "xavier":
+        bound = scale * math.sqrt(6.0 / (H + H))
+        return rng.uniform(-bound, bound, (H, H))
+    if init == "orthogonal":
+        q, r = np.linalg.qr(rng.normal(0.0, 1.0, (H, H)))
+        return scale * q * np.where(np.diag(r) < 0, -1.0, 1.0)   # sign fix: Haar-uniform Q
+    if init == "identity":
+        return scale * np.eye(H)
+    raise ValueError(f"unknown init {init!r}")
