@@ -11,6 +11,8 @@ from rnnlm_cli.modelfile import check_arrays, load_model
 from rnnlm_cli.ngram.arpa import is_arpa_path, read_arpa
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.training import MAX_ORDER
+from rnnlm_cli.rnn.config import RnnConfig
+from rnnlm_cli.rnn.model import RnnModel
 from rnnlm_cli.tokenizer import TokenizerConfig
 
 
@@ -26,6 +28,8 @@ def open_model(path: str) -> LanguageModel:
     model_type = metadata.get("model_type")
     if model_type == "ngram":
         return _open_ngram(path, arrays, metadata)
+    if model_type == "rnn":
+        return _open_rnn(path, arrays, metadata)
     raise ModelFileError(f"{path}: unknown model type {model_type!r}")
 
 
@@ -45,3 +49,14 @@ def _open_ngram(path: str, arrays: dict, metadata: dict) -> NgramModel:
             raise ModelFileError(f"{path}: corrupt model: {n + 1}-gram arrays differ in length")
     return model
 
+
+def _open_rnn(path: str, arrays: dict, metadata: dict) -> RnnModel:
+    try:
+        config = RnnConfig.from_dict(metadata.get("rnn_config"))
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+    check_arrays(path, arrays, RnnModel.array_schema(config))
+    try:
+        return RnnModel.from_arrays(arrays, metadata)
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
