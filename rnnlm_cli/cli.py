@@ -349,8 +349,8 @@ def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, to
         encoded = encode_prompt(lm, tokenizer, text)
         if encoded.unknown:
             click.echo(encoded.warning(place), err=True)
-        samples = sample(lm, encoded, num, config, rng)
-        click.echo("\n".join(_json(s.to_dict()) if as_json else s.text for s in samples))
+        for drawn in sample(lm, encoded, num, config, rng):
+            click.echo(_json(drawn.to_dict()) if as_json else drawn.text)
 
 
 @cli.command("complete")

@@ -181,19 +181,18 @@ class Sample:
 
 
 def sample(model: LanguageModel, prompt: Prompt, num: int, config: SamplingConfig,
-           rng: np.random.Generator) -> List[Sample]:
-    """``num`` samples after ``prompt``, drawn as one batch (see the module docstring)."""
+           rng: np.random.Generator) -> Iterator[Sample]:
+    """``num`` samples after ``prompt``, drawn as one batch (see the module docstring);
+    yielded as each batch is done, so a pipe gets the first lines early."""
     config.validate()
     tokenizer = model_tokenizer(model)
     rows = max(1, BATCH_ELEMENTS // len(model.vocab))
-    samples = []
     for start in range(0, num, rows):
         for ids, logprobs in _sample_batch(model, prompt, min(rows, num - start), config, rng):
             tokens = model.vocab.decode(ids)
             words = tokens[:-1] if tokens and tokens[-1] == EOS else tokens
             text = tokenizer.detokenize(prompt.tokens + words)
-            samples.append(Sample(prompt, tokens, logprobs, text))
-    return samples
+            yield Sample(prompt, tokens, logprobs, text)
 
 
 def _sample_batch(model, prompt, batch, config, rng):

@@ -1,7 +1,7 @@
 """``rnnlm generate`` and ``rnnlm complete`` as users run them: outputs, pipes, bad input.
 
-Models are made through ``TRAINED`` (the command that trains each); the tests that must
-hold for every backend run once per entry, so an RNN model is one more line there.
+Models are made through ``TRAINED``; the tests that must hold for every backend run once
+per entry, n-gram and RNN models alike.
 """
 from __future__ import annotations
 
@@ -21,18 +21,26 @@ from rnnlm_cli.cli import cli
 from rnnlm_cli.decoding import encode_prompt, model_tokenizer
 from rnnlm_cli.models import open_model
 from test_cli_errors import assert_fails
-from test_decoding import exhaustive, greedy
+from test_decoding import exhaustive, greedy, random_rnn
 
 EN = CORPORA / "en" / "sentences.txt"
 TINY = "the cat sat on the mat .\nthe dog sat on the log .\n<unk> sat on a <unk> .\n"
 
-# name -> (the command that trains it, writing {out}; the model file's suffix)
+def write_random_rnn(path, lines=None):
+    from rnnlm_cli.modelfile import save_model
+    lines = lines or EN.read_text(encoding="utf-8").splitlines()
+    model = random_rnn(lines, "lstm", 1, hidden=24)
+    save_model(str(path), model.to_arrays(), model.metadata)
+
+
+# name -> (the command that trains it, writing {out}, or a function writing it; suffix)
 TRAINED = {
     "ngram-kn3": (["train-ngram", EN, "--order", 3, "-o", "{out}"], ".npz"),
     "ngram-arpa": (["train-ngram", EN, "--order", 4, "--smoothing", "witten-bell",
                     "-o", "{out}.npz", "--arpa", "{out}"], ".arpa"),
     "ngram-char": (["train-ngram", EN, "--order", 5, "--level", "char", "-o", "{out}"],
                    ".npz"),
+    "rnn-lstm": (write_random_rnn, ".npz"),
 }
 
 
@@ -53,6 +61,7 @@ def folder(tmp_path_factory):
     (folder / "tiny.txt").write_text(TINY, encoding="utf-8")
     ok("train-ngram", folder / "tiny.txt", "--tokenizer", "whitespace", "-o",
        folder / "tiny.npz")
+    write_random_rnn(folder / "tiny-rnn.npz", TINY.splitlines())
     return folder
 
 
@@ -60,7 +69,11 @@ def trained(folder, name):
     """The model ``name`` of ``TRAINED``, trained once per test module."""
     args, suffix = TRAINED[name]
     path = folder / f"{name}{suffix}"
-    if not path.exists():
+    if path.exists():
+        return path
+    if callable(args):
+        args(path)
+    else:
         ok(*[str(a).format(out=path) for a in args])
     return path
 
@@ -106,10 +119,11 @@ def test_top_0_next_token_probabilities_sum_to_one(model_file):
         assert "<s>" not in [c["tokens"][0] for c in record["completions"]]
 
 
-def test_beam_as_wide_as_the_vocabulary_finds_the_exhaustive_best(folder):
-    path = folder / "tiny.npz"
+@pytest.mark.parametrize("name", ["tiny.npz", "tiny-rnn.npz"])
+def test_beam_as_wide_as_the_vocabulary_finds_the_exhaustive_best(folder, name):
+    path = folder / name
     model = open_model(str(path))
-    for prefix in ("", "the", "the cat sat"):
+    for prefix in ("", "the", "the cat sat", "The"):
         ids = encode_prompt(model, model_tokenizer(model), prefix).ids.tolist()
         truth = exhaustive(model, ids, 2)
         record = json.loads(ok("complete", path, prefix, "--max-tokens", 2, "--top", 12,

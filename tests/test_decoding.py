@@ -1,9 +1,9 @@
 """Sampling and beam search (``decoding.py``) over any ``LanguageModel``.
 
-Every backend is built through ``MODEL_BUILDERS``: the properties that must hold for all
+Every model is built through ``MODEL_BUILDERS``: the properties that must hold for all
 of them (next-token distributions sum to one, beam search is exact when the beam spans
 the vocabulary, greedy is temperature 0, top-k/top-p stay in their sets, seeds
-reproduce) run once per entry; an RNN entry is one more line there. Sampling
+reproduce) run once per entry, n-gram and RNN models alike. Sampling
 frequencies are checked against ``MarkovLM``, a hand-built model whose distribution is
 known exactly.
 """
@@ -78,6 +78,22 @@ class MarkovLM(LanguageModel):
             return np.log(self.P[state])
 
 
+def random_rnn(lines, cell, layers, level="word", hidden=16, seed=0):
+    """An untrained recurrent model with random normal weights (peaked distributions,
+    unlike a fresh initialisation): decoding must hold for any weights."""
+    from rnnlm_cli.rnn.config import RnnConfig
+    from rnnlm_cli.rnn.model import RnnModel, model_metadata
+    from rnnlm_cli.rnn.network import RnnNetwork
+    tokenizer = Tokenizer(TokenizerConfig("regex", level))
+    vocab, _ = Vocabulary.build(tokenizer.tokenize_lines(lines))
+    config = RnnConfig(cell=cell, layers=layers, hidden=hidden)
+    network = RnnNetwork(config, len(vocab), np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    for param in network.params.values():
+        param[...] = rng.normal(0.0, 1.0, param.shape)
+    return RnnModel(vocab, network, model_metadata(config, tokenizer.config.to_dict(), {}))
+
+
 MODEL_BUILDERS = {
     "ngram-kn3-en": lambda: ngram(en_lines(), 3, kind="regex"),
     "ngram-wb4-small": lambda: ngram(SMALL, 4, "witten-bell"),
@@ -85,6 +101,8 @@ MODEL_BUILDERS = {
     "ngram-mle2-small": lambda: ngram(SMALL, 2, "mle"),
     "ngram-addk1-small": lambda: ngram(SMALL, 1, "add-k"),
     "markov": MarkovLM,
+    "rnn-lstm2-small": lambda: random_rnn(SMALL, "lstm", 2),   # a state of four arrays
+    "rnn-gru-char": lambda: random_rnn(en_lines()[:60], "gru", 1, level="char"),
 }
 
 
@@ -96,6 +114,10 @@ def model(request):
 @pytest.fixture(scope="module")
 def en_model():
     return MODEL_BUILDERS["ngram-kn3-en"]()
+
+
+def sample(*args):
+    return list(decoding.sample(*args))
 
 
 def prompt(model, text=""):
@@ -276,7 +298,7 @@ def test_sampling_frequencies_match_the_distribution(options):
     # seeds the p-values of these tests spread evenly over (0, 1)).
     model, n = MarkovLM(), 20000
     rng = np.random.default_rng(0)
-    samples = decoding.sample(model, prompt(model), n, SamplingConfig(max_tokens=2, **options),
+    samples = sample(model, prompt(model), n, SamplingConfig(max_tokens=2, **options),
                               rng)
     words = model.WORDS
     first = Counter(s.tokens[0] for s in samples)
@@ -289,7 +311,7 @@ def test_sampling_frequencies_match_the_distribution(options):
 
 def test_no_unk_samples_from_the_rest():
     model, n = MarkovLM(), 20000
-    samples = decoding.sample(model, prompt(model), n, SamplingConfig(max_tokens=1, no_unk=True),
+    samples = sample(model, prompt(model), n, SamplingConfig(max_tokens=1, no_unk=True),
                               np.random.default_rng(7))
     p = model.P[1].copy()
     p[0] = 0
@@ -299,7 +321,7 @@ def test_no_unk_samples_from_the_rest():
 
 def test_samples_report_the_models_own_log_probabilities():
     model = MarkovLM()
-    samples = decoding.sample(model, prompt(model), 200,
+    samples = sample(model, prompt(model), 200,
                               SamplingConfig(max_tokens=6, temperature=3.0, top_k=2),
                               np.random.default_rng(3))
     for s in samples:
@@ -325,7 +347,7 @@ def greedy(model, prompt_ids, max_tokens):
 def test_temperature_zero_is_greedy(model):
     for text in prefixes(model)[:3]:
         p = prompt(model, text)
-        samples = decoding.sample(model, p, 4, SamplingConfig(max_tokens=12, temperature=0),
+        samples = sample(model, p, 4, SamplingConfig(max_tokens=12, temperature=0),
                                   np.random.default_rng(0))
         expected = model.vocab.decode(greedy(model, p.ids.tolist(), 12))
         assert all(s.tokens == expected for s in samples)
@@ -343,7 +365,7 @@ def replay_steps(model, p, sample):
 @pytest.mark.parametrize("top_k", [1, 3])
 def test_top_k_never_leaves_the_k_most_probable(model, top_k):
     p = prompt(model, prefixes(model)[1])
-    samples = decoding.sample(model, p, 50, SamplingConfig(max_tokens=15, top_k=top_k),
+    samples = sample(model, p, 50, SamplingConfig(max_tokens=15, top_k=top_k),
                               np.random.default_rng(5))
     for s in samples:
         for lp, token_id in replay_steps(model, p, s):
@@ -356,7 +378,7 @@ def test_top_k_never_leaves_the_k_most_probable(model, top_k):
 @pytest.mark.parametrize("top_p", [0.3, 0.75])
 def test_top_p_never_leaves_the_nucleus(model, top_p):
     p = prompt(model, prefixes(model)[1])
-    samples = decoding.sample(model, p, 50, SamplingConfig(max_tokens=15, top_p=top_p),
+    samples = sample(model, p, 50, SamplingConfig(max_tokens=15, top_p=top_p),
                               np.random.default_rng(6))
     for s in samples:
         for lp, token_id in replay_steps(model, p, s):
@@ -372,13 +394,13 @@ def test_same_seed_same_text_other_seed_other_text(model):
 
     def texts(seed):
         return [(s.text, s.tokens) for s in
-                decoding.sample(model, p, 8, config, np.random.default_rng(seed))]
+                sample(model, p, 8, config, np.random.default_rng(seed))]
     assert texts(11) == texts(11)
     assert texts(11) != texts(12)
 
 
 def test_samples_stop_at_eos_or_max_tokens_and_never_emit_bos(model):
-    samples = decoding.sample(model, prompt(model), 100, SamplingConfig(max_tokens=7),
+    samples = sample(model, prompt(model), 100, SamplingConfig(max_tokens=7),
                               np.random.default_rng(8))
     for s in samples:
         assert "<s>" not in s.tokens
@@ -392,11 +414,11 @@ def test_no_unk_never_emits_unk():
     model = ngram(SMALL * 3, 3)
     p = prompt(model, "the")
     rng = np.random.default_rng(2)
-    free = decoding.sample(model, p, 300, SamplingConfig(max_tokens=10), rng)
+    free = sample(model, p, 300, SamplingConfig(max_tokens=10), rng)
     assert any("<unk>" in s.tokens for s in free)  # the test has teeth
     for options in ({}, {"temperature": 3.0}, {"top_p": 0.99}, {"top_k": 4}):
         config = SamplingConfig(max_tokens=10, no_unk=True, **options)
-        assert not any("<unk>" in s.tokens for s in decoding.sample(model, p, 300, config, rng))
+        assert not any("<unk>" in s.tokens for s in sample(model, p, 300, config, rng))
 
 
 def test_no_unk_after_a_context_only_unk_follows_ends_the_sentence():
@@ -417,7 +439,7 @@ def test_char_model_joins_characters():
     model = MODEL_BUILDERS["ngram-kn5-char"]()
     p = prompt(model, "The ")
     assert p.tokens[-1] == SPACE_SYMBOL
-    for s in decoding.sample(model, p, 20, SamplingConfig(max_tokens=40),
+    for s in sample(model, p, 20, SamplingConfig(max_tokens=40),
                              np.random.default_rng(4)):
         words = [t for t in s.tokens if t != "</s>"]
         assert s.text == "The " + "".join(words).replace(SPACE_SYMBOL, " ")
@@ -425,7 +447,7 @@ def test_char_model_joins_characters():
 
 
 def test_word_model_puts_no_space_before_punctuation(en_model):
-    samples = decoding.sample(en_model, prompt(en_model, "The market"), 30,
+    samples = sample(en_model, prompt(en_model, "The market"), 30,
                               SamplingConfig(max_tokens=30), np.random.default_rng(9))
     assert any(s.tokens[-2:] == [".", "</s>"] for s in samples)
     for s in samples:
@@ -436,7 +458,7 @@ def test_word_model_puts_no_space_before_punctuation(en_model):
 def test_large_batches_are_cut_to_fit(monkeypatch):
     model = MarkovLM()
     monkeypatch.setattr(decoding, "BATCH_ELEMENTS", 3 * len(model.vocab))
-    samples = decoding.sample(model, prompt(model), 10, SamplingConfig(max_tokens=4),
+    samples = sample(model, prompt(model), 10, SamplingConfig(max_tokens=4),
                               np.random.default_rng(0))
     assert len(samples) == 10
 
