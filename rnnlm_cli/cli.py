@@ -197,6 +197,227 @@ class _progress:
         return False
 
 
+# -- train-rnn -------------------------------------------------------------------------------
+
+@cli.command("train-rnn")
+@click.argument("corpus", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The model file to write (.npz): the best epoch by validation perplexity.")
+@click.option("--valid", type=click.Path(dir_okay=False), default=None,
+              help="Validation text (default: the last 5% of the corpus lines, held out).")
+@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm",
+              show_default=True, help="rnn: the Elman cell s = f(U x + W s' + b).")
+@click.option("--activation", type=click.Choice(["tanh", "sigmoid", "relu"]), default="tanh",
+              show_default=True, help="The f of --cell rnn.")
+@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Hidden units H per layer.")
+@click.option("--embed", type=click.IntRange(min=1), default=None,
+              help="Embedding size E  [default: H]")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="On embeddings, between layers, before the decoder.")
+@click.option("--tie-weights", is_flag=True, help="The decoder shares the embedding matrix "
+                                                  "(needs E = H).")
+@click.option("--init", type=click.Choice(["normal", "uniform", "xavier", "orthogonal",
+                                           "identity"]), default="xavier", show_default=True,
+              help="Of the recurrent matrix W; identity (with zero biases) is the IRNN "
+                   "recipe, for --activation relu.")
+@click.option("--init-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="std (normal), bound (uniform), gain (xavier, "
+                                      "orthogonal), multiple of I (identity).")
+@click.option("--forget-bias", type=float, default=1.0, show_default=True,
+              help="Initial LSTM forget-gate bias.")
+@click.option("--epochs", type=click.IntRange(min=1), default=13, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=20, show_default=True,
+              help="B parallel streams of the corpus.")
+@click.option("--bptt", type=click.IntRange(min=1), default=20, show_default=True,
+              help="T steps of truncated back-propagation through time.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adagrad", "adam"]), default="sgd",
+              show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Learning rate.")
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+              show_default=True, help="Multiply the learning rate by F after an epoch that "
+                                      "does not improve validation perplexity (1: never).")
+@click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Stop after N epochs in a row without improvement (0: never).")
+@click.option("--clip-norm", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Scale the whole gradient down to this norm when it is larger (0: off).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Same seed, data and options: the same model, byte for byte.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=0.0,
+              metavar="MINUTES", help="Save a checkpoint to MODEL.checkpoint.npz this often, "
+                                      "and when training ends (Ctrl-C always saves one).")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None, metavar="CHECKPOINT",
+              help="Continue a run from its checkpoint (same corpus and options; --epochs "
+                   "may grow).")
+@click.option("--log", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
+              help="Write one JSON object per epoch (appended to when resuming).")
+@tokenizer_options
+@encoding_option
+@click.pass_context
+def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embed, dropout,
+              tie_weights, init, init_scale, forget_bias, epochs, batch_size, bptt, optimizer,
+              lr, lr_decay, patience, clip_norm, seed, checkpoint_every, resume, log,
+              tokenizer_kind, level, lowercase, min_count, max_vocab, encoding_errors):
+    """Train a recurrent (LSTM, GRU or Elman) model on CORPUS files, one sentence per line.
+
+    The defaults follow the small LSTM of Zaremba et al. (2014) on the Penn Treebank
+    (SGD, learning rate 1, clipping at 5, 20 streams of 20 steps, 13 epochs), with one
+    layer of 200 units. A progress bar per epoch (on a terminal) and a line per epoch go
+    to stderr.
+
+    \b
+    Example:
+        rnnlm train-rnn corpora/en/sentences.txt --hidden 64 --epochs 5 -o en-rnn.npz
+        rnnlm train-rnn train.txt --valid valid.txt --tokenizer whitespace -o ptb.npz
+        rnnlm train-rnn text.txt --level char --cell gru --optimizer adam --lr 0.002 -o c.npz
+    """
+    from rnnlm_cli.modelfile import atomic_output, check_writable, write_model
+    from rnnlm_cli.rnn.checkpoint import default_path
+    from rnnlm_cli.rnn.config import RnnConfig
+    from rnnlm_cli.rnn.session import TrainingInterrupted, option_flags, run_training
+    from rnnlm_cli.rnn.training import TrainConfig
+    from rnnlm_cli.tokenizer import TokenizerConfig
+
+    model_config = RnnConfig(cell, activation, layers, hidden, embed, dropout, tie_weights,
+                             init, init_scale, forget_bias)
+    config = TrainConfig(epochs, batch_size, bptt, optimizer, lr, lr_decay, patience,
+                         clip_norm, seed, checkpoint_every, log)
+    model_config.validate()
+    config.validate()
+    checkpoint = default_path(output)
+    for path in filter(None, (output, checkpoint, log)):
+        check_writable(path)
+    tokenizer = TokenizerConfig(tokenizer_kind, level, lowercase)
+    data = _rnn_data(corpus, valid, tokenizer, min_count, max_vocab, encoding_errors, config)
+    options = option_flags(model_config, config, tokenizer.to_dict(),
+                           {"min_count": min_count, "max_vocab": max_vocab})
+    try:
+        with _EpochReport(log, append=bool(resume)) as report:
+            run = run_training(data, model_config, config, options, checkpoint, resume,
+                               report.hooks())
+    except TrainingInterrupted as stop:
+        _say_interrupted(ctx, stop)
+    model = run.model(data, tokenizer.to_dict())
+    _warn_rnn_training(run.state, data)
+    with atomic_output(output, "wb") as out:
+        write_model(out, model.to_arrays(), model.metadata)
+    click.echo(f"{output}: {layers}-layer {cell} model, H={hidden}, {len(data.vocab)} words, "
+               f"best validation perplexity {run.state.best_valid_ppl:.2f} after "
+               f"{len(run.state.history)} epoch(s)", err=True)
+
+
+def _rnn_data(corpus, valid, tokenizer_config, min_count, max_vocab, encoding_errors, config):
+    """Read, split and tokenize the text; the training and validation streams."""
+    from rnnlm_cli.rnn.batches import fit_batch_size
+    from rnnlm_cli.rnn.data import hold_out, prepare_data
+    from rnnlm_cli.tokenizer import Tokenizer
+
+    lines = list(read_corpus_lines(corpus, encoding_errors))
+    if valid:
+        valid_lines = list(read_corpus_lines([valid], encoding_errors))
+    else:
+        lines, valid_lines = hold_out(lines)
+        click.echo(f"Holding out the last {len(valid_lines)} of {len(lines) + len(valid_lines)} "
+                   "lines for validation (--valid FILE to choose)", err=True)
+    tokenize = Tokenizer(tokenizer_config).tokenize_lines
+    data = prepare_data(list(tokenize(lines)), list(tokenize(valid_lines)),
+                        ", ".join(map(_name, corpus)), _name(valid) if valid else "held-out text",
+                        min_count, max_vocab)
+    batch = fit_batch_size(data.train.size, config.batch_size, config.bptt)
+    if batch < config.batch_size:
+        click.echo(f"Note: {data.train.size} training tokens do not fill {config.batch_size} "
+                   f"streams of {config.bptt + 1}; training with {batch} stream(s)", err=True)
+    return data
+
+
+class _EpochReport:
+    """A tqdm bar per epoch (on a terminal), a line per epoch on stderr, and ``--log``."""
+
+    def __init__(self, log: Optional[str], append: bool):
+        self.log_path, self.append = log, append
+        self.log, self.bar = None, None
+
+    def __enter__(self):
+        if self.log_path:
+            self.log = open(self.log_path, "a" if self.append else "w", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc):
+        self._close_bar()
+        if self.log:
+            self.log.close()
+        return False
+
+    def hooks(self):
+        from rnnlm_cli.rnn.training import Hooks
+        return Hooks(on_chunk=self.chunk, on_epoch=self.epoch, on_epoch_start=self.start)
+
+    def start(self, epoch: int, done: int, chunks: int) -> None:
+        from tqdm import tqdm
+        self._close_bar()
+        self.bar = tqdm(total=chunks, initial=done, desc=f"epoch {epoch}", file=sys.stderr,
+                        leave=False, disable=not sys.stderr.isatty(), unit="chunk")
+
+    def chunk(self, progress) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"loss {progress.loss:.3f}, ppl {progress.ppl:.1f}, "
+                                 f"{progress.tokens_per_s:,.0f} tokens/s", refresh=False)
+
+    def epoch(self, record) -> None:
+        self._close_bar()
+        click.echo(f"epoch {record.epoch}: train ppl {record.train_ppl:.2f}, valid ppl "
+                   f"{record.valid_ppl:.2f}{' (best)' if record.improved else ''}, grad norm "
+                   f"{record.grad_norm:.3g}, clipped {record.clipped:.0%}, lr {record.lr:g}, "
+                   f"{record.tokens_per_s:,.0f} tokens/s, {record.seconds:.1f} s", err=True)
+        if self.log:
+            self.log.write(_json(record.to_dict()) + "\n")
+            self.log.flush()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _say_interrupted(ctx, stop) -> None:
+    """After Ctrl-C: where the checkpoint is, and the command that resumes from it."""
+    import shlex
+    from click.core import ParameterSource
+    words = ["rnnlm", ctx.info_name]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if param.name == "resume" or source not in (ParameterSource.COMMANDLINE,
+                                                    ParameterSource.ENVIRONMENT):
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param, click.Argument):
+            words.extend(value)
+        elif getattr(param, "is_flag", False):
+            words.extend([param.opts[0]] if value else [])
+        else:
+            words.extend([param.opts[0], str(value)])
+    words.extend(["--resume", stop.path])
+    state = stop.state
+    click.echo(f"Interrupted in epoch {state.epoch + 1} after {state.position} chunk(s): "
+               f"checkpoint saved to {stop.path}\nTo resume: "
+               f"{' '.join(map(shlex.quote, words))}", err=True)
+    ctx.exit(130)
+
+
+def _warn_rnn_training(state, data) -> None:
+    skipped = data.train_corpus.skipped_markers
+    if skipped:
+        click.echo(f"Warning: dropped {skipped} literal <s> or </s> from the corpus "
+                   "(they mark sentence boundaries)", err=True)
+    if state.stopped == "non-finite":
+        click.echo(f"Warning: {state.message}; writing the best model so far", err=True)
+    elif state.stopped == "early stop":
+        click.echo(f"Stopped early: validation perplexity did not improve in "
+                   f"{state.bad_epochs} epochs in a row", err=True)
+
+
 # -- perplexity ---------------------------------------------------------------------------------
 
 @cli.command()
