@@ -495,3 +495,25 @@ def test_gradient_norm_of_large_arrays_is_accurate():
     exact = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads.values()))
     norm, clipped = clip_gradients(grads, 0.0)
     assert norm == pytest.approx(exact, rel=1e-7) and not clipped
+
+
+# -- with the real network --------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_resume_with_the_real_network(tmp_path, cell):
+    """Two layers, dropout between them: hidden state, RNG and Adam's moments all resume."""
+    from rnnlm_cli.rnn.config import RnnConfig
+    from rnnlm_cli.rnn.network import RnnNetwork
+    model = RnnConfig(cell=cell, layers=2, hidden=8, dropout=0.2)
+    options = option_flags(model, CONFIG, {}, {})
+
+    def go(path, **kwargs):
+        return run_training(DATA, model, CONFIG, options, str(path), network_class=RnnNetwork,
+                            **kwargs)
+
+    whole = go(tmp_path / "w.npz")
+    with pytest.raises(TrainingInterrupted):
+        go(tmp_path / "c.npz", hooks=Hooks(on_chunk=StopAt(7)))
+    resumed = go(tmp_path / "c.npz", resume=str(tmp_path / "c.npz"))
+    assert params_bytes(resumed.network) == params_bytes(whole.network)
+    assert whole.state.history[-1].valid_ppl < whole.state.history[0].train_ppl
