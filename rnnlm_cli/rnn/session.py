@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from rnnlm_cli.errors import TrainingError
+from rnnlm_cli.errors import ModelFileError, TrainingError
 from rnnlm_cli.rnn.batches import Batches, fit_batch_size
 from rnnlm_cli.rnn.checkpoint import Checkpoint, save_checkpoint
 from rnnlm_cli.rnn.data import TrainingData
@@ -132,7 +132,6 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
 
 
 def _restore_network(checkpoint: Checkpoint, network_class, model_config, vocab_size):
-    from rnnlm_cli.errors import ModelFileError
     try:
         return network_class.from_arrays(model_config, checkpoint.network_arrays(), vocab_size)
     except (KeyError, ValueError) as exc:
