@@ -299,7 +299,7 @@ class Completion:
 
     def to_dict(self) -> dict:
         return {"text": self.text, "tokens": self.tokens, "logprob": self.logprob,
-                "log10prob": self.logprob / LN10, "token_logprobs": self.token_logprobs}
+                "log10prob": self.log10prob, "token_logprobs": self.token_logprobs}
 
 
 def complete(model: LanguageModel, prompt: Prompt, top: int = 5, max_tokens: int = 1,
