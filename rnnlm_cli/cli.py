@@ -41,12 +41,15 @@ class RnnlmGroup(click.Group):
 @click.group(cls=RnnlmGroup)
 @click.version_option(__version__, prog_name="rnnlm")
 def cli():
-    """Train n-gram and recurrent language models on text, and score text with them.
+    """Train n-gram and recurrent language models on text; score, generate and
+    complete text with them.
 
     \b
     Example:
         rnnlm train-ngram corpora/en/sentences.txt -o en.npz
         echo "The train leaves at noon." | rnnlm perplexity en.npz
+        rnnlm generate en.npz --num 3 --seed 1
+        echo "The train" | rnnlm complete en.npz --top 3
     """
 
 
