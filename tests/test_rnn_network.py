@@ -39,15 +39,18 @@ def worst_errors(net, inputs, targets, hidden, grads, seed=None):
 
 
 def relu_margin(net, inputs, hidden):
-    """The smallest |pre-activation| of an Elman network over the chunk."""
-    layers = net.config.layers
-    _, _, tape = net._forward(inputs, hidden, [None] * (layers + 1))
+    """The smallest |pre-activation| of a relu Elman network over the chunk."""
+    x = net.params["embedding"][inputs]                                  # (T, B, E)
     margin = np.inf
-    for layer, (x, cache) in enumerate(tape):
-        p = {k: net.params[f"layer{layer}.{k}"] for k in "UWb"}
-        hs = cache["hs"]                                                 # (T+1, B, H)
-        a = x @ p["U"] + p["b"] + hs[:-1] @ p["W"]
-        margin = min(margin, np.abs(a).min())
+    for layer in range(net.config.layers):
+        U, W, b = (net.params[f"layer{layer}.{k}"] for k in "UWb")
+        h, outputs = hidden[layer][0], []
+        for x_t in x:
+            a = x_t @ U + b + h @ W
+            margin = min(margin, np.abs(a).min())
+            h = np.maximum(a, 0)
+            outputs.append(h)
+        x = np.stack(outputs)
     return margin
 
 
@@ -304,3 +307,31 @@ def test_bad_shapes_are_refused():
         net.loss(np.zeros((3, 2), dtype=int), np.zeros((3, 2), dtype=int), net.initial_hidden(3))
     with pytest.raises(ValueError, match="inputs and targets"):
         net.loss(np.zeros((3, 2), dtype=int), np.zeros((3, 1), dtype=int), net.initial_hidden(2))
+
+
+def test_projecting_each_distinct_word_once_changes_nothing(monkeypatch):
+    """Layer 0 projects each distinct word of a chunk once when words repeat; the loss and
+    every gradient are those of projecting every position."""
+    import rnnlm_cli.rnn.network as network_module
+    config = RnnConfig(cell="gru", layers=2, hidden=6)
+    net = RnnNetwork(config, 12, np.random.default_rng(0), dtype=np.float64)
+    rng = np.random.default_rng(1)
+    inputs, targets = rng.integers(0, 4, (6, 3)), rng.integers(0, 12, (6, 3))
+    assert network_module.distinct_rows(inputs.reshape(-1))[1] is not None
+    fast = net.loss_and_grads(inputs, targets, net.initial_hidden(3))
+    monkeypatch.setattr(network_module, "distinct_rows", lambda ids: (ids, None))
+    plain = net.loss_and_grads(inputs, targets, net.initial_hidden(3))
+    assert fast[0] == pytest.approx(plain[0], rel=1e-13)
+    for name in net.params:
+        assert np.allclose(fast[1][name], plain[1][name], rtol=1e-12, atol=1e-15), name
+
+
+def test_gradients_match_finite_differences_when_no_word_repeats():
+    config = RnnConfig(cell="lstm", layers=2, hidden=H)
+    net, _, targets, hidden = small_problem(config, vocab=16)
+    inputs = np.random.default_rng(4).permutation(16)[:T * B].reshape(T, B)
+    from rnnlm_cli.rnn.network import distinct_rows
+    assert distinct_rows(inputs.reshape(-1))[1] is None
+    _, grads, _ = net.loss_and_grads(inputs, targets, hidden)
+    for name, result in worst_errors(net, inputs, targets, hidden, grads).items():
+        assert result.worst < 1e-6, (name, result)

@@ -109,15 +109,13 @@ class RnnNetwork:
         if self.config.tie_weights:
             d_dec1 = logits.T @ s1                                       # (V, H+1): [dE, dc]
             grads["decoder.c"] = d_dec1[:, H].copy()
-            d_embedding = np.ascontiguousarray(d_dec1[:, :H])
+            grads["embedding"] = np.ascontiguousarray(d_dec1[:, :H])
         else:
             d_dec1 = s1.T @ logits                                       # (H+1, V): [dV; dc]
             grads["decoder.V"], grads["decoder.c"] = d_dec1[:H], d_dec1[H]
-            d_embedding = np.zeros_like(self.params["embedding"])
+            grads["embedding"] = np.zeros_like(self.params["embedding"])
         del logits, d_dec1
-        dx = self._backward(dstates.reshape(T, B, H), tape, masks, grads)  # (T, B, E)
-        scatter_add_rows(d_embedding, inputs.reshape(-1), dx.reshape(T * B, -1))
-        grads["embedding"] = d_embedding
+        self._backward(dstates.reshape(T, B, H), tape, masks, grads)
         return loss, {name: grads[name] for name in self.params}, new_hidden
 
     def loss(self, inputs: np.ndarray, targets: np.ndarray, hidden: Hidden):
@@ -167,22 +165,36 @@ class RnnNetwork:
 
     def _forward(self, inputs: np.ndarray, hidden: Hidden, masks: list):
         """Embedding (1) and the stacked cells (2): the top layer's outputs (T, B, H),
-        the final state, and what the backward pass needs of each layer."""
+        the final state, and what the backward pass needs of each layer.
+
+        Without dropout on the embeddings, a word that occurs several times in the chunk
+        (half the positions of a PTB chunk do) has the same input projection everywhere,
+        so layer 0 projects each distinct word once and spreads the rows out; in the
+        backward pass its gradients are summed per word before the products.
+        """
         T, B = inputs.shape
-        x = np.take(self.params["embedding"], inputs, axis=0)            # (T, B, E)
+        words, where = inputs.reshape(-1), None                          # x = E[words][where]
+        if masks[0] is None:
+            words, where = distinct_rows(words)
+        x = np.take(self.params["embedding"], words, axis=0)            # (N or u, E)
         if masks[0] is not None:
-            x *= masks[0]
+            x *= masks[0].reshape(T * B, -1)
         tape, new_hidden = [], []
         for layer in range(self.config.layers):
             U, b = self.params[f"layer{layer}.U"], self.params[f"layer{layer}.b"]
-            x_proj = x.reshape(T * B, -1) @ U                            # (N, G*H), all T at once
+            x_proj = x @ U                                               # all T at once
             x_proj += b
+            if layer == 0 and where is not None:
+                x_proj = np.take(x_proj, where, axis=0)                  # (u, G*H) -> (N, G*H)
             hs, last, cache = self.cell.forward(self._layer(layer), x_proj.reshape(T, B, -1),
                                                 self._state(hidden[layer], B))
             tape.append((x, cache))
             new_hidden.append(last)
-            x = hs if masks[layer + 1] is None else hs * masks[layer + 1]  # (T, B, H)
-        return x, new_hidden, tape
+            x = hs.reshape(T * B, -1)                                    # (N, H)
+            if masks[layer + 1] is not None:
+                x = x * masks[layer + 1].reshape(T * B, -1)
+        tape.append((words, where))
+        return x.reshape(T, B, -1), new_hidden, tape
 
     def _state(self, state: tuple, batch: int) -> tuple:
         H = self.config.hidden
@@ -192,26 +204,34 @@ class RnnNetwork:
                              f"{self.cell.state_size} x ({batch}, {H})")
         return state
 
-    def _backward(self, dtop: np.ndarray, tape: list, masks: list, grads: dict) -> np.ndarray:
-        """From dJ/d(top outputs) down through the layers; fills ``grads`` with the layers'
-        gradients and returns dJ/dx at the embeddings (T, B, E)."""
+    def _backward(self, dtop: np.ndarray, tape: list, masks: list, grads: dict) -> None:
+        """From dJ/d(top outputs) (T, B, H) down through the layers to the embeddings;
+        fills ``grads`` with the layers' gradients and adds the embeddings' to
+        ``grads["embedding"]``."""
         T, B, _ = dtop.shape
-        dhs = dtop
+        words, where = tape[-1]
+        dhs = dtop.reshape(T * B, -1)
         for layer in reversed(range(self.config.layers)):
             if masks[layer + 1] is not None:
-                dhs = dhs * masks[layer + 1]
+                dhs = dhs * masks[layer + 1].reshape(T * B, -1)
             x, cache = tape[layer]
-            dx_proj, cell_grads, _ = self.cell.backward(self._layer(layer), dhs, None, cache)
+            dx_proj, cell_grads, _ = self.cell.backward(self._layer(layer),
+                                                        dhs.reshape(T, B, -1), None, cache)
             dx_proj = dx_proj.reshape(T * B, -1)                        # (N, G*H)
+            if layer == 0 and where is not None:
+                dx_proj = sum_rows_by(where, dx_proj, words.size)        # (u, G*H)
             U = self.params[f"layer{layer}.U"]
-            grads[f"layer{layer}.U"] = x.reshape(T * B, -1).T @ dx_proj  # (in, G*H)
+            grads[f"layer{layer}.U"] = x.T @ dx_proj                     # (in, G*H)
             grads[f"layer{layer}.b"] = dx_proj.sum(axis=0)
             for name, value in cell_grads.items():
                 grads[f"layer{layer}.{name}"] = value
-            dhs = (dx_proj @ U.T).reshape(T, B, -1)                      # dJ/dx of this layer
+            dhs = dx_proj @ U.T                                          # dJ/dx of this layer
         if masks[0] is not None:
-            dhs *= masks[0]
-        return dhs
+            dhs *= masks[0].reshape(T * B, -1)
+        if where is not None:
+            grads["embedding"][words] += dhs                             # one row per word
+        else:
+            scatter_add_rows(grads["embedding"], words, dhs)
 
     # -- inference -----------------------------------------------------------------------
 
@@ -321,13 +341,27 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def scatter_add_rows(out: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
-    """``out[ids[n]] += rows[n]`` for every n, repeated ids summed (the embedding gradient).
+def distinct_rows(ids: np.ndarray):
+    """``(words, where)`` with ``ids == words[where]`` and ``words`` distinct, when at most
+    3/4 of the ids are distinct (else ``(ids, None)``: not worth the gathering)."""
+    words, where = np.unique(ids, return_inverse=True)
+    if words.size > 0.75 * ids.size:
+        return ids, None
+    return words, where.reshape(-1)
 
-    Sorting the ids and summing runs of equal ids with ``np.add.reduceat`` is about three
-    times faster than ``np.add.at``.
+
+def sum_rows_by(where: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
+    """``out[k] = sum of rows[n] with where[n] == k`` for k < count (every k present).
+
+    Sorting and summing runs with ``np.add.reduceat`` is several times faster than
+    ``np.add.at``.
     """
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    out[sorted_ids[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+    order = np.argsort(where, kind="stable")
+    sizes = np.bincount(where, minlength=count)
+    return np.add.reduceat(rows[order], np.cumsum(sizes) - sizes, axis=0)
+
+
+def scatter_add_rows(out: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
+    """``out[ids[n]] += rows[n]`` for every n, repeated ids summed (the embedding gradient)."""
+    words, where = np.unique(ids, return_inverse=True)
+    out[words] += sum_rows_by(where.reshape(-1), rows, words.size)
