@@ -628,7 +628,7 @@ def complete_command(model, prefix, top, max_tokens, beam, as_json, encoding_err
 def _texts_and_lines(texts, path, encoding_errors) -> Iterator[tuple]:
     """``(place, text)`` for each of ``texts``, then for each line of ``path`` (``-``:
     stdin) as it arrives; ``place`` names the text in warnings. ``path`` opens at once."""
-    from rnnlm_cli.decoding import read_lines_lazily
+    from rnnlm_cli.tokenizer import read_lines_lazily
     lines = read_lines_lazily(path, encoding_errors) if path else ()
     numbered = ((f"{_name(path)}: line {n}", line) for n, line in enumerate(lines, start=1))
     return itertools.chain(((repr(text), text) for text in texts), numbered)

@@ -19,17 +19,15 @@ All log-probabilities are natural logs. ``<s>`` is never emitted.
 """
 from __future__ import annotations
 
-import codecs
 import math
-import sys
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from rnnlm_cli.errors import CorpusError, OptionError
+from rnnlm_cli.errors import OptionError
 from rnnlm_cli.lm import LanguageModel
-from rnnlm_cli.tokenizer import ENCODING_ERRORS, SPACE_SYMBOL, Tokenizer, TokenizerConfig
+from rnnlm_cli.tokenizer import SPACE_SYMBOL, Tokenizer, TokenizerConfig
 from rnnlm_cli.vocab import BOS, EOS, UNK
 
 LN10 = math.log(10.0)
@@ -76,51 +74,6 @@ def encode_prompt(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Prom
     ids = np.array([index.get(t, model.vocab.unk_id) for t in tokens], dtype=np.int64)
     unknown = [t for t in tokens if t not in index]
     return Prompt(text, tokens, ids, unknown)
-
-
-def read_lines_lazily(path: str, encoding_errors: str = "strict") -> Iterator[str]:
-    """The lines of a text file (``"-"``: stdin), each as soon as it arrives: a coprocess
-    gets its answer before it writes the next line. (``tokenizer.read_lines`` reads a whole
-    file first; this reads the same way, one line at a time.)
-
-    UTF-8, split on ``\\n``, one trailing ``\\r`` and a leading BOM removed; undecodable
-    bytes are an error naming the line unless ``encoding_errors`` is ``"replace"``. The
-    file is opened at once, so a missing file is an error before anything is read.
-    """
-    if encoding_errors not in ENCODING_ERRORS:
-        raise OptionError(f"encoding errors must be one of {', '.join(ENCODING_ERRORS)}, "
-                          f"not {encoding_errors!r}")
-    if path == "-":
-        return _decoded_lines(sys.stdin.buffer, "<stdin>", encoding_errors, close=False)
-    try:
-        stream = open(path, "rb")
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise CorpusError(f"{path}: permission denied") from None
-    except OSError as e:
-        raise CorpusError(f"{path}: {e.strerror or e}") from None
-    return _decoded_lines(stream, path, encoding_errors, close=True)
-
-
-def _decoded_lines(stream: BinaryIO, name: str, encoding_errors: str,
-                   close: bool) -> Iterator[str]:
-    try:
-        for number, raw in enumerate(iter(stream.readline, b""), start=1):
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            raw = raw[:-1] if raw.endswith(b"\n") else raw
-            raw = raw[:-1] if raw.endswith(b"\r") else raw
-            try:
-                yield raw.decode("utf-8", errors=encoding_errors)
-            except UnicodeDecodeError:
-                raise CorpusError(f"{name}: line {number}: invalid UTF-8 "
-                                  "(use --encoding-errors replace to go on)") from None
-    finally:
-        if close:
-            stream.close()
 
 
 def _prompt_state(model: LanguageModel, prompt: Prompt, batch: int):

@@ -25,7 +25,7 @@ import re
 import sys
 import unicodedata
 from dataclasses import dataclass, fields
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import regex
 
@@ -244,11 +244,7 @@ def read_lines(path: str, encoding_errors: str = "strict") -> list[str]:
     Lines are split on ``\\n`` only, as KenLM does (not on U+2028 or ``\\x85``); one
     trailing ``\\r`` per line and a leading BOM are removed; blank lines are kept.
     """
-    if encoding_errors not in ENCODING_ERRORS:
-        raise OptionError(
-            f"encoding errors must be one of {', '.join(ENCODING_ERRORS)}, "
-            f"not {encoding_errors!r}"
-        )
+    _check_encoding_errors(encoding_errors)
     name = "<stdin>" if path == "-" else path
     data = _read_bytes(path, name)
     if data.startswith(codecs.BOM_UTF8):
@@ -262,12 +258,25 @@ def read_lines(path: str, encoding_errors: str = "strict") -> list[str]:
     return lines
 
 
+def _check_encoding_errors(encoding_errors: str) -> None:
+    if encoding_errors not in ENCODING_ERRORS:
+        raise OptionError(
+            f"encoding errors must be one of {', '.join(ENCODING_ERRORS)}, "
+            f"not {encoding_errors!r}"
+        )
+
+
 def _read_bytes(path: str, name: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()
+    with _open_binary(path, name) as f:
+        return f.read()
+
+
+def _open_binary(path: str, name: str) -> BinaryIO:
+    """Open a file for reading; the usual failures become one-line ``CorpusError``s."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return open(path, "rb")
     except FileNotFoundError:
         raise CorpusError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -287,3 +296,36 @@ def _decode(data: bytes, name: str, errors: str) -> str:
             f"{name}: line {line_number}: invalid UTF-8 "
             "(use --encoding-errors replace to go on)"
         ) from None
+
+
+def read_lines_lazily(path: str, encoding_errors: str = "strict") -> Iterator[str]:
+    """The lines of a text file (``"-"``: stdin), each as soon as it arrives: a coprocess
+    gets its answer before it writes the next line. (``read_lines`` reads a whole file first;
+    this reads the same way, one line at a time.)
+
+    UTF-8, split on ``\\n``, one trailing ``\\r`` and a leading BOM removed; undecodable
+    bytes are an error naming the line unless ``encoding_errors`` is ``"replace"``. The
+    file is opened at once, so a missing file is an error before anything is read.
+    """
+    _check_encoding_errors(encoding_errors)
+    if path == "-":
+        return _decoded_lines(sys.stdin.buffer, "<stdin>", encoding_errors, close=False)
+    return _decoded_lines(_open_binary(path, path), path, encoding_errors, close=True)
+
+
+def _decoded_lines(stream: BinaryIO, name: str, encoding_errors: str,
+                   close: bool) -> Iterator[str]:
+    try:
+        for number, raw in enumerate(iter(stream.readline, b""), start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw[:-1] if raw.endswith(b"\n") else raw
+            raw = raw[:-1] if raw.endswith(b"\r") else raw
+            try:
+                yield raw.decode("utf-8", errors=encoding_errors)
+            except UnicodeDecodeError:
+                raise CorpusError(f"{name}: line {number}: invalid UTF-8 "
+                                  "(use --encoding-errors replace to go on)") from None
+    finally:
+        if close:
+            stream.close()

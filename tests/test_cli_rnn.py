@@ -4,12 +4,10 @@ no files left behind). Small networks: the whole module runs in seconds."""
 from __future__ import annotations
 
 import json
-import math
 import shlex
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import rnnlm_cli.cli as cli_module
 from conftest import CORPORA

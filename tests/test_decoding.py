@@ -9,7 +9,6 @@ known exactly.
 """
 from __future__ import annotations
 
-import io
 import math
 from collections import Counter
 
@@ -19,7 +18,7 @@ import pytest
 from conftest import CORPORA
 from rnnlm_cli import decoding
 from rnnlm_cli.decoding import SamplingConfig, encode_prompt, model_tokenizer
-from rnnlm_cli.errors import CorpusError, OptionError
+from rnnlm_cli.errors import OptionError
 from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.ngram.training import NgramConfig, train_ngram
 from rnnlm_cli.tokenizer import SPACE_SYMBOL, Tokenizer, TokenizerConfig
@@ -485,39 +484,3 @@ def test_prompt_markers_dropped_and_empty_is_start(en_model):
     assert prompt(en_model, "<s> The </s>").tokens == ["The"]
     assert prompt(en_model, "").ids.size == 0
     assert prompt(en_model, "   ").ids.size == 0
-
-
-def test_read_lines_lazily(tmp_path):
-    path = tmp_path / "p.txt"
-    path.write_bytes(b"\xef\xbb\xbfone\r\ntwo\n\nthree")
-    assert list(decoding.read_lines_lazily(str(path))) == ["one", "two", "", "three"]
-    path.write_bytes(b"ok\nbad \xff\n")
-    lines = decoding.read_lines_lazily(str(path))
-    assert next(lines) == "ok"
-    with pytest.raises(CorpusError, match=r"p.txt: line 2: invalid UTF-8"):
-        next(lines)
-    assert list(decoding.read_lines_lazily(str(path), "replace"))[1] == "bad \ufffd"
-    with pytest.raises(CorpusError, match="no such file"):
-        decoding.read_lines_lazily(str(tmp_path / "nope.txt"))
-
-
-def test_read_lines_lazily_yields_before_the_stream_ends():
-    class Trickle(io.RawIOBase):
-        """A stream that fails if read past the first line before it was consumed."""
-        def __init__(self):
-            self.chunks = [b"first\n", b"second\n"]
-            self.consumed = False
-
-        def readable(self):
-            return True
-
-        def readline(self, size=-1):
-            if len(self.chunks) == 1:
-                assert self.consumed, "read ahead of the consumer"
-            return self.chunks.pop(0) if self.chunks else b""
-
-    stream = Trickle()
-    lines = decoding._decoded_lines(stream, "t", "strict", close=False)
-    assert next(lines) == "first"
-    stream.consumed = True
-    assert list(lines) == ["second"]

@@ -20,7 +20,7 @@ from rnnlm_cli.rnn.checkpoint import Checkpoint
 from rnnlm_cli.rnn.data import hold_out, prepare_data
 from rnnlm_cli.rnn.optim import SGD, Adagrad, Adam, clip_gradients, make_optimizer
 from rnnlm_cli.rnn.session import TrainingInterrupted, option_flags, run_training
-from rnnlm_cli.rnn.training import Hooks, TrainConfig, TrainState, perplexity, train
+from rnnlm_cli.rnn.training import Hooks, TrainConfig, perplexity
 
 
 # -- optimisers, by hand ---------------------------------------------------------------------

@@ -15,7 +15,9 @@ from rnnlm_cli.tokenizer import (
     SPACE_SYMBOL,
     Tokenizer,
     TokenizerConfig,
+    _decoded_lines,
     read_lines,
+    read_lines_lazily,
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -421,3 +423,39 @@ def test_read_lines_permission_denied(tmp_path):
 def test_read_lines_rejects_unknown_error_mode(tmp_path):
     with pytest.raises(OptionError, match="encoding errors must be one of strict, replace"):
         read_lines(write(tmp_path, b"a\n"), encoding_errors="ignore")
+
+
+def test_read_lines_lazily(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_bytes(b"\xef\xbb\xbfone\r\ntwo\n\nthree")
+    assert list(read_lines_lazily(str(path))) == ["one", "two", "", "three"]
+    path.write_bytes(b"ok\nbad \xff\n")
+    lines = read_lines_lazily(str(path))
+    assert next(lines) == "ok"
+    with pytest.raises(CorpusError, match=r"p.txt: line 2: invalid UTF-8"):
+        next(lines)
+    assert list(read_lines_lazily(str(path), "replace"))[1] == "bad \ufffd"
+    with pytest.raises(CorpusError, match="no such file"):
+        read_lines_lazily(str(tmp_path / "nope.txt"))
+
+
+def test_read_lines_lazily_yields_before_the_stream_ends():
+    class Trickle(io.RawIOBase):
+        """A stream that fails if read past the first line before it was consumed."""
+        def __init__(self):
+            self.chunks = [b"first\n", b"second\n"]
+            self.consumed = False
+
+        def readable(self):
+            return True
+
+        def readline(self, size=-1):
+            if len(self.chunks) == 1:
+                assert self.consumed, "read ahead of the consumer"
+            return self.chunks.pop(0) if self.chunks else b""
+
+    stream = Trickle()
+    lines = _decoded_lines(stream, "t", "strict", close=False)
+    assert next(lines) == "first"
+    stream.consumed = True
+    assert list(lines) == ["second"]

@@ -19,7 +19,7 @@ import numpy as np
 from rnnlm_cli.errors import ModelFileError
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.smoothing import BackoffTables
-from rnnlm_cli.vocab import BOS, SPECIALS, Vocabulary
+from rnnlm_cli.vocab import SPECIALS, Vocabulary
 
 LN10 = math.log(10.0)
 LOG10_ZERO = -99.0

@@ -9,7 +9,7 @@ the best parameters in the network it returns.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
