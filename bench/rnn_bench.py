@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""Benchmark `rnnlm train-rnn` beside a plain PyTorch model: speed, memory and PTB quality.
+
+Run from anywhere, with the interpreter rnnlm is installed in::
+
+    python bench/rnn_bench.py              # everything (about 8 minutes on 2 CPUs)
+    python bench/rnn_bench.py --quick      # 1 speed repeat, LSTM quality only, no
+                                           # training to convergence (about 3 minutes)
+    python bench/rnn_bench.py --repeats 5 --json
+
+All on the Penn Treebank of ``../shared/corpora/ptb``: training text ``valid.txt``
+(--tokenizer whitespace; the vocabulary is that file's 6,021 words plus ``<s>``/``</s>``,
+not PTB's usual 10k, as it is built from the training file), test text ``test.txt``.
+B=20, T=35, float32, 2 threads.
+
+1. Speed. Each rnnlm figure is a whole ``rnnlm train-rnn`` process (1 epoch, ``--valid``
+   the first 100 lines of the training file to keep validation cheap), timed with
+   ``os.wait4`` (wall time, exact peak RSS); its training tokens/s is the one train-rnn
+   writes to ``--log FILE.jsonl`` for the epoch (time of forward, backward, clipping and
+   update per chunk). The peer is a child process training a plain PyTorch model of the
+   same configuration for one epoch over the same token-stream layout (nn.Embedding,
+   nn.RNN(tanh)/nn.GRU/nn.LSTM, nn.Linear; CrossEntropyLoss, backward,
+   clip_grad_norm_(5), optim.SGD(lr 1); hidden state detached between chunks;
+   ``torch.set_num_threads(2)``), its tokens/s timed around the same work. Per row,
+   ``--repeats`` pairs in alternating order; medians, and the median ratio with its range.
+   The fraction of the float32 GEMM peak (measured before and after, with
+   ``rnn_step_profile.py``'s child) that rnnlm's training reaches counts the matrix products
+   of forward and backward per token: decoder 3*2*(H+1)*|V|, input and recurrent
+   products 2 * 3*2*G*H*H (G = 1, 3, 4 gate blocks for rnn, gru, lstm).
+2. Quality. H=200, 5 epochs, SGD lr 1, clipping at 5, no dropout, constant learning rate
+   (``--lr-decay 1 --patience 0``), both sides keeping the epoch with the best perplexity
+   on the same 100-line validation file (rnnlm's rule). rnnlm's test perplexity is
+   ``rnnlm perplexity model.npz test.txt``; PyTorch's is computed the same way: each line
+   from a fresh zero state, reading ``</s>`` first (rnnlm trains with ``</s>`` before every
+   sentence and gives ``<s>`` the same embedding), scoring the words and ``</s>``, with the
+   ``<s>`` logit excluded from the softmax (rnnlm's renormalisation), OOV words as ``<unk>``.
+   Both "incl. OOVs" and "excl. OOVs" figures are printed. Beside them the order-5
+   Kneser-Ney model (``train-ngram --order 5``), and (without ``--quick``) the LSTM
+   trained to convergence with train-rnn's defaults apart from B, T and the tokenizer:
+   ``--epochs 20``, learning-rate halving and early stopping (patience 3) on the last 5% of
+   the training lines, which train-rnn holds out itself when given no ``--valid``.
+
+The issue's targets are printed beside the figures. PyTorch is a peer for this script only
+(``pip install torch==2.13.0``, the CPU build); without it the PyTorch columns say so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from ngram_bench import CORPORA, PROJECT, RNNLM, run_child  # noqa: E402  (os.wait4 timing)
+import rnn_step_profile  # noqa: E402  (the float32 GEMM peak child)
+
+B, T = 20, 35
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+SPEED_ROWS = ["rnn:200", "gru:200", "lstm:200", "lstm:650"]
+VALID_LINES = 100          # the cheap validation file: the first lines of the training file
+VALID_BATCH = 10           # rnnlm's validation streams (session.VALID_BATCH)
+MIN_RATIO = 1.0
+MAX_RSS = 2e9              # "2 GB", read strictly as 10^9 bytes
+MAX_PPL_GAP = 0.03
+
+
+# ----------------------------------------------------------------------------- figures
+
+def flops_per_token(cell: str, H: int, V: int) -> float:
+    """Matrix-product flops of forward + backward per training token, one layer, E = H
+    (rnn_step_profile.step_flops divided by T*B, with the actual vocabulary)."""
+    G = GATES[cell]
+    return 3 * 2 * (H + 1) * V + 2 * 3 * 2 * G * H * H
+
+
+def gemm_peak() -> float:
+    out = rnn_step_profile.run_child("peak", "-", 0, 0, dict(os.environ))
+    return out.get("flops", float("nan"))
+
+
+def median(values: List[float]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+# ------------------------------------------------------------------------------- rnnlm
+
+def rnnlm_train(corpus: Path, out: Path, cell: str, H: int, epochs: int,
+                valid: Optional[Path], extra: List[str] = ()) -> dict:
+    log = out.with_suffix(".jsonl")
+    if log.exists():
+        log.unlink()
+    args = RNNLM + ["train-rnn", str(corpus), "--tokenizer", "whitespace",
+                    "--batch-size", str(B), "--bptt", str(T), "--cell", cell,
+                    "--hidden", str(H), "--epochs", str(epochs), "--lr", "1",
+                    "--clip-norm", "5", "--log", str(log), "-o", str(out), *extra]
+    if valid is not None:
+        args += ["--valid", str(valid)]
+    run = run_child(args)
+    history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {"seconds": run.seconds, "peak_rss": run.peak_rss, "history": history}
+
+
+def rnnlm_perplexity(model: Path, text: Path) -> dict:
+    run = run_child(RNNLM + ["perplexity", str(model), str(text), "--json"])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------- PyTorch side
+
+def torch_child(spec: dict) -> dict:
+    """Train (and optionally test) a plain PyTorch model; see the module docstring."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return {"error": "torch is not installed (pip install torch==2.13.0)"}
+    torch.set_num_threads(2)
+    torch.manual_seed(spec.get("seed", 0))
+    cell, H, epochs, lr, clip = spec["cell"], spec["hidden"], spec["epochs"], 1.0, 5.0
+
+    def read(path):
+        with open(path, encoding="utf-8") as f:
+            return [line.split() for line in f]
+
+    train = read(spec["train"])
+    words = ["<unk>", "<s>", "</s>"] + sorted({w for s in train for w in s} - {"<unk>"})
+    index = {w: i for i, w in enumerate(words)}
+    unk, bos, eos = 0, 1, 2
+    V = len(words)
+
+    def stream(sentences):            # </s> s1 </s> s2 </s> ...  (batches.token_stream)
+        ids = [eos]
+        for s in sentences:
+            ids.extend(index.get(w, unk) for w in s)
+            ids.append(eos)
+        return torch.tensor(ids, dtype=torch.long)
+
+    def batchify(ids, batch):          # (L, batch): the classic layout
+        rows = ids.numel() // batch
+        return ids[: rows * batch].view(batch, rows).t().contiguous()
+
+    rnn_class = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(V, H)
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)   # word_language_model
+            self.rnn = rnn_class(H, H) if cell != "rnn" else nn.RNN(H, H, nonlinearity="tanh")
+            self.decoder = nn.Linear(H, V)
+
+        def forward(self, x, hidden=None):
+            out, hidden = self.rnn(self.embedding(x), hidden)
+            return self.decoder(out), hidden
+
+    def detach(hidden):
+        if hidden is None:
+            return None
+        return tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+
+    model = Model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    criterion = nn.CrossEntropyLoss()
+    data = batchify(stream(train), B)
+    valid = batchify(stream(read(spec["valid"])), VALID_BATCH) if spec.get("valid") else None
+
+    def stream_ppl(batched):
+        model.eval()
+        total, count, hidden = 0.0, 0, None
+        with torch.no_grad():
+            for i in range(0, batched.size(0) - 1, T):
+                n = min(T, batched.size(0) - 1 - i)
+                logits, hidden = model(batched[i:i + n], hidden)
+                total += nn.functional.cross_entropy(
+                    logits.reshape(-1, V), batched[i + 1:i + 1 + n].reshape(-1),
+                    reduction="sum").item()
+                count += n * batched.size(1)
+        model.train()
+        return math.exp(total / count)
+
+    history, best, best_state = [], None, None
+    for epoch in range(epochs):
+        hidden, loss_sum, targets, seconds = None, 0.0, 0, 0.0
+        for i in range(0, data.size(0) - 1, T):
+            n = min(T, data.size(0) - 1 - i)
+            x, y = data[i:i + n], data[i + 1:i + 1 + n]
+            started = time.perf_counter()
+            hidden = detach(hidden)
+            optimizer.zero_grad()
+            logits, hidden = model(x, hidden)
+            loss = criterion(logits.reshape(-1, V), y.reshape(-1))
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            seconds += time.perf_counter() - started
+            loss_sum += loss.item() * y.numel()
+            targets += y.numel()
+        record = {"epoch": epoch + 1, "train_ppl": math.exp(loss_sum / targets),
+                  "tokens_per_s": targets / seconds}
+        if valid is not None:
+            record["valid_ppl"] = stream_ppl(valid)
+            if best is None or record["valid_ppl"] < best:
+                best = record["valid_ppl"]
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        history.append(record)
+    result = {"torch": torch.__version__, "vocab": V, "history": history}
+    if spec.get("test"):
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        result["test"] = score_lines(torch, model, read(spec["test"]), index, unk, bos, eos, V)
+    return result
+
+
+def score_lines(torch, model, sentences, index, unk, bos, eos, V) -> dict:
+    """rnnlm's way: every line from a fresh state, reading </s> first; the words and </s>
+    scored; <s> taken out of the softmax; OOVs scored as <unk> (and counted)."""
+    model.eval()
+    logprob = logprob_known = 0.0
+    tokens = oovs = 0
+    order = sorted(range(len(sentences)), key=lambda k: -len(sentences[k]))
+    with torch.no_grad():
+        for lo in range(0, len(order), 64):
+            group = [sentences[k] for k in order[lo:lo + 64]]
+            width = max(len(s) for s in group) + 1
+            inputs = torch.full((width, len(group)), eos, dtype=torch.long)
+            targets = torch.full((width, len(group)), eos, dtype=torch.long)
+            scored = torch.zeros((width, len(group)), dtype=torch.bool)
+            known = torch.zeros((width, len(group)), dtype=torch.bool)
+            for b, s in enumerate(group):
+                ids = [index.get(w, unk) for w in s]
+                inputs[1:len(s) + 1, b] = torch.tensor(ids, dtype=torch.long)
+                targets[:len(s), b] = torch.tensor(ids, dtype=torch.long)
+                scored[:len(s) + 1, b] = True
+                known[:len(s), b] = torch.tensor([w in index for w in s])
+                known[len(s), b] = True
+            logits, _ = model(inputs)                       # fresh zero state, padded at the end
+            logits = logits.double()
+            logits[..., bos] = -math.inf
+            lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1))[..., 0]
+            logprob += lp[scored].sum().item()
+            logprob_known += lp[scored & known].sum().item()
+            tokens += int(scored.sum())
+            oovs += int((scored & ~known).sum())
+    model.train()
+    return {"tokens": tokens, "oovs": oovs, "perplexity": math.exp(-logprob / tokens),
+            "perplexity_excluding_oovs": math.exp(-logprob_known / (tokens - oovs))}
+
+
+def run_torch(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--torch-child", json.dumps(spec)],
+                         capture_output=True, text=True, check=False, cwd=PROJECT)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -------------------------------------------------------------------------------- parts
+
+def bench_speed(tmp: Path, train: Path, valid: Path, rows: List[str], repeats: int,
+                vocab: int) -> dict:
+    peaks = [gemm_peak()]
+    table = []
+    for row in rows:
+        cell, H = row.split(":")
+        H = int(H)
+        ours, rss, theirs, ratios, note = [], [], [], [], ""
+        for r in range(repeats):
+            order = ["rnnlm", "torch"] if r % 2 == 0 else ["torch", "rnnlm"]
+            pair = {}
+            for kind in order:
+                if kind == "rnnlm":
+                    res = rnnlm_train(train, tmp / f"speed_{cell}{H}.npz", cell, H, 1, valid)
+                    pair[kind] = res["history"][-1]["tokens_per_s"]
+                    rss.append(res["peak_rss"])
+                else:
+                    res = run_torch({"cell": cell, "hidden": H, "epochs": 1,
+                                     "train": str(train)})
+                    if "error" in res:
+                        note = res["error"]
+                        pair[kind] = None
+                    else:
+                        pair[kind] = res["history"][-1]["tokens_per_s"]
+            ours.append(pair["rnnlm"])
+            theirs.append(pair["torch"])
+            if pair["torch"]:
+                ratios.append(pair["rnnlm"] / pair["torch"])
+            print(f"  .. {cell} H={H} pair {r + 1}: rnnlm {pair['rnnlm']:,.0f}, torch "
+                  f"{fmt(pair['torch'], ',.0f')} tokens/s", file=sys.stderr, flush=True)
+        table.append({"cell": cell, "hidden": H, "rnnlm": ours, "torch": theirs,
+                      "ratios": ratios, "peak_rss": rss, "note": note,
+                      "flops_per_token": flops_per_token(cell, H, vocab)})
+    peaks.append(gemm_peak())
+    return {"rows": table, "peaks": peaks}
+
+
+def bench_quality(tmp: Path, train: Path, valid: Path, test: Path, cells: List[str],
+                  epochs: int) -> dict:
+    rows = []
+    for cell in cells:
+        model = tmp / f"q_{cell}.npz"
+        res = rnnlm_train(train, model, cell, 200, epochs, valid,
+                          ["--lr-decay", "1", "--patience", "0"])
+        best = min(res["history"], key=lambda r: r["valid_ppl"])["epoch"]
+        ours = rnnlm_perplexity(model, test)
+        theirs = run_torch({"cell": cell, "hidden": 200, "epochs": epochs,
+                            "train": str(train), "valid": str(valid), "test": str(test)})
+        if "error" not in theirs:
+            theirs["best_epoch"] = min(theirs["history"], key=lambda r: r["valid_ppl"])["epoch"]
+        rows.append({"cell": cell, "rnnlm": ours, "rnnlm_best_epoch": best,
+                     "rnnlm_history": res["history"], "torch": theirs})
+        print(f"  .. quality {cell}: rnnlm {ours['perplexity']:.2f}, torch "
+              f"{fmt(theirs.get('test', {}).get('perplexity'), '.2f')}",
+              file=sys.stderr, flush=True)
+    return {"rows": rows}
+
+
+def bench_kn(tmp: Path, train: Path, test: Path) -> dict:
+    model = tmp / "kn5.npz"
+    run_child(RNNLM + ["train-ngram", str(train), "--tokenizer", "whitespace",
+                       "--order", "5", "-o", str(model)])
+    return rnnlm_perplexity(model, test)
+
+
+def bench_convergence(tmp: Path, train: Path, test: Path, epochs: int) -> dict:
+    model = tmp / "conv_lstm.npz"
+    res = rnnlm_train(train, model, "lstm", 200, epochs, None)
+    best = min(res["history"], key=lambda r: r["valid_ppl"])
+    return {"history": res["history"], "best_epoch": best["epoch"],
+            "epochs_run": len(res["history"]), "seconds": res["seconds"],
+            "test": rnnlm_perplexity(model, test)}
+
+
+# ------------------------------------------------------------------------------ printing
+
+def print_speed(speed: dict, repeats: int, vocab: int) -> None:
+    peak = max(p for p in speed["peaks"] if math.isfinite(p))
+    print(f"== Speed: training tokens/s, 1 epoch of ptb/valid.txt, B={B} T={T} |V|={vocab:,}, "
+          f"float32, 2 threads; median of {repeats} alternating pairs (ratio range)")
+    print(f"  {'row':<10} {'rnnlm':>8} {'PyTorch':>8} {'ratio':>7} {'(range)':<13} "
+          f"{'target':<14} {'GEMM peak':>9}  {'rnnlm peak RSS':>14}")
+    for row in speed["rows"]:
+        ours, theirs = median(row["rnnlm"]), median(row["torch"])
+        ratio = median(row["ratios"])
+        spread = (f"({min(row['ratios']):.2f}-{max(row['ratios']):.2f})"
+                  if row["ratios"] else "")
+        target = (f">=1.0x {verdict(ratio >= MIN_RATIO)}" if ratio is not None else "-")
+        frac = ours * row["flops_per_token"] / peak
+        print(f"  {row['cell']:>4} H={row['hidden']:<4} {ours:8,.0f} {fmt(theirs, '8,.0f'):>8} "
+              f"{fmt(ratio, '6.2f')}x {spread:<13} {target:<14} {frac:9.0%}  "
+              f"{median(row['peak_rss']) / 1e6:11,.0f} MB  {row['note']}")
+    print(f"  float32 GEMM peak (NumPy's BLAS, 2048^3, rnn_step_profile's child), before and "
+          f"after: {speed['peaks'][0] / 1e9:.0f} and {speed['peaks'][1] / 1e9:.0f} GFLOP/s; "
+          "fraction = rnnlm tokens/s x matmul flops per token / the higher peak")
+    big = [r for r in speed["rows"] if r["hidden"] >= 650]
+    if big:
+        rss = median(big[0]["peak_rss"])
+        print(f"  target: peak RSS of train-rnn at H=650 < 2 GB (10^9 B): {rss / 1e9:.3f} GB "
+              f"(whole process, median) -> {verdict(rss < MAX_RSS)}")
+    print()
+
+
+def print_quality(quality: dict, kn: dict, conv: Optional[dict], epochs: int) -> None:
+    print(f"== Quality: train ptb/valid.txt, test ptb/test.txt; H=200 B={B} T={T}, SGD lr 1, "
+          f"clip 5, no dropout, {epochs} epochs (best epoch on the {VALID_LINES}-line "
+          "validation file)")
+    print("   test perplexity, every line from a fresh state, </s> counted (incl. OOVs as "
+          "<unk> / excl. OOVs)")
+    for row in quality["rows"]:
+        ours, t = row["rnnlm"], row["torch"]
+        line = (f"  {row['cell']:>4}  rnnlm {ours['perplexity']:7.2f} / "
+                f"{ours['perplexity_excluding_oovs']:7.2f} (epoch {row['rnnlm_best_epoch']})")
+        if "error" in t:
+            print(line + f"   PyTorch: {t['error']}")
+            continue
+        tt = t["test"]
+        gap = ours["perplexity"] / tt["perplexity"] - 1
+        print(line + f"   PyTorch {tt['perplexity']:7.2f} / {tt['perplexity_excluding_oovs']:7.2f}"
+              f" (epoch {t['best_epoch']})   rnnlm/PyTorch {gap:+.1%}   target within 3%: "
+              f"{verdict(abs(gap) <= MAX_PPL_GAP)}")
+        if tt["tokens"] != ours["tokens"] or tt["oovs"] != ours["oovs"]:
+            print(f"        (token counts differ: rnnlm {ours['tokens']} tokens {ours['oovs']} "
+                  f"OOVs, PyTorch {tt['tokens']} tokens {tt['oovs']} OOVs)")
+    print(f"  order-5 Kneser-Ney (train-ngram --order 5): {kn['perplexity']:.2f} / "
+          f"{kn['perplexity_excluding_oovs']:.2f}")
+    if conv is None:
+        print("  LSTM to convergence: skipped (--quick)")
+    else:
+        tp = conv["test"]
+        beats = (tp["perplexity"] < kn["perplexity"]
+                 and tp["perplexity_excluding_oovs"] < kn["perplexity_excluding_oovs"])
+        lrs = ", ".join(f"{r['valid_ppl']:.0f}@lr{r['lr']:g}" for r in conv["history"])
+        print(f"  LSTM H=200 to convergence (defaults: --epochs 20, lr halving, patience 3, "
+              f"last 5% of lines held out): {conv['epochs_run']} epochs run, best epoch "
+              f"{conv['best_epoch']}, {conv['seconds']:.0f} s")
+        print(f"     held-out ppl per epoch: {lrs}")
+        print(f"     test {tp['perplexity']:.2f} / {tp['perplexity_excluding_oovs']:.2f} vs "
+              f"Kneser-Ney {kn['perplexity']:.2f} / {kn['perplexity_excluding_oovs']:.2f} -> "
+              f"target (LSTM beats KN-5): {verdict(beats)}")
+    print()
+
+
+# ---------------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="1 speed repeat, LSTM-only quality, no training to convergence")
+    p.add_argument("--repeats", type=int, default=None, help="speed pairs per row (default 3)")
+    p.add_argument("--rows", nargs="+", default=SPEED_ROWS, help="CELL:HIDDEN speed rows")
+    p.add_argument("--quality-cells", nargs="+", default=None,
+                   help="cells of the 5-epoch comparison (default rnn gru lstm; lstm if --quick)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs of the quality comparison")
+    p.add_argument("--convergence-epochs", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--torch-child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.torch_child:
+        print(json.dumps(torch_child(json.loads(args.torch_child))))
+        return 0
+    repeats = args.repeats or (1 if args.quick else 3)
+    cells = args.quality_cells or (["lstm"] if args.quick else ["rnn", "gru", "lstm"])
+    ptb = CORPORA / "ptb"
+    if not ptb.is_dir():
+        print(f"skipped: the shared corpora are not at {CORPORA}")
+        return 0
+    train, test = ptb / "valid.txt", ptb / "test.txt"
+    started = time.perf_counter()
+    print("rnnlm recurrent benchmark")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', '-')} OPENBLAS_L2_SIZE="
+          f"{os.environ.get('OPENBLAS_L2_SIZE', '-')}")
+    report = {"repeats": repeats}
+    with tempfile.TemporaryDirectory(prefix="rnn_bench_") as tmpdir:
+        tmp = Path(tmpdir)
+        valid = tmp / "valid_small.txt"
+        with open(train, encoding="utf-8") as f:
+            lines = f.readlines()
+        valid.write_text("".join(lines[:VALID_LINES]), encoding="utf-8")
+        vocab = len({w for line in lines for w in line.split()} | {"<unk>", "<s>", "</s>"})
+        probe = run_torch({"cell": "rnn", "hidden": 8, "epochs": 0, "train": str(valid)})
+        print("PyTorch: " + (probe["error"] if "error" in probe else
+                             f"{probe['torch']}, torch.set_num_threads(2)"))
+        print()
+        speed = bench_speed(tmp, train, valid, args.rows, repeats, vocab)
+        print_speed(speed, repeats, vocab)
+        quality = bench_quality(tmp, train, valid, test, cells, args.epochs)
+        kn = bench_kn(tmp, train, test)
+        conv = None if args.quick else bench_convergence(tmp, train, test,
+                                                         args.convergence_epochs)
+        print_quality(quality, kn, conv, args.epochs)
+        report.update(speed=speed, quality=quality, kneser_ney=kn, convergence=conv)
+    print(f"total {time.perf_counter() - started:.0f} s")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
