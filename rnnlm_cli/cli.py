@@ -180,6 +180,15 @@ def _warn_training(metadata: dict) -> None:
                    "(recorded in the model)", err=True)
 
 
+def _one_blas_thread() -> None:
+    """Decoding multiplies one row (or a few) by a matrix at each step: threaded BLAS only
+    adds hand-offs there (a batch-1 RNN step takes ~0.06 ms on one thread, several ms on
+    two on a busy machine). Ask for one thread unless the user chose, before NumPy loads."""
+    if "numpy" not in sys.modules:
+        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
+
+
 class _progress:
     """A tqdm bar over training stages, on stderr and only when stderr is a terminal."""
 
@@ -560,6 +569,7 @@ def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, to
         rnnlm generate en.npz --prompt "The market" --top-p 0.9 --temperature 0.8
         rnnlm generate chars.npz --prompt-file prompts.txt --num 2 --json
     """
+    _one_blas_thread()
     import numpy as np
     from rnnlm_cli.decoding import SamplingConfig, encode_prompt, model_tokenizer, sample
     from rnnlm_cli.models import open_model
@@ -607,6 +617,7 @@ def complete_command(model, prefix, top, max_tokens, beam, as_json, encoding_err
         rnnlm complete en.npz "The" --top 0 | head
         printf 'The train\\nA cat\\n' | rnnlm complete en.npz --max-tokens 3 --json
     """
+    _one_blas_thread()
     from rnnlm_cli.decoding import complete, encode_prompt, model_tokenizer
     from rnnlm_cli.models import open_model
 
