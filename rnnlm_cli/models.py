@@ -30,6 +30,9 @@ def open_model(path: str) -> LanguageModel:
         return _open_ngram(path, arrays, metadata)
     if model_type == "rnn":
         return _open_rnn(path, arrays, metadata)
+    if model_type == "rnn-checkpoint":
+        raise ModelFileError(f"{path}: a training checkpoint, not a model: continue it with "
+                             "rnnlm train-rnn --resume, or use the model file (-o) it belongs to")
     raise ModelFileError(f"{path}: unknown model type {model_type!r}")
 
 

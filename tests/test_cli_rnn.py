@@ -280,3 +280,22 @@ def test_an_interrupted_checkpoint_save_leaves_no_damaged_checkpoint(work, monke
     result = run("train-rnn", "corpus.txt", "-o", "m.npz", *SMALL)
     assert_fails(result, 130, "Error: interrupted; no output file was written",
                  absent=["m.npz", "m.checkpoint.npz"])
+
+
+def test_perplexity_of_a_checkpoint_says_what_it_is(tmp_path):
+    from click.testing import CliRunner
+    from rnnlm_cli.cli import cli
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat\nthe dog ran\n" * 20, encoding="utf-8")
+    model = tmp_path / "m.npz"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train-rnn", str(corpus), "-o", str(model), "--hidden", "4",
+                                 "--epochs", "1", "--checkpoint-every", "0.0001"])
+    assert result.exit_code == 0, result.stderr
+    checkpoint = tmp_path / "m.checkpoint.npz"
+    assert checkpoint.exists()
+    result = runner.invoke(cli, ["perplexity", str(checkpoint)], input="the cat\n")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"Error: {checkpoint}: a training checkpoint, not a model: continue it with "
+        "rnnlm train-rnn --resume, or use the model file (-o) it belongs to")
