@@ -21,6 +21,9 @@ def open_model(path: str) -> LanguageModel:
     if is_arpa_path(path):
         return read_arpa(path)
     arrays, metadata = load_model(path)
+    if metadata.get("model_type") == "rnn-checkpoint":
+        raise ModelFileError(f"{path}: a training checkpoint, not a model: continue it with "
+                             "rnnlm train-rnn --resume, or use the model file (-o) it belongs to")
     try:
         TokenizerConfig.from_dict(metadata.get("tokenizer"))
     except (TypeError, ValueError) as exc:
@@ -30,9 +33,6 @@ def open_model(path: str) -> LanguageModel:
         return _open_ngram(path, arrays, metadata)
     if model_type == "rnn":
         return _open_rnn(path, arrays, metadata)
-    if model_type == "rnn-checkpoint":
-        raise ModelFileError(f"{path}: a training checkpoint, not a model: continue it with "
-                             "rnnlm train-rnn --resume, or use the model file (-o) it belongs to")
     raise ModelFileError(f"{path}: unknown model type {model_type!r}")
 
 
