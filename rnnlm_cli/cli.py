@@ -75,6 +75,35 @@ def tokenizer_options(command):
     return command
 
 
+def network_options(command):
+    """The shape and initialisation of a recurrent network: ``--cell``, ``--activation``,
+    ``--layers``, ``--hidden``, ``--embed``, ``--init``, ``--init-scale``, ``--forget-bias``
+    (``train-rnn``, and ``gradients`` for an untrained model)."""
+    for option in reversed([
+        click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm",
+                     show_default=True, help="rnn: the Elman cell s = f(U x + W s' + b)."),
+        click.option("--activation", type=click.Choice(["tanh", "sigmoid", "relu"]),
+                     default="tanh", show_default=True, help="The f of --cell rnn."),
+        click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True),
+        click.option("--hidden", type=click.IntRange(min=1), default=200, show_default=True,
+                     help="Hidden units H per layer."),
+        click.option("--embed", type=click.IntRange(min=1), default=None,
+                     help="Embedding size E  [default: H]"),
+        click.option("--init", type=click.Choice(["normal", "uniform", "xavier", "orthogonal",
+                                                  "identity"]),
+                     default="xavier", show_default=True,
+                     help="Of the recurrent matrix W; identity (with zero biases) is the IRNN "
+                          "recipe, for --activation relu."),
+        click.option("--init-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
+                     show_default=True, help="std (normal), bound (uniform), gain (xavier, "
+                                             "orthogonal), multiple of I (identity)."),
+        click.option("--forget-bias", type=float, default=1.0, show_default=True,
+                     help="Initial LSTM forget-gate bias."),
+    ]):
+        command = option(command)
+    return command
+
+
 def encoding_option(command):
     return click.option(
         "--encoding-errors", type=click.Choice(ENCODING_ERRORS), default="strict",
@@ -217,28 +246,11 @@ class _progress:
               help="The model file to write (.npz): the best epoch by validation perplexity.")
 @click.option("--valid", type=click.Path(dir_okay=False), default=None,
               help="Validation text (default: the last 5% of the corpus lines, held out).")
-@click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm",
-              show_default=True, help="rnn: the Elman cell s = f(U x + W s' + b).")
-@click.option("--activation", type=click.Choice(["tanh", "sigmoid", "relu"]), default="tanh",
-              show_default=True, help="The f of --cell rnn.")
-@click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--hidden", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Hidden units H per layer.")
-@click.option("--embed", type=click.IntRange(min=1), default=None,
-              help="Embedding size E  [default: H]")
+@network_options
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="On embeddings, between layers, before the decoder.")
 @click.option("--tie-weights", is_flag=True, help="The decoder shares the embedding matrix "
                                                   "(needs E = H).")
-@click.option("--init", type=click.Choice(["normal", "uniform", "xavier", "orthogonal",
-                                           "identity"]), default="xavier", show_default=True,
-              help="Of the recurrent matrix W; identity (with zero biases) is the IRNN "
-                   "recipe, for --activation relu.")
-@click.option("--init-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True, help="std (normal), bound (uniform), gain (xavier, "
-                                      "orthogonal), multiple of I (identity).")
-@click.option("--forget-bias", type=float, default=1.0, show_default=True,
-              help="Initial LSTM forget-gate bias.")
 @click.option("--epochs", type=click.IntRange(min=1), default=13, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=20, show_default=True,
               help="B parallel streams of the corpus.")
@@ -643,3 +655,90 @@ def _texts_and_lines(texts, path, encoding_errors) -> Iterator[tuple]:
     lines = read_lines_lazily(path, encoding_errors) if path else ()
     numbered = ((f"{_name(path)}: line {n}", line) for n, line in enumerate(lines, start=1))
     return itertools.chain(((repr(text), text) for text in texts), numbered)
+
+
+# -- gradients -------------------------------------------------------------------------------
+
+NETWORK_PARAMS = ("cell", "activation", "layers", "hidden", "embed", "init", "init_scale",
+                  "forget_bias", "seed")
+
+
+@cli.command("gradients")
+@click.argument("files", nargs=-1, required=True, metavar="[MODEL] TEXT")
+@click.option("--max-distance", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Measure dJ_t/ds_k for t - k from 0 to this; chunks are this + 1 steps.")
+@click.option("--chunks", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Use at most N chunks of TEXT (0: all of it).")
+@click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True,
+              help="B parallel streams of TEXT, as train-rnn's --batch-size.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object: distances, mean_norm, log10_mean_norm, counts, "
+                   "jacobian_norm and what was measured.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
+              help="Also draw the curve to FILE.png (needs matplotlib, an optional extra).")
+@network_options
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the untrained model's weights (as train-rnn's --seed: the same "
+                   "seed gives train-rnn's starting point).")
+@encoding_option
+@click.pass_context
+def gradients(ctx, files, max_distance, chunks, streams, as_json, plot, cell, activation,
+              layers, hidden, embed, init, init_scale, forget_bias, seed, encoding_errors):
+    """Vanishing and exploding gradients: how the loss at step t reaches the hidden state
+    of step k, as a function of the distance t - k.
+
+    Give a trained recurrent MODEL (.npz) and TEXT, or only TEXT and the network options
+    (--cell, --activation, --layers, --hidden, --embed, --init, --init-scale,
+    --forget-bias, --seed, as train-rnn) for an untrained model, whose vocabulary is then
+    built from TEXT: exactly one of the two. TEXT is one file (- for stdin), one sentence
+    per line, read as one stream of chunks like train-rnn's.
+
+    For every step t of a chunk, the loss at step t alone is back-propagated to the top
+    layer's hidden state s_k (h for the LSTM) of every earlier step k of the chunk; the
+    mean norm of dJ_t/ds_k is printed for each distance, in a table with a log-scale chart.
+    The mean spectral norm of the per-step Jacobian ds_t/ds_{t-1} (of (h, c) for the LSTM)
+    follows: below 1 gradients vanish, above 1 they may explode.
+
+    \b
+    Example:
+        rnnlm gradients en-rnn.npz corpora/en/sentences.txt --max-distance 20
+        rnnlm gradients --cell rnn --activation tanh --init normal --hidden 200 text.txt
+        rnnlm gradients --cell lstm --hidden 64 text.txt --json
+    """
+    from click.core import ParameterSource
+    from rnnlm_cli.rnn import gradients as grad
+    from rnnlm_cli.rnn.config import RnnConfig
+    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
+
+    if len(files) > 2:
+        raise click.UsageError(f"give [MODEL] TEXT: one or two files, not {len(files)}")
+    model, text = (None,) + files if len(files) == 1 else files
+    given = [f"--{name.replace('_', '-')}" for name in NETWORK_PARAMS
+             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    if model is not None and given:
+        raise click.UsageError(f"give a MODEL or the network options of an untrained model, "
+                               f"not both (MODEL {model} with {', '.join(given)})")
+    if model is None and not given:
+        raise click.UsageError("give a MODEL file before TEXT, or network options (--cell, "
+                               "--hidden, ...) for an untrained model")
+    if plot:
+        grad.check_plotting()
+    lines = list(read_corpus_lines([text], encoding_errors))
+    if model is not None:
+        from rnnlm_cli.models import open_model
+        lm = open_model(model)
+        tokenizer = Tokenizer(TokenizerConfig.from_dict(lm.metadata["tokenizer"]))
+        network, stream = grad.model_network(lm, model, list(tokenizer.tokenize_lines(lines)))
+    else:
+        config = RnnConfig(cell=cell, activation=activation, layers=layers, hidden=hidden,
+                           embed=embed, init=init, init_scale=init_scale,
+                           forget_bias=forget_bias)
+        sentences = list(Tokenizer(TokenizerConfig()).tokenize_lines(lines))
+        network, stream = grad.untrained_network(config, sentences, seed)
+    report = grad.measure_gradients(network, stream, max_distance, streams,
+                                    max_chunks=chunks or None)
+    for note in report.notes:
+        click.echo(f"Warning: {_name(text)}: {note}", err=True)
+    click.echo(_json(report.to_dict()) if as_json else grad.format_report(report))
+    if plot:
+        grad.plot_report(report, plot)
