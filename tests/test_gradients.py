@@ -159,3 +159,10 @@ def test_format_has_table_and_chart():
     text = format_report(measure_gradients(network("lstm"), stream(30), max_distance=8))
     assert "█" in text and "log10" in text and "layer 1 of 1" in text and "h, with c" in text
     assert "spectral norm" in text
+
+
+def test_jacobians_are_capped_and_spread_over_many_chunks():
+    from rnnlm_cli.rnn.gradients import JACOBIAN_STEPS
+    report = measure_gradients(network("rnn"), stream(2000), max_distance=2, max_chunks=None)
+    assert report.chunks > JACOBIAN_STEPS
+    assert report.jacobian_steps == JACOBIAN_STEPS

@@ -132,7 +132,6 @@ def measure_gradients(network: RnnNetwork, stream: np.ndarray, max_distance: int
     n_chunks = len(batches) if max_chunks is None else min(len(batches), max_chunks)
     sums, counts = np.zeros(D + 1), np.zeros(D + 1, dtype=np.int64)
     jac_norms: List[np.ndarray] = []
-    jac_budget = max(1, JACOBIAN_STEPS // n_chunks)
     hidden = net.initial_hidden(B)
     layer = net.config.layers - 1
     cell_params = net._layer(layer)
@@ -142,7 +141,9 @@ def measure_gradients(network: RnnNetwork, stream: np.ndarray, max_distance: int
         cache = tape[layer][1]
         grads = _output_gradients(net, top, targets)                   # (Tc, B, H)
         _add_distance_norms(net, cell_params, cache, grads, D, sums, counts)
-        jac_norms.append(_jacobian_norms(net, cell_params, cache, jac_budget))
+        budget = (JACOBIAN_STEPS * (index + 1)) // n_chunks - (JACOBIAN_STEPS * index) // n_chunks
+        if budget:                                   # JACOBIAN_STEPS in all, spread evenly
+            jac_norms.append(_jacobian_norms(net, cell_params, cache, budget))
         hidden = new_hidden
     jac = np.concatenate(jac_norms)
     cell = net.config.cell
