@@ -118,6 +118,14 @@ def test_plot_without_matplotlib(folder, monkeypatch):
     assert not (folder / "g.png").exists()
 
 
+def test_plot_writes_a_png_where_matplotlib_is_installed(folder):
+    pytest.importorskip("matplotlib", reason="--plot needs the optional matplotlib")
+    png = folder / "curve.png"
+    result = run("gradients", folder / "rnn.npz", folder / "text.txt", "--plot", png)
+    assert result.exit_code == 0, result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_missing_text_file(folder):
     assert_fails(run("gradients", "--hidden", "8", folder / "absent.txt"), 1,
                  contains=["absent.txt"])
