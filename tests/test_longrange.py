@@ -56,3 +56,29 @@ def test_targets_follow_keys_and_fillers_ignore_them():
     for words in source.sample(300, np.random.default_rng(0)):
         assert words[-1] == "target" + words[0][3:]
         assert all(w.startswith("w") for w in words[1:-1])
+
+
+def test_a_briefly_trained_lstm_beats_the_key_blind_floor_at_a_short_gap(tmp_path):
+    """At G = 3 an LSTM learns to carry the key to the target within four epochs: its test
+    perplexity falls below what any key-blind model can reach (issue 5)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from rnnlm_cli.cli import cli
+    assert longrange.main(["--gap", "3", "--keys", "4", "--fillers", "6", "--train-lines",
+                           "3000", "--valid-lines", "200", "--test-lines", "300",
+                           "--out-dir", str(tmp_path)]) == 0
+    source = longrange.Source.make(4, 3, 6, 0)
+    test_lines = [line.split() for line in (tmp_path / "test.txt").read_text().splitlines()]
+    floor = longrange.figures(source, test_lines)["key_blind_floor_perplexity"]
+    runner = CliRunner()
+    trained = runner.invoke(cli, [
+        "train-rnn", str(tmp_path / "train.txt"), "--valid", str(tmp_path / "valid.txt"),
+        "--tokenizer", "whitespace", "--hidden", "32", "--epochs", "4", "--optimizer", "adam",
+        "--lr", "0.01", "--batch-size", "16", "--bptt", "20", "-o", str(tmp_path / "m.npz")])
+    assert trained.exit_code == 0, trained.stderr
+    scored = runner.invoke(cli, ["perplexity", str(tmp_path / "m.npz"),
+                                 str(tmp_path / "test.txt"), "--json"])
+    perplexity = json.loads(scored.stdout.splitlines()[-1])["perplexity"]
+    assert perplexity < floor
