@@ -30,6 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 V, B, T = 10_000, 20, 35
 DEFAULT_ROWS = ["rnn:200", "gru:200", "lstm:200", "lstm:650"]
@@ -46,8 +47,6 @@ def step_flops(cell: str, H: int) -> float:
 
 
 def numpy_child(cell: str, H: int, steps: int) -> dict:
-    import time
-
     import numpy as np
 
     from rnnlm_cli.rnn.config import RnnConfig
@@ -66,6 +65,11 @@ def numpy_child(cell: str, H: int, steps: int) -> dict:
             p += g
         return hidden
 
+    return {"tokens_per_s": best_rate(step, hidden, steps)}
+
+
+def best_rate(step, hidden, steps: int) -> float:
+    """Tokens/s of ``step``: three warm-up steps, then the best of three timed runs."""
     for _ in range(3):
         hidden = step(hidden)
     best = 0.0
@@ -74,11 +78,10 @@ def numpy_child(cell: str, H: int, steps: int) -> dict:
         for _ in range(steps):
             hidden = step(hidden)
         best = max(best, steps * T * B / (time.perf_counter() - start))
-    return {"tokens_per_s": best}
+    return best
 
 
 def torch_child(cell: str, H: int, steps: int) -> dict:
-    import time
 
     try:
         import torch
@@ -115,20 +118,11 @@ def torch_child(cell: str, H: int, steps: int) -> dict:
         optimizer.step()
         return hidden
 
-    for _ in range(3):
-        hidden = step(hidden)
-    best = 0.0
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(steps):
-            hidden = step(hidden)
-        best = max(best, steps * T * B / (time.perf_counter() - start))
-    return {"tokens_per_s": best, "torch": torch.__version__}
+    return {"tokens_per_s": best_rate(step, hidden, steps), "torch": torch.__version__}
 
 
 def peak_child() -> dict:
     """Float32 GEMM flops/s of NumPy's BLAS: best of a few 2048^3 products."""
-    import time
 
     import numpy as np
 
