@@ -7,6 +7,7 @@ Run from anywhere, with the interpreter rnnlm is installed in::
     python bench/rnn_bench.py --quick      # 1 speed repeat, LSTM quality only, no
                                            # training to convergence (about 3 minutes)
     python bench/rnn_bench.py --repeats 5 --json
+    python bench/rnn_bench.py --same-init-only   # rnnlm vs PyTorch from rnnlm's weights
 
 All on the Penn Treebank of ``../shared/corpora/ptb``: training text ``valid.txt``
 (--tokenizer whitespace; the vocabulary is that file's 6,021 words plus ``<s>``/``</s>``,
@@ -39,6 +40,19 @@ B=20, T=35, float32, 2 threads.
    trained to convergence with train-rnn's defaults apart from B, T and the tokenizer:
    ``--epochs 20``, learning-rate halving and early stopping (patience 3) on the last 5% of
    the training lines, which train-rnn holds out itself when given no ``--valid``.
+
+   Two PyTorch rows per cell. "default init": PyTorch's own default initialisation beside
+   rnnlm's (``--seed 0``): different random numbers *and* different schemes, so the gap
+   mixes initialisation with implementation. "same init" (LSTM and GRU): PyTorch starts
+   from rnnlm's exact initial weights, built as ``train-rnn --seed 0`` builds them
+   (``RnnNetwork(RnnConfig(cell, hidden=200), |V|, rng)`` with ``rng`` the first child of
+   ``SeedSequence(0).spawn(2)``, as ``session.run_training`` does) and copied in float32
+   (U = weight_ih.T, W = weight_hh.T, b in bias_ih, the GRU's bn as b_hn in bias_hh), and
+   trains on rnnlm's own vocabulary and chunks (``cli._rnn_data``, ``session.plan_batches``)
+   in rnnlm's order, with rnnlm's clipping rule (scale by 5/||g|| iff ||g|| >= 5, no +1e-6).
+   That row isolates the implementation: both should end within a fraction of a percent
+   (float rounding, amplified by 5 epochs of SGD). ``--same-init-only`` runs only these
+   rows (rnnlm and same-init PyTorch, LSTM and GRU: about 2 minutes).
 
 The issue's targets are printed beside the figures. PyTorch is a peer for this script only
 (``pip install torch==2.13.0``, the CPU build); without it the PyTorch columns say so.
@@ -139,10 +153,16 @@ def torch_child(spec: dict) -> dict:
         with open(path, encoding="utf-8") as f:
             return [line.split() for line in f]
 
-    train = read(spec["train"])
-    words = ["<unk>", "<s>", "</s>"] + sorted({w for s in train for w in s} - {"<unk>"})
+    same_init = spec.get("init") == "rnnlm"
+    if same_init:                      # rnnlm's own vocabulary, streams and chunk layout
+        rnn_data, rnn_net, train_layout, valid_layout = rnnlm_start(spec)
+        words = rnn_data.vocab.words
+        unk, bos, eos = (rnn_data.vocab.id(w) for w in ("<unk>", "<s>", "</s>"))
+    else:
+        train = read(spec["train"])
+        words = ["<unk>", "<s>", "</s>"] + sorted({w for s in train for w in s} - {"<unk>"})
+        unk, bos, eos = 0, 1, 2
     index = {w: i for i, w in enumerate(words)}
-    unk, bos, eos = 0, 1, 2
     V = len(words)
 
     def stream(sentences):            # </s> s1 </s> s2 </s> ...  (batches.token_stream)
@@ -178,8 +198,26 @@ def torch_child(spec: dict) -> dict:
     model = Model()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     criterion = nn.CrossEntropyLoss()
-    data = batchify(stream(train), B)
-    valid = batchify(stream(read(spec["valid"])), VALID_BATCH) if spec.get("valid") else None
+    if same_init:
+        copy_rnnlm_weights(torch, model, rnn_net.params, cell, H)
+        data = torch.from_numpy(train_layout.astype("int64"))
+        valid = torch.from_numpy(valid_layout.astype("int64"))
+    else:
+        data = batchify(stream(train), B)
+        valid = (batchify(stream(read(spec["valid"])), VALID_BATCH) if spec.get("valid")
+                 else None)
+
+    def clip_gradients():
+        if not same_init:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            return
+        # rnnlm's rule (optim.clip_gradients): scale by clip/||g|| iff ||g|| >= clip, without
+        # clip_grad_norm_'s +1e-6 in the denominator; the norm summed in float64.
+        grads = [q.grad for q in model.parameters() if q.grad is not None]
+        norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+        if math.isfinite(norm) and norm >= clip:
+            for g in grads:
+                g.mul_(clip / norm)
 
     def stream_ppl(batched):
         model.eval()
@@ -207,7 +245,7 @@ def torch_child(spec: dict) -> dict:
             logits, hidden = model(x, hidden)
             loss = criterion(logits.reshape(-1, V), y.reshape(-1))
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            clip_gradients()
             optimizer.step()
             seconds += time.perf_counter() - started
             loss_sum += loss.item() * y.numel()
@@ -226,6 +264,59 @@ def torch_child(spec: dict) -> dict:
             model.load_state_dict(best_state)
         result["test"] = score_lines(torch, model, read(spec["test"]), index, unk, bos, eos, V)
     return result
+
+
+def rnnlm_start(spec: dict):
+    """What ``rnnlm train-rnn TRAIN --valid VALID --tokenizer whitespace --seed S`` starts
+    from: its data (``cli._rnn_data``), its initial network (``session.run_training``: the
+    init generator is the first of ``SeedSequence(seed).spawn(2)``) and the (L, B) layouts
+    of its training and validation chunks (``session.plan_batches``)."""
+    import numpy as np
+    from rnnlm_cli.cli import _rnn_data
+    from rnnlm_cli.rnn.config import RnnConfig
+    from rnnlm_cli.rnn.network import RnnNetwork
+    from rnnlm_cli.rnn.session import plan_batches
+    from rnnlm_cli.rnn.training import TrainConfig
+    from rnnlm_cli.tokenizer import TokenizerConfig
+    config = TrainConfig(epochs=spec["epochs"], batch_size=B, bptt=T, lr=1.0, lr_decay=1.0,
+                         patience=0, clip_norm=5.0, seed=spec.get("seed", 0))
+    data = _rnn_data([spec["train"]], spec["valid"], TokenizerConfig("whitespace"), 1, None,
+                     "strict", config)
+    init_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(2)[0])
+    network = RnnNetwork(RnnConfig(cell=spec["cell"], hidden=spec["hidden"]), len(data.vocab),
+                         rng=init_rng, dtype=np.float32)
+    train_batches, valid_batches = plan_batches(data, config)
+    if train_batches.batch_size != B or train_batches.bptt != T:
+        raise SystemExit(f"rnnlm would train with B={train_batches.batch_size}, not {B}")
+    return data, network, train_batches.data, valid_batches.data
+
+
+def copy_rnnlm_weights(torch, model, params: dict, cell: str, H: int) -> None:
+    """rnnlm's parameters into the PyTorch model (float32). Gate order is PyTorch's, so
+    U = weight_ih.T, W = weight_hh.T; rnnlm's b is bias_ih + bias_hh (all in bias_ih here),
+    except the GRU's n block, whose recurrent bias b_hn is rnnlm's bn."""
+    def t(a):
+        return torch.from_numpy(a.astype("float32", copy=True))
+    b = t(params["layer0.b"])
+    bias_hh = torch.zeros_like(b)
+    if cell == "gru":
+        bias_hh[2 * H:] = t(params["layer0.bn"])
+    # PyTorch's cells have two bias vectors, bias_ih and bias_hh, that add up: both get the
+    # same gradient, so SGD moves their sum at twice the rate and the clipping norm counts
+    # that gradient twice. rnnlm has one b. For the same training, bias_hh is held at zero
+    # (its gradient masked), except the GRU's n block, which is rnnlm's separate bn.
+    mask = torch.zeros_like(b)
+    if cell == "gru":
+        mask[2 * H:] = 1.0
+    model.rnn.bias_hh_l0.register_hook(lambda grad: grad * mask)
+    with torch.no_grad():
+        model.embedding.weight.copy_(t(params["embedding"]))
+        model.rnn.weight_ih_l0.copy_(t(params["layer0.U"]).t())
+        model.rnn.weight_hh_l0.copy_(t(params["layer0.W"]).t())
+        model.rnn.bias_ih_l0.copy_(b)
+        model.rnn.bias_hh_l0.copy_(bias_hh)
+        model.decoder.weight.copy_(t(params["decoder.V"]).t())
+        model.decoder.bias.copy_(t(params["decoder.c"]))
 
 
 def score_lines(torch, model, sentences, index, unk, bos, eos, V) -> dict:
@@ -311,23 +402,35 @@ def bench_speed(tmp: Path, train: Path, valid: Path, rows: List[str], repeats: i
 
 
 def bench_quality(tmp: Path, train: Path, valid: Path, test: Path, cells: List[str],
-                  epochs: int) -> dict:
+                  epochs: int, same_init: List[str] = (), default_rows: bool = True) -> dict:
+    """Per cell: rnnlm (``--seed 0``) and, with ``default_rows``, PyTorch from its own default
+    initialisation; for the cells in ``same_init``, PyTorch also from rnnlm's initial weights
+    on rnnlm's own chunks (the "same initial weights" row)."""
     rows = []
     for cell in cells:
         model = tmp / f"q_{cell}.npz"
         res = rnnlm_train(train, model, cell, 200, epochs, valid,
-                          ["--lr-decay", "1", "--patience", "0"])
+                          ["--lr-decay", "1", "--patience", "0", "--seed", "0"])
         best = min(res["history"], key=lambda r: r["valid_ppl"])["epoch"]
         ours = rnnlm_perplexity(model, test)
-        theirs = run_torch({"cell": cell, "hidden": 200, "epochs": epochs,
-                            "train": str(train), "valid": str(valid), "test": str(test)})
-        if "error" not in theirs:
-            theirs["best_epoch"] = min(theirs["history"], key=lambda r: r["valid_ppl"])["epoch"]
-        rows.append({"cell": cell, "rnnlm": ours, "rnnlm_best_epoch": best,
-                     "rnnlm_history": res["history"], "torch": theirs})
-        print(f"  .. quality {cell}: rnnlm {ours['perplexity']:.2f}, torch "
-              f"{fmt(theirs.get('test', {}).get('perplexity'), '.2f')}",
-              file=sys.stderr, flush=True)
+        row = {"cell": cell, "rnnlm": ours, "rnnlm_best_epoch": best,
+               "rnnlm_history": res["history"]}
+        spec = {"cell": cell, "hidden": 200, "epochs": epochs, "train": str(train),
+                "valid": str(valid), "test": str(test)}
+        for key, extra, wanted in (("torch", {}, default_rows),
+                                   ("torch_same_init", {"init": "rnnlm", "seed": 0},
+                                    cell in same_init)):
+            if not wanted:
+                continue
+            theirs = run_torch({**spec, **extra})
+            if "error" not in theirs:
+                theirs["best_epoch"] = min(theirs["history"],
+                                           key=lambda r: r["valid_ppl"])["epoch"]
+            row[key] = theirs
+            print(f"  .. quality {cell} ({key}): rnnlm {ours['perplexity']:.2f}, torch "
+                  f"{fmt(theirs.get('test', {}).get('perplexity'), '.2f')}",
+                  file=sys.stderr, flush=True)
+        rows.append(row)
     return {"rows": rows}
 
 
@@ -376,31 +479,54 @@ def print_speed(speed: dict, repeats: int, vocab: int) -> None:
     print()
 
 
-def print_quality(quality: dict, kn: dict, conv: Optional[dict], epochs: int) -> None:
+def print_quality(quality: dict, kn: Optional[dict], conv: Optional[dict], epochs: int,
+                  quick: bool = True) -> None:
     print(f"== Quality: train ptb/valid.txt, test ptb/test.txt; H=200 B={B} T={T}, SGD lr 1, "
           f"clip 5, no dropout, {epochs} epochs (best epoch on the {VALID_LINES}-line "
           "validation file)")
     print("   test perplexity, every line from a fresh state, </s> counted (incl. OOVs as "
           "<unk> / excl. OOVs)")
+    print("   default init: each framework from its own default initialisation (different "
+          "random weights,\n   different init schemes, e.g. xavier W and forget bias 1 vs "
+          "PyTorch's U(+-1/sqrt(H)), zero forget bias)")
+    print("   same init: PyTorch started from rnnlm's --seed 0 initial weights (float32 copy) "
+          "and trained on\n   rnnlm's own chunks in rnnlm's order, same SGD/clipping rule, "
+          "one bias per gate like rnnlm\n   (bias_hh held at 0): isolates implementation "
+          "equivalence (should agree to a fraction\n   of a percent: float rounding, "
+          "amplified over 5 epochs of SGD)")
     for row in quality["rows"]:
-        ours, t = row["rnnlm"], row["torch"]
+        ours = row["rnnlm"]
         line = (f"  {row['cell']:>4}  rnnlm {ours['perplexity']:7.2f} / "
                 f"{ours['perplexity_excluding_oovs']:7.2f} (epoch {row['rnnlm_best_epoch']})")
-        if "error" in t:
-            print(line + f"   PyTorch: {t['error']}")
-            continue
-        tt = t["test"]
-        gap = ours["perplexity"] / tt["perplexity"] - 1
-        print(line + f"   PyTorch {tt['perplexity']:7.2f} / {tt['perplexity_excluding_oovs']:7.2f}"
-              f" (epoch {t['best_epoch']})   rnnlm/PyTorch {gap:+.1%}   target within 3%: "
-              f"{verdict(abs(gap) <= MAX_PPL_GAP)}")
-        if tt["tokens"] != ours["tokens"] or tt["oovs"] != ours["oovs"]:
-            print(f"        (token counts differ: rnnlm {ours['tokens']} tokens {ours['oovs']} "
-                  f"OOVs, PyTorch {tt['tokens']} tokens {tt['oovs']} OOVs)")
+        print(line)
+        for key, label in (("torch", "default init"), ("torch_same_init", "same init   ")):
+            if key not in row:
+                continue
+            t = row[key]
+            if "error" in t:
+                print(f"        {label}  PyTorch: {t['error']}")
+                continue
+            tt = t["test"]
+            gap = ours["perplexity"] / tt["perplexity"] - 1
+            print(f"        {label}  PyTorch {tt['perplexity']:7.2f} / "
+                  f"{tt['perplexity_excluding_oovs']:7.2f} (epoch {t['best_epoch']})   "
+                  f"rnnlm/PyTorch {gap:+.2%}   target within 3%: "
+                  f"{verdict(abs(gap) <= MAX_PPL_GAP)}")
+            if key == "torch_same_init":
+                per_epoch = "  ".join(
+                    f"{a['train_ppl']:.2f}/{b['train_ppl']:.2f}"
+                    for a, b in zip(row["rnnlm_history"], t["history"]))
+                print(f"          train ppl per epoch, rnnlm/PyTorch: {per_epoch}")
+            if tt["tokens"] != ours["tokens"] or tt["oovs"] != ours["oovs"]:
+                print(f"        (token counts differ: rnnlm {ours['tokens']} tokens "
+                      f"{ours['oovs']} OOVs, PyTorch {tt['tokens']} tokens {tt['oovs']} OOVs)")
+    if kn is None:
+        print()
+        return
     print(f"  order-5 Kneser-Ney (train-ngram --order 5): {kn['perplexity']:.2f} / "
           f"{kn['perplexity_excluding_oovs']:.2f}")
     if conv is None:
-        print("  LSTM to convergence: skipped (--quick)")
+        print("  LSTM to convergence: skipped" + (" (--quick)" if quick else ""))
     else:
         tp = conv["test"]
         beats = (tp["perplexity"] < kn["perplexity"]
@@ -427,6 +553,12 @@ def main(argv=None) -> int:
     p.add_argument("--quality-cells", nargs="+", default=None,
                    help="cells of the 5-epoch comparison (default rnn gru lstm; lstm if --quick)")
     p.add_argument("--epochs", type=int, default=5, help="epochs of the quality comparison")
+    p.add_argument("--same-init-cells", nargs="+", default=None,
+                   help="cells that also get the 'same initial weights' PyTorch row "
+                        "(default lstm gru, or those of --quality-cells)")
+    p.add_argument("--same-init-only", action="store_true",
+                   help="only the 'same initial weights' rows: rnnlm and PyTorch from rnnlm's "
+                        "initial weights (no speed, default-init, KN or convergence runs)")
     p.add_argument("--convergence-epochs", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.add_argument("--torch-child", help=argparse.SUPPRESS)
@@ -436,6 +568,9 @@ def main(argv=None) -> int:
         return 0
     repeats = args.repeats or (1 if args.quick else 3)
     cells = args.quality_cells or (["lstm"] if args.quick else ["rnn", "gru", "lstm"])
+    if args.same_init_only and not args.quality_cells:
+        cells = args.same_init_cells or ["lstm", "gru"]
+    same_init = args.same_init_cells or [c for c in cells if c in ("lstm", "gru")]
     ptb = CORPORA / "ptb"
     if not ptb.is_dir():
         print(f"skipped: the shared corpora are not at {CORPORA}")
@@ -458,13 +593,17 @@ def main(argv=None) -> int:
         print("PyTorch: " + (probe["error"] if "error" in probe else
                              f"{probe['torch']}, torch.set_num_threads(2)"))
         print()
-        speed = bench_speed(tmp, train, valid, args.rows, repeats, vocab)
-        print_speed(speed, repeats, vocab)
-        quality = bench_quality(tmp, train, valid, test, cells, args.epochs)
-        kn = bench_kn(tmp, train, test)
-        conv = None if args.quick else bench_convergence(tmp, train, test,
-                                                         args.convergence_epochs)
-        print_quality(quality, kn, conv, args.epochs)
+        speed = kn = conv = None
+        if not args.same_init_only:
+            speed = bench_speed(tmp, train, valid, args.rows, repeats, vocab)
+            print_speed(speed, repeats, vocab)
+        quality = bench_quality(tmp, train, valid, test, cells, args.epochs, same_init,
+                                default_rows=not args.same_init_only)
+        if not args.same_init_only:
+            kn = bench_kn(tmp, train, test)
+            conv = None if args.quick else bench_convergence(tmp, train, test,
+                                                             args.convergence_epochs)
+        print_quality(quality, kn, conv, args.epochs, quick=args.quick)
         report.update(speed=speed, quality=quality, kneser_ney=kn, convergence=conv)
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
