@@ -1,6 +1,8 @@
 """Initial values of a recurrent network's parameters, and the shapes they must have.
 
-- Embeddings: uniform in +-0.1, as in the classic PTB recipes (Zaremba et al. 2014).
+- Embeddings: N(0, 1), torch.nn.Embedding's default. (The classic PTB recipes use
+  uniform +-0.1; with SGD at learning rate 1 such small embeddings learn far slower: an
+  H=200 LSTM on PTB reached test perplexity 675 after 5 epochs with them, 358 with these.)
 - Input matrices ``U`` (in, G*H): uniform in +-1/sqrt(in), torch.nn.RNN/LSTM/GRU's default.
 - Recurrent matrices ``W`` (H, G*H): by ``--init``, separately for each H x H gate block:
   ``normal`` N(0, scale^2); ``uniform`` U(-scale, scale); ``xavier`` Glorot uniform with
@@ -23,7 +25,7 @@ import numpy as np
 
 from rnnlm_cli.rnn.config import RnnConfig
 
-EMBED_RANGE = 0.1
+EMBED_STD = 1.0
 
 
 def param_shapes(config: RnnConfig, vocab_size: int) -> Dict[str, Tuple[int, ...]]:
@@ -50,7 +52,7 @@ def init_params(config: RnnConfig, vocab_size: int, rng: np.random.Generator,
     params = {}
     for name, shape in param_shapes(config, vocab_size).items():
         if name == "embedding":
-            value = rng.uniform(-EMBED_RANGE, EMBED_RANGE, shape)
+            value = rng.normal(0.0, EMBED_STD, shape)
         elif name.endswith(".U"):
             bound = 1 / math.sqrt(shape[0])
             value = rng.uniform(-bound, bound, shape)
