@@ -30,8 +30,6 @@ class EncodedCorpus:
     def num_tokens(self) -> int:
         return int(self.ids.size)
 
-    def sentences(self) -> List[np.ndarray]:
-        return np.split(self.ids, np.cumsum(self.lengths)[:-1]) if self.lengths.size else []
 
 
 class Vocabulary:

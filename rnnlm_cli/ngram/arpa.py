@@ -201,12 +201,13 @@ def _write_text(model: NgramModel, out: TextIO) -> None:
     out.write("\\data\\\n")
     for n in range(1, tables.order + 1):
         out.write(f"ngram {n}={tables.keys[n - 1].size}\n")
+    size = np.uint64(len(words))
     grams = np.arange(len(words), dtype=np.int64)[:, None]    # (rows, n) word ids
     for n in range(1, tables.order + 1):
-        if n > 1:
+        if n > 1:    # a key is prefix row * |V| + last word (see counting.py)
             keys = tables.keys[n - 1]
-            grams = np.concatenate([grams[(keys // tables_v(model)).astype(np.int64)],
-                                    (keys % tables_v(model)).astype(np.int64)[:, None]], 1)
+            grams = np.concatenate([grams[(keys // size).astype(np.int64)],
+                                    (keys % size).astype(np.int64)[:, None]], 1)
         out.write(f"\n\\{n}-grams:\n")
         probs = _to_log10(tables.logprob[n - 1])
         if n == 1:
@@ -219,10 +220,6 @@ def _write_text(model: NgramModel, out: TextIO) -> None:
             out.writelines(f"{p:.8g}\t{t}\t{b:.8g}\n"
                            for p, t, b in zip(probs.tolist(), text, bows.tolist()))
     out.write("\n\\end\\\n")
-
-
-def tables_v(model: NgramModel) -> np.uint64:
-    return np.uint64(len(model.vocab))
 
 
 def _to_log10(natural: np.ndarray) -> np.ndarray:

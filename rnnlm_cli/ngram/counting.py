@@ -39,9 +39,6 @@ class NgramCounts:
         """Row of each n-gram's context ``(w_1 .. w_{n-1})`` in the table of order n-1."""
         return self.keys[n - 1] // np.uint64(self.vocab_size)
 
-    def last_word(self, n: int) -> np.ndarray:
-        return self.keys[n - 1] % np.uint64(self.vocab_size)
-
     def size(self, n: int) -> int:
         return int(self.keys[n - 1].size)
 
