@@ -64,18 +64,23 @@ def _raw_counts(counts: NgramCounts, n: int, bos: int) -> np.ndarray:
     return c
 
 
-def _per_context(counts: NgramCounts, n: int, values: np.ndarray) -> np.ndarray:
-    """Sum of ``values`` over the n-grams sharing each context (one entry per context row)."""
-    if n == 1:
-        return np.array([values.sum()])
-    return np.bincount(counts.context(n).astype(np.int64), weights=values,
-                       minlength=counts.size(n - 1))
+@dataclass
+class _Contexts:
+    """Each n-gram's context: its row in the table of order n-1 (row 0, the empty context,
+    for unigrams), computed once per order."""
+
+    row: np.ndarray    # (n-grams,) intp
+    count: int         # number of context rows
+
+    def total(self, values: np.ndarray) -> np.ndarray:
+        """Sum of ``values`` over the n-grams sharing each context (one entry per row)."""
+        return np.bincount(self.row, weights=values, minlength=self.count)
 
 
-def _context_of(counts: NgramCounts, n: int) -> np.ndarray:
+def _contexts(counts: NgramCounts, n: int) -> _Contexts:
     if n == 1:
-        return np.zeros(counts.size(1), dtype=np.intp)
-    return counts.context(n).astype(np.intp)
+        return _Contexts(np.zeros(counts.size(1), dtype=np.intp), 1)
+    return _Contexts(counts.context(n).astype(np.intp), counts.size(n - 1))
 
 
 def _safe_log(x: np.ndarray, out=None) -> np.ndarray:
@@ -96,7 +101,7 @@ def _interpolate(counts: NgramCounts, bos: int, alpha: List[np.ndarray],
     lower[bos] = 0.0
     logprob = []
     for n in range(2, counts.order + 1):
-        ctx = _context_of(counts, n)
+        ctx = _contexts(counts, n).row
         probs = alpha[n - 1] + gamma[n - 1][ctx] * lower[counts.suffix[n - 1]]
         alpha[n - 1] = None                       # free memory as we go: big corpora
         logprob.append(_safe_log(lower, out=lower))
@@ -164,10 +169,11 @@ def _kneser_ney(counts: NgramCounts, bos: int, prune: Optional[Sequence[int]]) -
         # D(a) = D_1, D_2, D_3+ for a = 1, 2, >= 3 (and 0 for a = 0).
         d_of = np.concatenate([[0.0], discounts])[np.minimum(a, 3).astype(np.int64)]
         keep = counts.counts[n - 1] > thresholds[n - 1] if n > 1 else np.ones(a.size, bool)
-        denominator = _per_context(counts, n, a)
+        ctx = _contexts(counts, n)
+        denominator = ctx.total(a)
         # Pruned n-grams give their whole count to the back-off mass (as lmplz does).
-        left_over = _per_context(counts, n, np.where(keep, d_of, a))
-        alpha.append((a - d_of) / denominator[_context_of(counts, n)])
+        left_over = ctx.total(np.where(keep, d_of, a))
+        alpha.append((a - d_of) / denominator[ctx.row])
         gamma.append(_ratio(left_over, denominator))
         kept.append(keep)
     tables = _interpolate(counts, bos, alpha, gamma, notes)
@@ -199,9 +205,10 @@ def _witten_bell(counts: NgramCounts, bos: int) -> BackoffTables:
     alpha, gamma = [], []
     for n in range(1, counts.order + 1):
         c = _raw_counts(counts, n, bos)
-        total = _per_context(counts, n, c)
-        types = _per_context(counts, n, (c > 0).astype(np.float64))
-        alpha.append(c / (total + types)[_context_of(counts, n)])
+        ctx = _contexts(counts, n)
+        total = ctx.total(c)
+        types = ctx.total((c > 0).astype(np.float64))
+        alpha.append(c / (total + types)[ctx.row])
         gamma.append(_ratio(types, total + types))
     return _interpolate(counts, bos, alpha, gamma, {})
 
@@ -217,10 +224,11 @@ def _backoff_model(counts: NgramCounts, bos: int, estimates: List[np.ndarray],
     """
     backoff = []
     for n in range(2, counts.order + 1):
-        lower_mass = _per_context(counts, n, estimates[n - 2][counts.suffix[n - 1]])
+        ctx = _contexts(counts, n)
+        lower_mass = ctx.total(estimates[n - 2][counts.suffix[n - 1]])
         with np.errstate(divide="ignore", invalid="ignore"):
             bow = np.where(left_over[n - 1] > 0, left_over[n - 1] / (1.0 - lower_mass), 0.0)
-        has_children = _per_context(counts, n, np.ones(counts.size(n))) > 0
+        has_children = ctx.total(np.ones(counts.size(n))) > 0
         backoff.append(_safe_log(np.where(has_children, bow, 1.0)))
     return BackoffTables(counts.order, counts.vocab_size, list(counts.keys),
                          [_safe_log(p) for p in estimates], backoff, notes)
@@ -237,9 +245,10 @@ def _add_k(counts: NgramCounts, bos: int, k: float) -> BackoffTables:
     estimates.append(p1)
     for n in range(2, counts.order + 1):
         c = _raw_counts(counts, n, bos)
-        total = _per_context(counts, n, c)
-        seen = _per_context(counts, n, np.ones_like(c))
-        estimates.append((c + k) / (total + k * size)[_context_of(counts, n)])
+        ctx = _contexts(counts, n)
+        total = ctx.total(c)
+        seen = ctx.total(np.ones_like(c))
+        estimates.append((c + k) / (total + k * size)[ctx.row])
         left_over.append(k * (size - seen) / np.maximum(total + k * size, 1e-300))
     return _backoff_model(counts, bos, estimates, left_over, {"add_k": k})
 
@@ -249,7 +258,8 @@ def _mle(counts: NgramCounts, bos: int) -> BackoffTables:
     estimates, left_over = [], []
     for n in range(1, counts.order + 1):
         c = _raw_counts(counts, n, bos)
-        total = _per_context(counts, n, c)
-        estimates.append(c / total[_context_of(counts, n)])
+        ctx = _contexts(counts, n)
+        total = ctx.total(c)
+        estimates.append(c / total[ctx.row])
         left_over.append(np.zeros_like(total))
     return _backoff_model(counts, bos, estimates, left_over, {})
