@@ -74,6 +74,10 @@ def test_train_rnn_on_the_english_corpus(en_model):
     assert training["epochs_run"] == 1 and training["bptt"] == 10
     assert "log" not in training and "tokens_per_s" not in training["history"][0]
     assert all(np.isfinite(a).all() for k, a in arrays.items() if a.dtype.kind == "f")
+    # sentences are read from the mean state before </s> in the validation stream
+    assert training["boundary_state"] == "validation mean"
+    for name in ("boundary.layer0.h", "boundary.layer0.c"):
+        assert arrays[name].shape == (16,) and np.abs(arrays[name]).max() > 1e-3
 
 
 def test_log_has_one_json_object_per_epoch(en_model):

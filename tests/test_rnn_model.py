@@ -11,7 +11,8 @@ from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.modelfile import load_model, save_model
 from rnnlm_cli.models import open_model
 from rnnlm_cli.rnn.config import RnnConfig
-from rnnlm_cli.rnn.model import RnnModel, model_metadata
+from rnnlm_cli.rnn.batches import Batches, token_stream
+from rnnlm_cli.rnn.model import RnnModel, boundary_names, mean_state_before, model_metadata
 from rnnlm_cli.rnn.network import RnnNetwork
 from rnnlm_cli.vocab import Vocabulary
 
@@ -21,15 +22,20 @@ SENTENCES = [s.split() for s in [
 TOKENIZER = {"kind": "whitespace", "level": "word", "lowercase": False}
 
 
-def make_model(cell="lstm", layers=2, tie=False, seed=0):
+def make_model(cell="lstm", layers=2, tie=False, seed=0, boundary=True):
     vocab, corpus = Vocabulary.build(SENTENCES)
     config = RnnConfig(cell=cell, layers=layers, hidden=12, tie_weights=tie)
     network = RnnNetwork(config, len(vocab), np.random.default_rng(seed))
     rng = np.random.default_rng(seed + 1)
     for p in network.params.values():       # a model with opinions, not a fresh init
         p += rng.normal(0, 0.3, p.shape).astype(p.dtype)
+    state = None
+    if boundary:                            # a state far from zero, as after training
+        state = [tuple(rng.normal(0, 0.5, 12) for _ in range(network.cell.state_size))
+                 for _ in range(layers)]
     corpus_facts = {"name": "tiny", "sentences": len(SENTENCES), "tokens": corpus.num_tokens}
-    return RnnModel(vocab, network, model_metadata(config, TOKENIZER, corpus_facts)), corpus
+    return RnnModel(vocab, network, model_metadata(config, TOKENIZER, corpus_facts),
+                    state), corpus
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -68,6 +74,45 @@ def test_score_equals_stepping(cell, layers, tie):
     assert np.allclose(grouped.logprob, fast.logprob, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell,layers", [("lstm", 2), ("gru", 1), ("rnn", 2)])
+def test_mean_state_before_averages_the_states_that_read_the_token(cell, layers):
+    model, corpus = make_model(cell, layers)
+    net, eos = model.network, model.vocab.eos_id
+    stream = token_stream(corpus.ids, corpus.lengths, eos)
+    batches = Batches(stream, 2, 4)
+    mean = mean_state_before(net, batches, eos)
+    # by hand: step through the two streams one token at a time, from zeros
+    hidden, seen = net.initial_hidden(2), []
+    for t in range(batches.data.shape[0] - 1):
+        for b in np.flatnonzero(batches.data[t] == eos):
+            if t > 0:                       # not the zero state the stream starts from
+                seen.append([tuple(part[b] for part in layer) for layer in hidden])
+        hidden = net.advance(batches.data[t], hidden)
+    assert len(seen) > 3
+    for layer in range(layers):
+        for k in range(net.cell.state_size):
+            expected = np.mean([state[layer][k] for state in seen], axis=0)
+            assert np.allclose(mean[layer][k], expected, rtol=1e-5, atol=1e-6)
+            assert np.abs(expected).max() > 0.01
+    assert mean_state_before(net, Batches(stream[:3], 1, 1), model.vocab.id("sat")) is None
+
+
+def test_sentences_are_read_from_the_boundary_state():
+    model, corpus = make_model("lstm", 2)
+    plain, _ = make_model("lstm", 2, boundary=False)
+    hidden = [tuple(np.repeat(part[None], 1, axis=0) for part in layer)
+              for layer in model.boundary]
+    bos = np.array([model.vocab.bos_id])
+    expected = model.network.step(bos, hidden)[0][0]
+    logp = model.log_probs(model.initial_state(1))[0]
+    keep = np.arange(len(model.vocab)) != model.vocab.bos_id
+    assert np.allclose(logp[keep] - expected[keep],
+                       logp[keep][0] - expected[keep][0], atol=1e-6)   # renormalised only
+    assert not np.allclose(logp, plain.log_probs(plain.initial_state(1))[0], atol=1e-3)
+    assert np.allclose(model.score(corpus.ids, corpus.lengths).logprob[0],
+                       logp[corpus.ids[0]], atol=1e-5)
+
+
 def test_score_of_nothing_and_of_empty_sentences():
     model, _ = make_model()
     none = model.score(np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64))
@@ -90,6 +135,23 @@ def test_save_and_load_give_identical_log_probs(tmp_path):
         a, b = model.advance(a, np.array(token)), loaded.advance(b, np.array(token))
     assert np.array_equal(model.score(corpus.ids, corpus.lengths).logprob,
                           loaded.score(corpus.ids, corpus.lengths).logprob)
+    for layer, loaded_layer in zip(model.boundary, loaded.boundary):
+        assert all(np.array_equal(a, b) for a, b in zip(layer, loaded_layer))
+
+
+def test_a_model_without_a_boundary_state_reads_from_zeros(tmp_path):
+    model, corpus = make_model("lstm", layers=1, boundary=False)
+    path = str(tmp_path / "m.npz")
+    save_model(path, model.to_arrays(), model.metadata)
+    with zipfile.ZipFile(path) as archive:
+        assert not any(name.startswith("boundary.") for name in archive.namelist())
+    loaded = open_model(path)
+    assert loaded.boundary is None
+    zero = model.network.initial_hidden(1)
+    expected = model.network.step(np.array([model.vocab.bos_id]), zero)[0][0]
+    got = loaded.log_probs(loaded.initial_state(1))[0]
+    assert np.allclose(got[model.vocab.eos_id] - got[4],
+                       expected[model.vocab.eos_id] - expected[4], atol=1e-6)
 
 
 def corrupt(tmp_path, change_arrays=None, change_meta=None):
@@ -114,6 +176,9 @@ def corrupt(tmp_path, change_arrays=None, change_meta=None):
     (None, lambda m: m["rnn_config"].update(cells="lstm"), "unknown rnn_config setting"),
     (None, lambda m: m.pop("rnn_config"), "rnn_config must be a mapping"),
     (None, lambda m: m["rnn_config"].update(layers=2), "array 'layer1.U' is missing"),
+    (lambda a: a.pop("boundary.layer0.c"), None, "array 'boundary.layer0.c' is missing"),
+    (lambda a: a.update({"boundary.layer0.h": a["boundary.layer0.h"][:5]}), None,
+     "the boundary state does not fit 1 layer(s) of 2 float vector(s) of 12"),
 ])
 def test_a_bad_file_is_a_corrupt_model(tmp_path, change_arrays, change_meta, message):
     path = corrupt(tmp_path, change_arrays, change_meta)

@@ -72,6 +72,7 @@ class ElmanCell:
 
     gates = 1
     state_size = 1
+    state_keys = ("hs",)        # the cache arrays of the state parts, (T+1, B, H) each
 
     def __init__(self, activation: str = "tanh"):
         self.activation = activation
@@ -134,6 +135,7 @@ class GruCell:
 
     gates = 3
     state_size = 1
+    state_keys = ("hs",)
 
     def forward(self, params: Arrays, x_proj: np.ndarray, h0: tuple):
         W, bn = params["W"], params["bn"]                # (H, 3H), (H,)
@@ -205,6 +207,7 @@ class LstmCell:
 
     gates = 4
     state_size = 2
+    state_keys = ("hs", "cs")
 
     @staticmethod
     def _gate_affine(H: int, dtype) -> Tuple[np.ndarray, np.ndarray]:

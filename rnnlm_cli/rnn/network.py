@@ -242,6 +242,14 @@ class RnnNetwork:
         top, new_hidden, _ = self._forward(inputs, hidden, [None] * (self.config.layers + 1))
         return top, new_hidden
 
+    def state_sequence(self, inputs: np.ndarray, hidden: Hidden) -> Hidden:
+        """Every layer's whole state at every step of (T, B) ``inputs``, no dropout: per
+        layer a tuple like ``hidden``'s of (T+1, B, H) arrays, row 0 the state given and
+        row t+1 the state after reading ``inputs[t]``."""
+        _, _, tape = self._forward(np.asarray(inputs), hidden,
+                                   [None] * (self.config.layers + 1))
+        return [tuple(cache[key] for key in self.cell.state_keys) for _, cache in tape[:-1]]
+
     def advance(self, token_ids: np.ndarray, hidden: Hidden) -> Hidden:
         """The state after each of the B streams reads one more token."""
         _, new_hidden = self.outputs(np.asarray(token_ids).reshape(1, -1), hidden)

@@ -44,6 +44,7 @@ class TrainingRun:
     config: TrainConfig
     batch_size: int
     resumed_from: Optional[str]
+    valid_batches: Batches
 
     def model(self, data: TrainingData, tokenizer: dict):
         """The trained ``RnnModel``, with metadata saying how it was made.
@@ -53,14 +54,19 @@ class TrainingRun:
         gets the embedding ``</s>`` learned: reading either is then the same, and a model
         that starts from ``</s>`` is not changed (``<s>`` is never predicted, so its
         decoder column, shared with the embedding under ``--tie-weights``, is unused).
+        And it reads ``<s>`` in the state training reads ``</s>`` in: the boundary state,
+        the mean state before each ``</s>`` of the validation stream.
         """
-        from rnnlm_cli.rnn.model import RnnModel, model_metadata
+        from rnnlm_cli.rnn.model import RnnModel, mean_state_before, model_metadata
         embedding = self.network.params["embedding"]
         embedding[data.vocab.bos_id] = embedding[data.vocab.eos_id]
+        boundary = mean_state_before(self.network, self.valid_batches, data.vocab.eos_id)
         history = self.state.history
         best = min(history, key=lambda r: r.valid_ppl)
         training = {**asdict(self.config), "batch_size_used": self.batch_size,
-                    "start_marker": "</s>", "epochs_run": len(history),
+                    "start_marker": "</s>",
+                    "boundary_state": "validation mean" if boundary else "zero",
+                    "epochs_run": len(history),
                     "best_epoch": best.epoch, "best_valid_ppl": best.valid_ppl,
                     "stopped": self.state.stopped,
                     "history": [r.deterministic() for r in history]}
@@ -68,7 +74,7 @@ class TrainingRun:
             del training[key]
         metadata = model_metadata(self.network.config, tokenizer, data.stats(),
                                   training=training)
-        return RnnModel(data.vocab, self.network, metadata)
+        return RnnModel(data.vocab, self.network, metadata, boundary)
 
 
 def option_flags(model_config, train_config: TrainConfig, tokenizer: dict,
@@ -128,7 +134,8 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
     if state.best_params is None:
         raise TrainingError(f"{state.message}; no epoch had finished, so no model was written")
     restore_best(network, state)
-    return TrainingRun(network, state, config, train_batches.batch_size, resume)
+    return TrainingRun(network, state, config, train_batches.batch_size, resume,
+                       valid_batches)
 
 
 def _restore_network(checkpoint: Checkpoint, network_class, model_config, vocab_size):
