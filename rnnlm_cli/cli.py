@@ -135,6 +135,19 @@ def read_corpus_lines(paths: Iterable[str], encoding_errors: str) -> Iterator[st
         yield from lines
 
 
+def read_corpus_text(paths: Iterable[str], encoding_errors: str) -> str:
+    """The text of each file in turn, as one string whose lines (``split_lines``) are
+    those of ``read_corpus_lines``; an empty file is an error."""
+    from rnnlm_cli.tokenizer import read_text
+    parts = []
+    for path in paths:
+        text = read_text(path, encoding_errors)
+        if not text:
+            raise CorpusError(f"{_name(path)}: file is empty")
+        parts.append(text if text.endswith("\n") else text + "\n")
+    return "".join(parts)
+
+
 def _name(path: str) -> str:
     return "<stdin>" if path == "-" else path
 
@@ -470,16 +483,22 @@ def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
         rnnlm perplexity en.npz --per-sentence --json < test.txt
     """
     from rnnlm_cli.models import open_model
-    from rnnlm_cli.scoring import score_text, summarize
-    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
+    from rnnlm_cli.scoring import score_spans, score_text, summarize
+    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines
 
     lm = open_model(model)
     tokenizer = Tokenizer(TokenizerConfig.from_dict(lm.metadata["tokenizer"]))
     paths = text or ("-",)
-    lines = list(read_corpus_lines(paths, encoding_errors))
-    if not any(line.strip() for line in lines):
+    whole = read_corpus_text(paths, encoding_errors)
+    if not whole.strip():
         raise CorpusError(f"{', '.join(map(_name, paths))}: only blank lines; nothing to score")
-    scored = score_text(lm, list(tokenizer.tokenize_lines(lines)))
+    # The totals alone need no token strings: the fast path where the tokenizer has one.
+    spans = None if per_sentence or per_token else tokenizer.token_spans(whole)
+    if spans is not None:
+        scored = score_spans(lm, spans)
+    else:
+        lines = split_lines(whole)
+        scored = score_text(lm, list(tokenizer.tokenize_lines(lines)))
     if per_sentence or per_token:
         _print_details(lm, scored, lines, per_sentence, per_token, as_json)
     summary = summarize(scored)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import numpy as np
 
@@ -23,7 +23,7 @@ LN10 = math.log(10.0)
 class ScoredText:
     """A text encoded with a model's vocabulary, and each of its tokens' scores."""
 
-    tokens: List[List[str]]     # the words of each sentence, as tokenized
+    tokens: Optional[List[List[str]]]   # the words of each sentence (None: not kept)
     corpus: EncodedCorpus
     scores: TokenScores
     oov: np.ndarray             # (n_tokens + n_sentences,) bool, aligned with the scores
@@ -76,6 +76,17 @@ def score_text(model: LanguageModel, tokens: List[List[str]]) -> ScoredText:
     corpus = model.vocab.encode(tokens)
     if corpus.skipped_markers:  # literal <s> / </s> were dropped: drop them here too
         tokens = [[t for t in sent if t not in (BOS, EOS)] for sent in tokens]
+    return _scored(model, corpus, tokens)
+
+
+def score_spans(model: LanguageModel, spans) -> ScoredText:
+    """``score_text`` for text tokenized into byte spans (``Tokenizer.token_spans``), the
+    fast path of large texts: no Python string per token; the tokens are not kept."""
+    return _scored(model, model.vocab.encode_spans(spans.data, spans.starts, spans.sizes,
+                                                   spans.lengths), None)
+
+
+def _scored(model: LanguageModel, corpus: EncodedCorpus, tokens) -> ScoredText:
     scores = model.score(corpus.ids, corpus.lengths)
     # Place each word's OOV flag among the scores, which also hold one </s> per sentence.
     sentence_of_word = np.repeat(np.arange(corpus.lengths.size), corpus.lengths)

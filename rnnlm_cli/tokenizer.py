@@ -25,11 +25,13 @@ import re
 import sys
 import unicodedata
 from dataclasses import dataclass, fields
-from typing import BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
 
+import numpy as np
 import regex
 
 from .errors import CorpusError, OptionError
+from .vocab import padded_bytes
 
 KINDS = ("regex", "whitespace")
 LEVELS = ("word", "char")
@@ -189,6 +191,36 @@ def _detokenize_chars(tokens: Sequence[str]) -> str:
     return "".join(tokens).replace(SPACE_SYMBOL, " ")
 
 
+# --- token spans: splitting on ASCII whitespace with array operations ----------------
+
+_IS_ASCII_SPACE = np.zeros(256, dtype=bool)
+_IS_ASCII_SPACE[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20]] = True      # \t \n \v \f \r space
+
+
+@dataclass
+class TokenSpans:
+    """Tokens as spans of UTF-8 bytes: token i is ``data[starts[i]:starts[i] + sizes[i]]``,
+    line k holds ``lengths[k]`` of them. ``data`` is zero-padded (``vocab.padded_bytes``)."""
+
+    data: np.ndarray        # uint8
+    starts: np.ndarray      # (n_tokens,) int64
+    sizes: np.ndarray       # (n_tokens,) int64
+    lengths: np.ndarray     # (n_lines,) int64
+
+    @classmethod
+    def of_whitespace(cls, raw: bytes) -> "TokenSpans":
+        """Lines split on ``\\n``, tokens on ASCII whitespace (``_split_ascii_whitespace``)."""
+        data = padded_bytes(raw)
+        space = np.ones(len(raw) + 2, dtype=np.int8)       # a space before and after
+        space[1:-1] = _IS_ASCII_SPACE[data[:len(raw)]]
+        edges = np.flatnonzero(np.diff(space))             # token starts and ends, in turn
+        starts, ends = edges[0::2], edges[1::2]
+        newlines = np.flatnonzero(data[:len(raw)] == 0x0A)
+        lines = newlines.size + (0 if raw.endswith(b"\n") or not raw else 1)
+        line_of = np.searchsorted(newlines, starts)
+        return cls(data, starts, ends - starts, np.bincount(line_of, minlength=lines))
+
+
 # --- the tokenizer -----------------------------------------------------------------
 
 
@@ -226,6 +258,17 @@ class Tokenizer:
             else:
                 yield _split_ascii_whitespace(_normalize(line, False))
 
+    def token_spans(self, text: str) -> Optional[TokenSpans]:
+        """The tokens of every line of ``text`` (lines as ``read_lines`` splits them) as
+        byte spans of its normalised UTF-8, found with array operations: what
+        ``tokenize_lines`` gives, without a Python string per token. Only for the
+        whitespace word tokenizer (None for the others)."""
+        c = self.config
+        if (c.kind, c.level) != ("whitespace", "word"):
+            return None
+        data = _normalize(text, c.lowercase).encode("utf-8")
+        return TokenSpans.of_whitespace(data)
+
     def detokenize(self, tokens: Sequence[str]) -> str:
         """Join tokens back into text (see the module docstring for the spacing rules)."""
         if self.config.level == "char":
@@ -244,18 +287,29 @@ def read_lines(path: str, encoding_errors: str = "strict") -> list[str]:
     Lines are split on ``\\n`` only, as KenLM does (not on U+2028 or ``\\x85``); one
     trailing ``\\r`` per line and a leading BOM are removed; blank lines are kept.
     """
-    _check_encoding_errors(encoding_errors)
-    name = "<stdin>" if path == "-" else path
-    data = _read_bytes(path, name)
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    text = _decode(data, name, encoding_errors)
+    return split_lines(read_text(path, encoding_errors))
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text`` as ``read_lines`` gives them: split on ``\\n`` only, one
+    trailing ``\\r`` removed from each, nothing after the final newline."""
     lines = text.split("\n")
     if lines[-1] == "":  # after the final newline, or an empty file
         lines.pop()
     if "\r" in text:
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     return lines
+
+
+def read_text(path: str, encoding_errors: str = "strict") -> str:
+    """The whole text of a UTF-8 file (``"-"``: stdin), a leading BOM removed: what
+    ``read_lines`` splits into lines."""
+    _check_encoding_errors(encoding_errors)
+    name = "<stdin>" if path == "-" else path
+    data = _read_bytes(path, name)
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    return _decode(data, name, encoding_errors)
 
 
 def _check_encoding_errors(encoding_errors: str) -> None:

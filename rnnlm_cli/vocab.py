@@ -9,7 +9,8 @@ by first appearance, so the same corpus always gives the same ids.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from functools import cached_property
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,16 +38,24 @@ class Vocabulary:
 
     unk_id, bos_id, eos_id = 0, 1, 2
 
-    def __init__(self, words: Sequence[str], counts: Optional[np.ndarray] = None):
+    def __init__(self, words: Sequence[str], counts: Optional[np.ndarray] = None,
+                 blob: Optional[bytes] = None):
+        """``blob``: the words as UTF-8 joined by newlines, when the caller has it."""
         words = list(words)
         if tuple(words[:3]) != SPECIALS:
             raise ValueError("a vocabulary starts with <unk>, <s>, </s>")
         self.words = words
-        self.index = {w: i for i, w in enumerate(words)}
-        if len(self.index) != len(words):
-            raise ValueError("a vocabulary holds each word once")
+        blob = "\n".join(words).encode("utf-8") if blob is None else blob
+        self.byte_index = ByteIndex(blob)        # also checks that no word is there twice
+        if self.byte_index.size != len(words):
+            raise ValueError("the vocabulary's words and its byte index differ")
         # Training counts (None for a vocabulary read from an ARPA file).
         self.counts = None if counts is None else np.asarray(counts, dtype=np.int64)
+
+    @cached_property
+    def index(self) -> Dict[str, int]:
+        """Word -> id (built on first use: a large vocabulary takes a while)."""
+        return {w: i for i, w in enumerate(self.words)}
 
     def __len__(self) -> int:
         return len(self.words)
@@ -68,6 +77,18 @@ class Vocabulary:
         get = self.index.get
         ids = np.array([get(t, -1) for tokens in sentences for t in tokens], dtype=np.int32)
         lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+        return self._encoded(ids, lengths)
+
+    def encode_spans(self, data: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
+                     lengths: np.ndarray) -> EncodedCorpus:
+        """``encode`` for tokens given as byte spans of UTF-8 text, with array operations:
+        token i is ``data[starts[i]:starts[i] + sizes[i]]``, sentence k has ``lengths[k]``
+        tokens (see ``Tokenizer.token_spans``)."""
+        ids = self.byte_index.lookup(data, starts, sizes).astype(np.int32)
+        return self._encoded(ids, np.asarray(lengths, dtype=np.int64))
+
+    def _encoded(self, ids: np.ndarray, lengths: np.ndarray) -> EncodedCorpus:
+        """From ids (-1: not in the vocabulary) to an ``EncodedCorpus``."""
         ids, lengths, skipped = _drop_markers(ids, lengths)
         oov = ids < 0
         if not self.unk_seen:
@@ -120,9 +141,10 @@ class Vocabulary:
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> "Vocabulary":
-        words = bytes(np.asarray(arrays["vocab_words"])).decode("utf-8").split("\n")
+        blob = bytes(np.asarray(arrays["vocab_words"]))
         counts = arrays.get("vocab_counts")
-        return cls(words, None if counts is None else np.asarray(counts))
+        return cls(blob.decode("utf-8").split("\n"), None if counts is None else
+                   np.asarray(counts), blob)
 
 
 def _choose_words(counts: np.ndarray, min_count: int, max_vocab: Optional[int]) -> np.ndarray:
@@ -145,3 +167,94 @@ def _drop_markers(ids: np.ndarray, lengths: np.ndarray):
         ids = ids[~markers]
         lengths = np.bincount(sentence_of[~markers], minlength=lengths.size).astype(np.int64)
     return ids, lengths, skipped
+
+
+# -- looking words up by their bytes ---------------------------------------------------------
+
+SHORT = 16          # bytes: a word this long or shorter is its own key (two uint64 and a size)
+_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+_MIX = [np.uint64(k) for k in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                              0xBF58476D1CE4E5B9, 0x94D049BB133111EB)]
+
+
+def padded_bytes(data: bytes) -> np.ndarray:
+    """``data`` as uint8 with ``SHORT`` zero bytes after it, as ``short_keys`` needs."""
+    out = np.zeros(len(data) + SHORT, dtype=np.uint8)
+    out[:len(data)] = np.frombuffer(data, dtype=np.uint8)
+    return out
+
+
+def short_keys(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray):
+    """The first and second 8 bytes (little-endian, zero beyond the span) of each span
+    ``data[starts[i]:starts[i] + sizes[i]]`` of the padded array ``data``: with the size,
+    the exact bytes of every span of at most ``SHORT`` bytes."""
+    at = np.ndarray((data.size - 7,), dtype="<u8", buffer=data, strides=(1,))  # 8 bytes at i
+    first = at[starts] & _MASKS[np.minimum(sizes, 8)]
+    second = at[starts + 8] & _MASKS[np.clip(sizes - 8, 0, 8)]
+    return first, second
+
+
+def _mix(first: np.ndarray, second: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of a short key (splitmix64's finaliser over a multiply-xor)."""
+    with np.errstate(over="ignore"):
+        h = first * _MIX[0] ^ second * _MIX[1] ^ sizes.astype(np.uint64) * _MIX[2]
+        h ^= h >> np.uint64(30)
+        h *= _MIX[3]
+        h ^= h >> np.uint64(27)
+        h *= _MIX[4]
+        h ^= h >> np.uint64(31)
+    return h
+
+
+class ByteIndex:
+    """Word ids by the words' UTF-8 bytes, for whole arrays of tokens at once.
+
+    A word of at most ``SHORT`` bytes is keyed by its bytes themselves (``short_keys``):
+    a query's hash is found in the sorted hashes of the words, and the candidate counts
+    only if its key equals the query's, so a hash collision can never give a wrong word.
+    Longer words (rare in any vocabulary), and short words whose hash another word shares,
+    are looked up by their bytes in a dict.
+    """
+
+    def __init__(self, blob: bytes):
+        data = padded_bytes(blob)
+        ends = np.flatnonzero(data[:len(blob)] == 10)                    # the newlines
+        starts = np.concatenate(([0], ends + 1))
+        self.sizes = np.concatenate((ends, [len(blob)])) - starts
+        self.size = int(starts.size)
+        self.first, self.second = short_keys(data, starts, self.sizes)
+        hashes = _mix(self.first, self.second, self.sizes)
+        short = np.flatnonzero(self.sizes <= SHORT)
+        short = short[np.argsort(hashes[short], kind="stable")]
+        shared = np.zeros(short.size, dtype=bool)
+        same = hashes[short][1:] == hashes[short][:-1]
+        shared[1:] |= same
+        shared[:-1] |= same
+        self.ids, self.hashes = short[~shared], hashes[short[~shared]]
+        in_dict = np.concatenate((np.flatnonzero(self.sizes > SHORT), short[shared])).tolist()
+        self.by_bytes = {blob[starts[i]:starts[i] + self.sizes[i]]: i for i in in_dict}
+        self.short_in_dict = bool(shared.any())
+        if len(self.by_bytes) != len(in_dict):     # twins have the same hash: both are here
+            raise ValueError("a vocabulary holds each word once")
+
+    def lookup(self, data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """The id of each span of the padded array ``data`` (see ``padded_bytes``), -1 for
+        a span that is no word of the vocabulary."""
+        starts, sizes = np.asarray(starts, dtype=np.int64), np.asarray(sizes, dtype=np.int64)
+        first, second = short_keys(data, starts, sizes)
+        hashes = _mix(first, second, sizes)
+        ids = np.full(starts.size, -1, dtype=np.int64)
+        if self.ids.size:
+            where = np.minimum(np.searchsorted(self.hashes, hashes), self.ids.size - 1)
+            found = self.ids[where]
+            match = ((self.hashes[where] == hashes) & (self.first[found] == first)
+                     & (self.second[found] == second) & (self.sizes[found] == sizes))
+            ids[match] = found[match]
+        if self.by_bytes:
+            ask = ids < 0
+            if not self.short_in_dict:
+                ask &= sizes > SHORT
+            get = self.by_bytes.get
+            for i in np.flatnonzero(ask).tolist():
+                ids[i] = get(data[starts[i]:starts[i] + sizes[i]].tobytes(), -1)
+        return ids

@@ -192,3 +192,27 @@ def test_small_or_degenerate_data_trains_with_a_named_fallback(tmp_path, text, o
         assert f"{n}-grams (" in warning[0]
     figures = summary_of(run("perplexity", model, "--json", input=text.splitlines()[0]).stdout)
     assert math.isfinite(figures["perplexity"]) and figures["perplexity"] >= 1
+
+
+LONG = "a-token-of-more-than-sixteen-bytes"
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_totals_from_byte_spans_equal_totals_from_token_strings(tmp_path, lowercase):
+    """`perplexity` alone takes the array path of the whitespace tokenizer; with
+    --per-sentence it reads token strings. Both must give the same totals."""
+    train = tmp_path / "train.txt"
+    train.write_text(f"the cat sat\nthe dog sat on the mat\nTiếng Việt {LONG}\n<unk> cat\n",
+                     encoding="utf-8")
+    flags = ["--lowercase"] if lowercase else []
+    model = tmp_path / "m.npz"
+    run("train-ngram", train, "--order", 3, "--tokenizer", "whitespace", *flags, "-o", model)
+    a = tmp_path / "a.txt"
+    a.write_bytes("the cat\r\n\nTIẾNG Vie\u0323\u0302t dog <s> mat\n".encode())
+    b = tmp_path / "b.txt"
+    b.write_text(f"unknown {LONG} {LONG}s\tcat\x0bsat", encoding="utf-8")   # no final newline
+    fast = json.loads(run("perplexity", model, a, b, "--json").stdout)
+    slow = json.loads(run("perplexity", model, a, b, "--json", "--per-sentence")
+                      .stdout.splitlines()[-1])
+    assert fast == slow
+    assert fast["sentences"] == 4 and fast["tokens"] == 11 + 4 and fast["oovs"] == (2 if lowercase else 3)

@@ -17,6 +17,7 @@ from rnnlm_cli.tokenizer import (
     TokenizerConfig,
     _decoded_lines,
     read_lines,
+    split_lines,
     read_lines_lazily,
 )
 
@@ -459,3 +460,34 @@ def test_read_lines_lazily_yields_before_the_stream_ends():
     assert next(lines) == "first"
     stream.consumed = True
     assert list(lines) == ["second"]
+
+
+# --- token spans: the whitespace tokenizer with array operations ----------------------
+
+WHITESPACE_TEXT = st.lists(st.sampled_from(
+    list("ab <>/sunkéệ\u0301\u00a0\x1c\t\r\n\x0b\x0c\u4e2d") + ["xxxxxxxxxxxxxxxxxxx"])
+).map("".join) | st.text()
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=WHITESPACE_TEXT, lowercase=st.booleans())
+def test_token_spans_are_the_tokens_of_each_line(text, lowercase):
+    t = tok(kind="whitespace", lowercase=lowercase)
+    spans = t.token_spans(text)
+    words = [bytes(spans.data[s:s + n]).decode("utf-8")
+             for s, n in zip(spans.starts.tolist(), spans.sizes.tolist())]
+    expected = list(t.tokenize_lines(split_lines(text)))
+    assert spans.lengths.tolist() == [len(line) for line in expected]
+    assert words == [w for line in expected for w in line]
+    assert not spans.data[len(spans.data) - 16:].any()          # zero padding after the text
+
+
+def test_token_spans_of_blank_lines_and_no_final_newline():
+    spans = tok(kind="whitespace").token_spans("\n \t\nx y\n\nlast")
+    assert spans.lengths.tolist() == [0, 0, 2, 0, 1]
+    assert tok(kind="whitespace").token_spans("").lengths.tolist() == []
+
+
+def test_token_spans_only_for_the_whitespace_word_tokenizer():
+    assert tok(kind="regex").token_spans("a b") is None
+    assert tok(kind="whitespace", level="char").token_spans("a b") is None

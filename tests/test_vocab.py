@@ -1,0 +1,80 @@
+"""rnnlm_cli.vocab: building, encoding (from strings and from byte spans), the byte index."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnnlm_cli.vocab as vocab_module
+from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines
+from rnnlm_cli.vocab import SHORT, ByteIndex, Vocabulary, padded_bytes
+
+WHITESPACE = Tokenizer(TokenizerConfig(kind="whitespace"))
+LONG = "a-word-of-more-than-sixteen-bytes"
+WORDS = st.sampled_from(["a", "b", "ab", "abcdefgh", "abcdefghi", "<unk>", "<s>", "</s>",
+                         "việt", "tiếng", "x" * SHORT, "x" * (SHORT + 1), LONG, LONG + "!"])
+
+
+def spans_of(text):
+    return WHITESPACE.token_spans(text)
+
+
+def test_build_counts_and_ids():
+    vocab, corpus = Vocabulary.build([["b", "a", "b"], [], ["c", "b", "<unk>"]])
+    assert vocab.words == ["<unk>", "<s>", "</s>", "b", "a", "c"]
+    assert vocab.counts.tolist() == [1, 0, 0, 3, 1, 1]
+    assert corpus.ids.tolist() == [3, 4, 3, 5, 3, 0] and corpus.lengths.tolist() == [3, 0, 3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(train=st.lists(st.lists(WORDS, max_size=6), min_size=1, max_size=6),
+       test=st.lists(st.lists(WORDS, max_size=6), max_size=6))
+def test_encode_spans_equals_encode(train, test):
+    vocab, _ = Vocabulary.build(train)
+    text = "".join(" ".join(line) + "\n" for line in test)
+    spans = spans_of(text)
+    fast = vocab.encode_spans(spans.data, spans.starts, spans.sizes, spans.lengths)
+    slow = vocab.encode(list(WHITESPACE.tokenize_lines(split_lines(text))))
+    for field in ("ids", "lengths", "oov"):
+        assert np.array_equal(getattr(fast, field), getattr(slow, field)), field
+    assert fast.skipped_markers == slow.skipped_markers
+
+
+def test_byte_index_finds_every_word_and_nothing_else():
+    words = ["<unk>", "<s>", "</s>", "a", "b\u00e9", "abcdefgh", "abcdefghi", "x" * SHORT,
+             "x" * (SHORT + 1), LONG, "ti\u1ebfng"]
+    index = ByteIndex("\n".join(words).encode())
+    queries = words + ["", "ab", "abcdefg", "abcdefghij", "x" * (SHORT - 1), LONG + "s",
+                       "A", "b"]
+    text = "\n".join(queries).encode()
+    starts = np.cumsum([0] + [len(q.encode()) + 1 for q in queries[:-1]])
+    sizes = np.array([len(q.encode()) for q in queries])
+    ids = index.lookup(padded_bytes(text), starts, sizes)
+    assert ids.tolist() == list(range(len(words))) + [-1] * (len(queries) - len(words))
+
+
+def test_byte_index_is_exact_when_hashes_collide(monkeypatch):
+    """With every hash equal, every word goes by its bytes: same answers."""
+    monkeypatch.setattr(vocab_module, "_mix", lambda a, b, n: np.zeros(a.shape, np.uint64))
+    words = ["<unk>", "<s>", "</s>", "a", "bb", LONG]
+    index = ByteIndex("\n".join(words).encode())
+    assert index.short_in_dict and index.ids.size == 0
+    text = b"bb zz a " + LONG.encode()
+    ids = index.lookup(padded_bytes(text), np.array([0, 3, 6, 8]), np.array([2, 2, 1, len(LONG)]))
+    assert ids.tolist() == [4, -1, 3, 5]
+
+
+@pytest.mark.parametrize("words", [["<unk>", "<s>", "</s>", "a", "a"],
+                                   ["<unk>", "<s>", "</s>", LONG, LONG]])
+def test_a_word_twice_is_refused(words):
+    with pytest.raises(ValueError, match="each word once"):
+        Vocabulary(words)
+
+
+def test_round_trip_through_arrays_keeps_the_index():
+    vocab, _ = Vocabulary.build([["z", "y", LONG], ["y"]])
+    again = Vocabulary.from_arrays(vocab.to_arrays())
+    assert again.words == vocab.words and again.index == vocab.index
+    spans = spans_of("y " + LONG + " q\n")
+    corpus = again.encode_spans(spans.data, spans.starts, spans.sizes, spans.lengths)
+    assert corpus.ids.tolist() == [vocab.id("y"), vocab.id(LONG), 0]
+    assert corpus.oov.tolist() == [False, False, True]
