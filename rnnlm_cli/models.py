@@ -1,24 +1,27 @@
 """Opening a model file of any backend: ``.npz`` written by rnnlm, or an ARPA file.
 
 The one place that knows which class reads which ``model_type``; the commands get a
-``LanguageModel`` and never ask which backend it is.
+``LanguageModel`` and never ask which backend it is. Each backend is imported when a file
+of its kind is opened, so scoring with one does not pay for loading the other.
 """
 from __future__ import annotations
 
 from rnnlm_cli.errors import ModelFileError
 from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.modelfile import check_arrays, load_model
-from rnnlm_cli.ngram.arpa import is_arpa_path, read_arpa
-from rnnlm_cli.ngram.model import NgramModel
-from rnnlm_cli.ngram.training import MAX_ORDER
-from rnnlm_cli.rnn.config import RnnConfig
-from rnnlm_cli.rnn.model import RnnModel
 from rnnlm_cli.tokenizer import TokenizerConfig
+
+ARPA_SUFFIXES = (".arpa", ".arpa.gz", ".lm", ".lm.gz")
+
+
+def is_arpa_path(path: str) -> bool:
+    return path.endswith(ARPA_SUFFIXES)
 
 
 def open_model(path: str) -> LanguageModel:
     """Load the model at ``path``; a bad file raises ``ModelFileError`` naming it."""
     if is_arpa_path(path):
+        from rnnlm_cli.ngram.arpa import read_arpa
         return read_arpa(path)
     arrays, metadata = load_model(path)
     if metadata.get("model_type") == "rnn-checkpoint":
@@ -36,7 +39,9 @@ def open_model(path: str) -> LanguageModel:
     raise ModelFileError(f"{path}: unknown model type {model_type!r}")
 
 
-def _open_ngram(path: str, arrays: dict, metadata: dict) -> NgramModel:
+def _open_ngram(path: str, arrays: dict, metadata: dict):
+    from rnnlm_cli.ngram.model import NgramModel
+    from rnnlm_cli.ngram.training import MAX_ORDER
     order = metadata.get("order")
     if not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
         raise ModelFileError(f"{path}: corrupt model: bad order {order!r}")
@@ -53,7 +58,9 @@ def _open_ngram(path: str, arrays: dict, metadata: dict) -> NgramModel:
     return model
 
 
-def _open_rnn(path: str, arrays: dict, metadata: dict) -> RnnModel:
+def _open_rnn(path: str, arrays: dict, metadata: dict):
+    from rnnlm_cli.rnn.config import RnnConfig
+    from rnnlm_cli.rnn.model import RnnModel
     try:
         config = RnnConfig.from_dict(metadata.get("rnn_config"))
     except (TypeError, ValueError) as exc:

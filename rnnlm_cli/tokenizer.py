@@ -21,6 +21,7 @@ Character level makes every code point a token and each run of whitespace one
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 import sys
 import unicodedata
@@ -28,7 +29,6 @@ from dataclasses import dataclass, fields
 from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
-import regex
 
 from .errors import CorpusError, OptionError
 from .vocab import padded_bytes
@@ -81,9 +81,49 @@ def _check_choice(name: str, value: object, choices: tuple) -> None:
 
 
 def _nfc(line: str) -> str:
-    if unicodedata.is_normalized("NFC", line):  # cheap check; most lines already are
+    if _is_nfc(line):  # cheap check; most lines already are
         return line
     return unicodedata.normalize("NFC", line)
+
+
+# The characters of canonical combining class 0 that NFC can still compose with the one
+# before them (Unicode's NFC_Quick_Check = Maybe): the second halves of primary composites
+# (tests/test_tokenizer.py derives this list from unicodedata) and Hangul jamo V and T.
+_COMPOSING_STARTERS = frozenset(
+    [chr(c) for c in (0x09BE, 0x09D7, 0x0B3E, 0x0B56, 0x0B57, 0x0BBE, 0x0BD7, 0x0CC2, 0x0CD5,
+                      0x0CD6, 0x0D3E, 0x0D57, 0x0DCF, 0x0DDF, 0x102E, 0x1B35, 0x11127,
+                      0x1133E, 0x11357, 0x114B0, 0x114BA, 0x114BD, 0x115AF, 0x11930)]
+    + [chr(c) for c in range(0x1161, 0x1176)] + [chr(c) for c in range(0x11A8, 0x11C3)])
+_LONG_TEXT = 10_000     # characters: from here on, ``_is_nfc`` looks at distinct characters
+
+
+def _may_change_in_nfc(ch: str) -> bool:
+    """Whether NFC can change a text because it holds ``ch``: a combining mark (reordered or
+    composed), a starter that composes with what precedes it, or a character NFC replaces."""
+    return (unicodedata.combining(ch) != 0 or ch in _COMPOSING_STARTERS
+            or not unicodedata.is_normalized("NFC", ch))
+
+
+def _is_nfc(text: str) -> bool:
+    """``unicodedata.is_normalized("NFC", text)``, for a long text several times faster:
+    only the lines holding a character that NFC may change (``_may_change_in_nfc``, found
+    among the text's distinct characters) are checked. NFC never composes across a
+    newline, so a text is NFC if each of its lines is."""
+    if text.isascii():
+        return True
+    if len(text) < _LONG_TEXT:
+        return unicodedata.is_normalized("NFC", text)
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    high = codes[codes >= 0x300]                  # every such character is U+0300 or above
+    distinct = np.flatnonzero(np.bincount(high)).tolist()
+    changing = [c for c in distinct if _may_change_in_nfc(chr(c))]
+    if not changing:
+        return True
+    newlines = np.flatnonzero(codes == 0x0A)
+    lines = np.unique(np.searchsorted(newlines, np.flatnonzero(np.isin(codes, changing))))
+    starts = np.concatenate(([0], newlines + 1))[lines].tolist()
+    ends = np.append(newlines, codes.size)[lines].tolist()
+    return all(unicodedata.is_normalized("NFC", text[a:b]) for a, b in zip(starts, ends))
 
 
 def _normalize(line: str, lowercase: bool) -> str:
@@ -113,7 +153,7 @@ def _split_ascii_whitespace(line: str) -> list[str]:
 
 _WORD_CHARS = r"[\p{L}\p{M}\p{N}][\p{L}\p{M}\p{N}\u200c\u200d]*"  # ZWNJ/ZWJ inside words
 
-_TOKEN_RE = regex.compile(
+_TOKEN_PATTERN = (
     r"</?[A-Za-z_][\w-]*>"  # markup tag: <unk>, <s>, </s>, <eos>
     # word or number; inner apostrophes/hyphens join words, and . , : / join digits
     + rf"|{_WORD_CHARS}(?:(?:['\u2019\-\u2010\u2011]|(?<=\p{{N}})[.,:/](?=\p{{N}})){_WORD_CHARS})*"
@@ -127,8 +167,16 @@ _TOKEN_RE = regex.compile(
 )
 
 
+@functools.lru_cache(maxsize=None)
+def _token_re():
+    """The compiled token pattern (compiled, and ``regex`` imported, on first use: the
+    whitespace tokenizer needs neither)."""
+    import regex
+    return regex.compile(_TOKEN_PATTERN)
+
+
 def _split_regex_words(line: str) -> list[str]:
-    return _TOKEN_RE.findall(line)
+    return _token_re().findall(line)
 
 
 def _split_chars(words: list[str]) -> list[str]:

@@ -209,10 +209,11 @@ def _mix(first: np.ndarray, second: np.ndarray, sizes: np.ndarray) -> np.ndarray
 class ByteIndex:
     """Word ids by the words' UTF-8 bytes, for whole arrays of tokens at once.
 
-    A word of at most ``SHORT`` bytes is keyed by its bytes themselves (``short_keys``):
-    a query's hash is found in the sorted hashes of the words, and the candidate counts
-    only if its key equals the query's, so a hash collision can never give a wrong word.
-    Longer words (rare in any vocabulary), and short words whose hash another word shares,
+    A word of at most ``SHORT`` bytes is keyed by its bytes themselves (``short_keys``)
+    and stored in an open-addressing hash table (linear probing, at most 40% full): a
+    query probes slots from the one its hash picks until it meets its own key or an empty
+    slot, all queries advancing together, one gather per probe. Keys are compared whole,
+    so a hash collision never gives a wrong word. Longer words (rare in any vocabulary)
     are looked up by their bytes in a dict.
     """
 
@@ -223,38 +224,55 @@ class ByteIndex:
         self.sizes = np.concatenate((ends, [len(blob)])) - starts
         self.size = int(starts.size)
         self.first, self.second = short_keys(data, starts, self.sizes)
-        hashes = _mix(self.first, self.second, self.sizes)
         short = np.flatnonzero(self.sizes <= SHORT)
-        short = short[np.argsort(hashes[short], kind="stable")]
-        shared = np.zeros(short.size, dtype=bool)
-        same = hashes[short][1:] == hashes[short][:-1]
-        shared[1:] |= same
-        shared[:-1] |= same
-        self.ids, self.hashes = short[~shared], hashes[short[~shared]]
-        in_dict = np.concatenate((np.flatnonzero(self.sizes > SHORT), short[shared])).tolist()
-        self.by_bytes = {blob[starts[i]:starts[i] + self.sizes[i]]: i for i in in_dict}
-        self.short_in_dict = bool(shared.any())
-        if len(self.by_bytes) != len(in_dict):     # twins have the same hash: both are here
+        self.bits = max(4, int(np.ceil(np.log2(2.5 * max(short.size, 1)))))
+        hashes = _mix(self.first[short], self.second[short], self.sizes[short])
+        order = np.argsort(hashes)
+        short, hashes = short[order], hashes[order]
+        if self._twins(short, hashes):
             raise ValueError("a vocabulary holds each word once")
+        # Linear probing, inserting in the order of the home slots (the hash's top bits):
+        # word i lands at max(home_i, place_(i-1) + 1), i.e. i + max_(j<=i)(home_j - j).
+        # Slots run on past the end instead of wrapping round.
+        home = (hashes >> np.uint64(64 - self.bits)).astype(np.int64)
+        steps = np.arange(short.size)
+        place = steps + np.maximum.accumulate(home - steps) if short.size else steps
+        self.probes = int((place - home).max(initial=0)) + 1
+        self.table = np.full((1 << self.bits) + self.probes, -1, dtype=np.int64)  # room to run on
+        self.table[place] = short
+        long_words = np.flatnonzero(self.sizes > SHORT).tolist()
+        self.by_bytes = {blob[starts[i]:starts[i] + self.sizes[i]]: i for i in long_words}
+        if len(self.by_bytes) != len(long_words):
+            raise ValueError("a vocabulary holds each word once")
+
+    def _twins(self, ids: np.ndarray, hashes: np.ndarray) -> bool:
+        """Whether two words of ``ids`` (sorted by hash) have the same bytes."""
+        same = np.flatnonzero(hashes[1:] == hashes[:-1])
+        a, b = ids[same], ids[same + 1]
+        return bool(np.any((self.first[a] == self.first[b]) & (self.second[a] == self.second[b])
+                           & (self.sizes[a] == self.sizes[b])))
+
+    def _slots(self, first, second, sizes) -> np.ndarray:
+        return (_mix(first, second, sizes) >> np.uint64(64 - self.bits)).astype(np.int64)
 
     def lookup(self, data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """The id of each span of the padded array ``data`` (see ``padded_bytes``), -1 for
         a span that is no word of the vocabulary."""
         starts, sizes = np.asarray(starts, dtype=np.int64), np.asarray(sizes, dtype=np.int64)
         first, second = short_keys(data, starts, sizes)
-        hashes = _mix(first, second, sizes)
         ids = np.full(starts.size, -1, dtype=np.int64)
-        if self.ids.size:
-            where = np.minimum(np.searchsorted(self.hashes, hashes), self.ids.size - 1)
-            found = self.ids[where]
-            match = ((self.hashes[where] == hashes) & (self.first[found] == first)
-                     & (self.second[found] == second) & (self.sizes[found] == sizes))
-            ids[match] = found[match]
-        if self.by_bytes:
-            ask = ids < 0
-            if not self.short_in_dict:
-                ask &= sizes > SHORT
-            get = self.by_bytes.get
-            for i in np.flatnonzero(ask).tolist():
-                ids[i] = get(data[starts[i]:starts[i] + sizes[i]].tobytes(), -1)
+        active = np.flatnonzero(sizes <= SHORT)
+        slots = self._slots(first[active], second[active], sizes[active])
+        for _ in range(self.probes):
+            found = self.table[slots]
+            hit = found >= 0
+            hit[hit] = ((self.first[found[hit]] == first[active[hit]])
+                        & (self.second[found[hit]] == second[active[hit]])
+                        & (self.sizes[found[hit]] == sizes[active[hit]]))
+            ids[active[hit]] = found[hit]
+            going = ~hit & (found >= 0)                # an occupied slot of another word
+            active, slots = active[going], slots[going] + 1
+        get = self.by_bytes.get
+        for i in np.flatnonzero(sizes > SHORT).tolist() if self.by_bytes else ():
+            ids[i] = get(data[starts[i]:starts[i] + sizes[i]].tobytes(), -1)
         return ids

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rnnlm_cli.tokenizer as tokenizer_module
 from rnnlm_cli.errors import CorpusError, OptionError, RnnlmError
 from rnnlm_cli.tokenizer import (
     SPACE_SYMBOL,
@@ -491,3 +492,34 @@ def test_token_spans_of_blank_lines_and_no_final_newline():
 def test_token_spans_only_for_the_whitespace_word_tokenizer():
     assert tok(kind="regex").token_spans("a b") is None
     assert tok(kind="whitespace", level="char").token_spans("a b") is None
+
+
+# --- the NFC check of long texts -----------------------------------------------------
+
+
+def test_composing_starters_are_those_of_this_unicode_version():
+    """Every character of combining class 0 that NFC composes with a character before it:
+    the second half of some primary composite (Hangul jamo compose by rule, not by table)."""
+    seconds = set()
+    for code in range(sys.maxunicode + 1):
+        parts = unicodedata.decomposition(chr(code)).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            first, second = (chr(int(p, 16)) for p in parts)
+            if unicodedata.normalize("NFC", first + second) == chr(code):
+                seconds.add(second)
+    starters = {c for c in seconds if unicodedata.combining(c) == 0}
+    hangul = {chr(c) for c in range(0x1161, 0x1176)} | {chr(c) for c in range(0x11A8, 0x11C3)}
+    assert starters | hangul == set(tokenizer_module._COMPOSING_STARTERS)
+
+
+NFC_PIECES = st.sampled_from(["a", "e", "\u0301", "\u0323", "\u0302", "ệ", "\u212b", "\u1100",
+                              "\u1161", "\u11a8", "\u0b47", "\u0b3e", "\n", " ", "Việt", "x"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(NFC_PIECES, max_size=30), at=st.integers(0, 12_000))
+def test_is_nfc_of_a_long_text_is_unicodedatas(pieces, at):
+    filler = "plain ascii line\n" * 700 + "tiếng Việt\n" * 30           # > _LONG_TEXT
+    text = filler[:at] + "".join(pieces) + filler[at:]
+    assert len(text) >= tokenizer_module._LONG_TEXT
+    assert tokenizer_module._is_nfc(text) == unicodedata.is_normalized("NFC", text)

@@ -53,14 +53,15 @@ def test_byte_index_finds_every_word_and_nothing_else():
 
 
 def test_byte_index_is_exact_when_hashes_collide(monkeypatch):
-    """With every hash equal, every word goes by its bytes: same answers."""
+    """With every hash equal, every word probes on from the same slot: same answers."""
     monkeypatch.setattr(vocab_module, "_mix", lambda a, b, n: np.zeros(a.shape, np.uint64))
-    words = ["<unk>", "<s>", "</s>", "a", "bb", LONG]
+    words = ["<unk>", "<s>", "</s>", "a", "bb", LONG, "ccc"]
     index = ByteIndex("\n".join(words).encode())
-    assert index.short_in_dict and index.ids.size == 0
-    text = b"bb zz a " + LONG.encode()
-    ids = index.lookup(padded_bytes(text), np.array([0, 3, 6, 8]), np.array([2, 2, 1, len(LONG)]))
-    assert ids.tolist() == [4, -1, 3, 5]
+    assert index.probes == 6                   # six short words, all from slot 0
+    text = b"bb zz a " + LONG.encode() + b" ccc"
+    ids = index.lookup(padded_bytes(text), np.array([0, 3, 6, 8, 9 + len(LONG)]),
+                       np.array([2, 2, 1, len(LONG), 3]))
+    assert ids.tolist() == [4, -1, 3, 5, 6]
 
 
 @pytest.mark.parametrize("words", [["<unk>", "<s>", "</s>", "a", "a"],

@@ -25,10 +25,6 @@ LN10 = math.log(10.0)
 LOG10_ZERO = -99.0
 
 
-def is_arpa_path(path: str) -> bool:
-    return path.endswith((".arpa", ".arpa.gz", ".lm", ".lm.gz"))
-
-
 def _open_text(path: str) -> TextIO:
     raw = open(path, "rb")
     head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""

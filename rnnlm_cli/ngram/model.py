@@ -124,29 +124,56 @@ class NgramModel(LanguageModel):
     def score(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
         """All positions of all sentences at once: one lookup per order."""
         sequence, offset = padded_sequence(ids, lengths, self.vocab.bos_id, self.vocab.eos_id)
-        rows = self._rows_ending_at(sequence, offset)            # N arrays, (P,)
-        logprob = np.full(sequence.size, np.nan)
-        used = np.zeros(sequence.size, dtype=np.int64)
-        for n in range(1, self.order + 1):
-            found = rows[n - 1] >= 0
-            logprob[found] = self.tables.logprob[n - 1][rows[n - 1][found]]
+        words = sequence.astype(np.int64)
+        rows = words                                 # of the n-gram ending at each position
+        logprob = self.tables.logprob[0][words].astype(np.float64)
+        used = np.ones(sequence.size, dtype=np.int64)
+        # bows[k - 1]: log bow of the k-gram ending at each position (0 where absent)
+        bows = [self._backoff_at(1, rows)] if self.order > 1 else []
+        for n in range(2, self.order + 1):
+            prefix = np.roll(rows, 1)
+            prefix[offset < n - 1] = -1              # the n-gram would start before <s>
+            rows, values = self._find_with_values(n, prefix, words)
+            found = rows >= 0
+            logprob[found] = values[0][found]
             used[found] = n
+            if n < self.order:
+                bows.append(values[1])
         # Back-off weights of the contexts longer than the match: k = L .. N-1.
         for k in range(1, self.order):
-            context = np.roll(rows[k - 1], 1)
-            charged = (k >= used) & (context >= 0) & (offset > 0)
-            logprob[charged] += self.tables.backoff[k - 1][context[charged]]
+            context_bow = np.roll(bows[k - 1], 1)
+            charged = (k >= used) & (offset > 0)
+            logprob[charged] += context_bow[charged]
         scored = offset > 0
         return TokenScores(logprob[scored], used[scored], np.cumsum(lengths + 1))
 
-    def _rows_ending_at(self, sequence: np.ndarray, offset: np.ndarray) -> List[np.ndarray]:
-        """For each order n, the row of the n-gram ending at each position (-1: absent)."""
-        rows = [sequence.astype(np.int64)]
-        for n in range(2, self.order + 1):
-            prefix = np.roll(rows[-1], 1)
-            prefix[offset < n - 1] = -1       # the n-gram would start before <s>
-            rows.append(self.lookup(n, prefix, sequence))
-        return rows
+    def _backoff_at(self, n: int, rows: np.ndarray) -> np.ndarray:
+        out = np.zeros(rows.size)
+        found = rows >= 0
+        out[found] = self.tables.backoff[n - 1][rows[found]]
+        return out
+
+    def _find_with_values(self, n: int, prefix_rows: np.ndarray, words: np.ndarray):
+        """``lookup``, and each found n-gram's log-probability and (below the top order)
+        log back-off weight, 0 where absent. The values are read in key order, while the
+        queries are sorted (``find_sorted``): on a memory-mapped model that reads each
+        table page once instead of at random."""
+        rows = np.full(words.shape, -1, dtype=np.int64)
+        values = [np.zeros(words.size), np.zeros(words.size)]
+        present = np.flatnonzero(prefix_rows >= 0)
+        if present.size == 0:
+            return rows, values
+        query = prefix_rows[present].astype(np.uint64) * self._v \
+            + words[present].astype(np.uint64)
+        order = np.argsort(query)
+        sorted_rows = _search(self.tables.keys[n - 1], query[order])
+        hit = sorted_rows >= 0
+        at = present[order[hit]]                     # positions, in key order
+        rows[at] = sorted_rows[hit]
+        values[0][at] = self.tables.logprob[n - 1][sorted_rows[hit]]
+        if n < self.order:
+            values[1][at] = self.tables.backoff[n - 1][sorted_rows[hit]]
+        return rows, values
 
     # -- storage -------------------------------------------------------------------------
 
