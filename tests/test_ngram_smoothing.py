@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnlm_cli.ngram.counting import count_ngrams
-from rnnlm_cli.ngram.model import NgramModel
+from rnnlm_cli.ngram.model import NgramModel, sorted_distinct
 from rnnlm_cli.ngram.smoothing import METHODS, estimate, kn_discounts
 from rnnlm_cli.vocab import Vocabulary
 
@@ -211,3 +211,15 @@ def test_the_distribution_after_every_stored_context_sums_to_one(sentences, orde
                     state = model.advance(state, np.array([model.vocab.id(word)]))
             total = np.exp(model.log_probs(state)[0]).sum()
             assert abs(total - 1.0) < 1e-9, context
+
+
+@pytest.mark.parametrize("high", [50, 2 ** 62])      # packed with positions, and argsort
+def test_sorted_distinct(high):
+    queries = np.random.default_rng(0).integers(0, 40, 1000).astype(np.uint64) * np.uint64(
+        high // 40)
+    order, distinct, repeats = sorted_distinct(queries)
+    assert np.array_equal(queries[order], np.repeat(distinct, repeats))
+    assert np.array_equal(distinct, np.unique(queries)) and repeats.sum() == queries.size
+    assert np.array_equal(np.sort(order), np.arange(queries.size))
+    empty = sorted_distinct(np.zeros(0, dtype=np.uint64))
+    assert all(part.size == 0 for part in empty)

@@ -165,14 +165,15 @@ class NgramModel(LanguageModel):
             return rows, values
         query = prefix_rows[present].astype(np.uint64) * self._v \
             + words[present].astype(np.uint64)
-        order = np.argsort(query)
-        sorted_rows = _search(self.tables.keys[n - 1], query[order])
-        hit = sorted_rows >= 0
-        at = present[order[hit]]                     # positions, in key order
-        rows[at] = sorted_rows[hit]
-        values[0][at] = self.tables.logprob[n - 1][sorted_rows[hit]]
+        order, distinct, repeats = sorted_distinct(query)
+        found = _search(self.tables.keys[n - 1], distinct)          # each distinct n-gram once
+        hit = found >= 0
+        take = np.repeat(hit, repeats)
+        at = present[order[take]]                    # positions, in key order
+        rows[at] = np.repeat(found[hit], repeats[hit])
+        values[0][at] = np.repeat(self.tables.logprob[n - 1][found[hit]], repeats[hit])
         if n < self.order:
-            values[1][at] = self.tables.backoff[n - 1][sorted_rows[hit]]
+            values[1][at] = np.repeat(self.tables.backoff[n - 1][found[hit]], repeats[hit])
         return rows, values
 
     # -- storage -------------------------------------------------------------------------
@@ -209,6 +210,28 @@ class NgramModel(LanguageModel):
                                [arrays[f"backoff_{n}"] for n in range(1, order)],
                                metadata.get("smoothing_notes", {}))
         return cls(vocab, tables, metadata)
+
+
+def sorted_distinct(queries: np.ndarray):
+    """``(order, distinct, repeats)``: ``queries[order]`` is sorted, and is ``distinct``
+    (ascending, each once) with each repeated ``repeats`` times.
+
+    Where the positions fit beside the largest query in 64 bits, query and position are
+    packed into one integer and sorted as one array, about twice as fast as ``argsort``.
+    """
+    if queries.size == 0:
+        return np.zeros(0, dtype=np.int64), queries.copy(), np.zeros(0, dtype=np.int64)
+    bits = max(1, int(queries.size).bit_length())
+    if int(queries.max()) < 1 << (64 - bits):
+        packed = np.sort((queries << np.uint64(bits))
+                         | np.arange(queries.size, dtype=np.uint64))
+        ordered = packed >> np.uint64(bits)
+        order = (packed & np.uint64((1 << bits) - 1)).astype(np.int64)
+    else:
+        order = np.argsort(queries)
+        ordered = queries[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    return order, ordered[starts], np.diff(np.append(starts, ordered.size))
 
 
 def find_sorted(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
