@@ -148,6 +148,65 @@ def count_words(path: Path) -> int:
         return sum(len(line.split()) for line in f)
 
 
+# ------------------------------------------------------------------------------ KenLM
+
+KENLM_CHILD = """
+import json, sys, time
+started = time.perf_counter()
+import kenlm
+model = kenlm.Model(sys.argv[1])
+loaded = time.perf_counter()
+with open(sys.argv[2], encoding="utf-8") as f:
+    lines = f.read().split("\\n")
+if lines and lines[-1] == "":
+    lines.pop()
+read = time.perf_counter()
+total = sum(model.score(line, bos=True, eos=True) for line in lines)
+done = time.perf_counter()
+tokens = sum(len(line.split()) + 1 for line in lines)
+print(json.dumps({"load_s": loaded - started, "score_s": done - read, "tokens": tokens,
+                  "log10prob": total}))
+"""
+
+RNNLM_SCORE_CHILD = """
+import json, sys, time
+started = time.perf_counter()
+from rnnlm_cli.models import open_model
+from rnnlm_cli.scoring import score_spans
+from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, read_text
+model = open_model(sys.argv[1])
+loaded = time.perf_counter()
+text = read_text(sys.argv[2])
+read = time.perf_counter()
+spans = Tokenizer(TokenizerConfig.from_dict(model.metadata["tokenizer"])).token_spans(text)
+scored = score_spans(model, spans)
+done = time.perf_counter()
+print(json.dumps({"load_s": loaded - started, "score_s": done - read,
+                  "tokens": int(scored.scores.logprob.size)}))
+"""
+
+
+def bench_scoring_alone(model: Path, arpa: Path, text: Path, repeats: int) -> dict:
+    """Scoring alone (tokenizing and lookups, after the model is loaded), in-process:
+    rnnlm beside the ``kenlm`` Python module (``pip install kenlm``; its ARPA loading is
+    slow and is not counted). KenLM's ``query`` is not installed by pip."""
+    def child(code, *args):
+        out = subprocess.run([sys.executable, "-c", code, *map(str, args)],
+                             capture_output=True, text=True, cwd=PROJECT)
+        if out.returncode:
+            return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    result = {}
+    for name, code, path in (("rnnlm", RNNLM_SCORE_CHILD, model), ("kenlm", KENLM_CHILD, arpa)):
+        runs = [child(code, path, text) for _ in range(repeats if name == "rnnlm" else 1)]
+        if "error" in runs[0]:
+            result[name] = {"error": runs[0]["error"]}
+            continue
+        result[name] = {"tokens_per_s": stats(r["tokens"] / r["score_s"] for r in runs),
+                        "load_s": stats(r["load_s"] for r in runs)}
+    return result
+
+
 # ------------------------------------------------------------------------------ NLTK
 
 def read_sentences(path: Path) -> List[List[str]]:
@@ -268,6 +327,23 @@ def print_viwiki(results: Dict[int, dict], train_tokens: int) -> None:
     print()
 
 
+def print_scoring_alone(res: dict) -> None:
+    print("== viwiki order 5, scoring alone (model loaded; tokenizing and lookups), in-process")
+    for name in ("rnnlm", "kenlm"):
+        r = res[name]
+        if "error" in r:
+            print(f"  {name:6} {r['error']}")
+            continue
+        what = ("the .npz" if name == "rnnlm" else
+                "the ARPA file, into its probing hash table (pip's kenlm has no build_binary)")
+        print(f"  {name:6} {fmt_rate(r['tokens_per_s'])}   (load of {what}: "
+              f"{r['load_s'].median:.2f} s, not counted)")
+    if "error" not in res["rnnlm"] and "error" not in res["kenlm"]:
+        ratio = res["rnnlm"]["tokens_per_s"].median / res["kenlm"]["tokens_per_s"].median
+        print(f"  rnnlm / kenlm module: {ratio:.2f}x")
+    print()
+
+
 def print_ptb(rnnlm_res: dict, nltk_res: Optional[dict], skipped: Optional[str],
               train_tokens: int) -> None:
     print(f"== PTB, order 3: train on valid.txt ({train_tokens:,} words), score test.txt")
@@ -317,6 +393,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--orders", type=int, nargs="+", default=[3, 5],
                    help="viwiki orders to benchmark (default: 3 5)")
     p.add_argument("--skip-nltk", action="store_true", help="leave out the NLTK peer")
+    p.add_argument("--skip-kenlm", action="store_true",
+                   help="leave out the kenlm Python module's scoring")
     p.add_argument("--nltk-tokens", type=int, default=2000,
                    help="PTB test tokens NLTK scores (it does 50-100 tokens/s; default 2000)")
     p.add_argument("--json", action="store_true",
@@ -353,6 +431,14 @@ def main(argv=None) -> int:
                              "score": bench_score(model, vi_test, args.repeats)}
         print_viwiki(viwiki, count_words(vi_train))
         report["viwiki"] = viwiki
+        if 5 in args.orders and not args.skip_kenlm:
+            arpa = Path(tmp) / "viwiki.o5.arpa"
+            subprocess.run(train_args(vi_train, 5, Path(tmp) / "with-arpa.npz")
+                           + ["--arpa", str(arpa)], check=True, capture_output=True)
+            alone = bench_scoring_alone(Path(tmp) / "viwiki.o5.npz", arpa, vi_test,
+                                        args.repeats)
+            print_scoring_alone(alone)
+            report["viwiki_scoring_alone"] = alone
 
         model = Path(tmp) / "ptb.o3.npz"
         ptb = {"train": bench_train(ptb_train, 3, model, args.repeats),

@@ -38,19 +38,28 @@ class Vocabulary:
 
     unk_id, bos_id, eos_id = 0, 1, 2
 
-    def __init__(self, words: Sequence[str], counts: Optional[np.ndarray] = None,
-                 blob: Optional[bytes] = None):
-        """``blob``: the words as UTF-8 joined by newlines, when the caller has it."""
-        words = list(words)
-        if tuple(words[:3]) != SPECIALS:
+    def __init__(self, words: Optional[Sequence[str]] = None,
+                 counts: Optional[np.ndarray] = None, blob: Optional[bytes] = None):
+        """From ``words``, or from ``blob``, the words as UTF-8 joined by newlines (what a
+        model file holds: the list of strings is then made on first use)."""
+        if words is not None:
+            words = list(words)
+            self.__dict__["words"] = words             # the cached_property, filled
+            blob = "\n".join(words).encode("utf-8")
+        self._text = blob.decode("utf-8")              # checks the bytes
+        if self._text.split("\n", 3)[:3] != list(SPECIALS):
             raise ValueError("a vocabulary starts with <unk>, <s>, </s>")
-        self.words = words
-        blob = "\n".join(words).encode("utf-8") if blob is None else blob
+        self._blob = blob
         self.byte_index = ByteIndex(blob)        # also checks that no word is there twice
-        if self.byte_index.size != len(words):
-            raise ValueError("the vocabulary's words and its byte index differ")
+        if words is not None and len(words) != self.byte_index.size:
+            raise ValueError("a word of a vocabulary cannot hold a newline")
         # Training counts (None for a vocabulary read from an ARPA file).
         self.counts = None if counts is None else np.asarray(counts, dtype=np.int64)
+
+    @cached_property
+    def words(self) -> List[str]:
+        """``words[i]`` is the word of id ``i``."""
+        return self._text.split("\n")
 
     @cached_property
     def index(self) -> Dict[str, int]:
@@ -58,7 +67,7 @@ class Vocabulary:
         return {w: i for i, w in enumerate(self.words)}
 
     def __len__(self) -> int:
-        return len(self.words)
+        return self.byte_index.size
 
     def __contains__(self, word: str) -> bool:
         return word in self.index and (word != UNK or self.unk_seen)
@@ -133,8 +142,7 @@ class Vocabulary:
 
     def to_arrays(self) -> dict:
         """Words as one UTF-8 blob joined by newlines (no token holds a newline)."""
-        blob = "\n".join(self.words).encode("utf-8")
-        arrays = {"vocab_words": np.frombuffer(blob, dtype=np.uint8)}
+        arrays = {"vocab_words": np.frombuffer(self._blob, dtype=np.uint8)}
         if self.counts is not None:
             arrays["vocab_counts"] = self.counts
         return arrays
@@ -143,8 +151,7 @@ class Vocabulary:
     def from_arrays(cls, arrays: dict) -> "Vocabulary":
         blob = bytes(np.asarray(arrays["vocab_words"]))
         counts = arrays.get("vocab_counts")
-        return cls(blob.decode("utf-8").split("\n"), None if counts is None else
-                   np.asarray(counts), blob)
+        return cls(None, None if counts is None else np.asarray(counts), blob)
 
 
 def _choose_words(counts: np.ndarray, min_count: int, max_vocab: Optional[int]) -> np.ndarray:

@@ -79,3 +79,10 @@ def test_round_trip_through_arrays_keeps_the_index():
     corpus = again.encode_spans(spans.data, spans.starts, spans.sizes, spans.lengths)
     assert corpus.ids.tolist() == [vocab.id("y"), vocab.id(LONG), 0]
     assert corpus.oov.tolist() == [False, False, True]
+
+
+def test_a_word_with_a_newline_or_no_specials_is_refused():
+    with pytest.raises(ValueError, match="newline"):
+        Vocabulary(["<unk>", "<s>", "</s>", "a\nb"])
+    with pytest.raises(ValueError, match="starts with"):
+        Vocabulary(blob=b"<unk>\n</s>\n<s>\na")
