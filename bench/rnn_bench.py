@@ -32,14 +32,17 @@ B=20, T=35, float32, 2 threads.
    (``--lr-decay 1 --patience 0``), both sides keeping the epoch with the best perplexity
    on the same 100-line validation file (rnnlm's rule). rnnlm's test perplexity is
    ``rnnlm perplexity model.npz test.txt``; PyTorch's is computed the same way: each line
-   from a fresh zero state, reading ``</s>`` first (rnnlm trains with ``</s>`` before every
-   sentence and gives ``<s>`` the same embedding), scoring the words and ``</s>``, with the
-   ``<s>`` logit excluded from the softmax (rnnlm's renormalisation), OOV words as ``<unk>``.
+   from the boundary state (the mean state before each ``</s>`` of the validation stream,
+   which rnnlm keeps in its model files), reading ``</s>`` first (rnnlm trains with ``</s>``
+   before every sentence and gives ``<s>`` the same embedding), scoring the words and
+   ``</s>``, with the ``<s>`` logit excluded from the softmax (rnnlm's renormalisation), OOV
+   words as ``<unk>``. PyTorch's default init is its own (nn.Embedding N(0, 1), as rnnlm).
    Both "incl. OOVs" and "excl. OOVs" figures are printed. Beside them the order-5
    Kneser-Ney model (``train-ngram --order 5``), and (without ``--quick``) the LSTM
-   trained to convergence with train-rnn's defaults apart from B, T and the tokenizer:
-   ``--epochs 20``, learning-rate halving and early stopping (patience 3) on the last 5% of
-   the training lines, which train-rnn holds out itself when given no ``--valid``.
+   trained to convergence, regularised as 70k training words need: ``CONVERGENCE``
+   (tied weights, dropout 0.5, Adam at 2e-3), up to ``--convergence-epochs`` (100),
+   learning-rate halving and early stopping (patience 5) on the last 5% of the training
+   lines, which train-rnn holds out itself when given no ``--valid``.
 
    Two PyTorch rows per cell. "default init": PyTorch's own default initialisation beside
    rnnlm's (``--seed 0``): different random numbers *and* different schemes, so the gap
@@ -182,7 +185,6 @@ def torch_child(spec: dict) -> dict:
         def __init__(self):
             super().__init__()
             self.embedding = nn.Embedding(V, H)
-            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)   # word_language_model
             self.rnn = rnn_class(H, H) if cell != "rnn" else nn.RNN(H, H, nonlinearity="tanh")
             self.decoder = nn.Linear(H, V)
 
@@ -262,8 +264,33 @@ def torch_child(spec: dict) -> dict:
     if spec.get("test"):
         if best_state is not None:
             model.load_state_dict(best_state)
-        result["test"] = score_lines(torch, model, read(spec["test"]), index, unk, bos, eos, V)
+        start = boundary_state(torch, model, valid, eos) if valid is not None else None
+        result["test"] = score_lines(torch, model, read(spec["test"]), index, unk, bos, eos, V,
+                                     start)
     return result
+
+
+def boundary_state(torch, model, batched, eos):
+    """rnnlm's boundary state (``rnn.model.mean_state_before``) for the PyTorch model: the
+    mean state in which it reads ``</s>`` in the validation stream, the stream's first
+    position left out, stepping through the (L, B) layout one row at a time."""
+    sums, count, hidden = None, 0, None
+    model.eval()
+    with torch.no_grad():
+        for t in range(batched.size(0) - 1):          # the last row is only a target
+            x = batched[t:t + 1]
+            at = x[0] == eos
+            if t > 0 and bool(at.any()):
+                parts = hidden if isinstance(hidden, tuple) else (hidden,)
+                picked = [p[:, at].double().sum(dim=1, keepdim=True) for p in parts]
+                sums = picked if sums is None else [a + b for a, b in zip(sums, picked)]
+                count += int(at.sum())
+            _, hidden = model.rnn(model.embedding(x), hidden)
+    model.train()
+    if not count:
+        return None
+    mean = [(p / count).float() for p in sums]           # (layers, 1, H) each
+    return tuple(mean) if isinstance(hidden, tuple) else mean[0]
 
 
 def rnnlm_start(spec: dict):
@@ -319,9 +346,10 @@ def copy_rnnlm_weights(torch, model, params: dict, cell: str, H: int) -> None:
         model.decoder.bias.copy_(t(params["decoder.c"]))
 
 
-def score_lines(torch, model, sentences, index, unk, bos, eos, V) -> dict:
-    """rnnlm's way: every line from a fresh state, reading </s> first; the words and </s>
-    scored; <s> taken out of the softmax; OOVs scored as <unk> (and counted)."""
+def score_lines(torch, model, sentences, index, unk, bos, eos, V, start=None) -> dict:
+    """rnnlm's way: every line from the boundary state ``start`` (zeros if None), reading
+    </s> first; the words and </s> scored; <s> taken out of the softmax; OOVs scored as
+    <unk> (and counted)."""
     model.eval()
     logprob = logprob_known = 0.0
     tokens = oovs = 0
@@ -341,7 +369,12 @@ def score_lines(torch, model, sentences, index, unk, bos, eos, V) -> dict:
                 scored[:len(s) + 1, b] = True
                 known[:len(s), b] = torch.tensor([w in index for w in s])
                 known[len(s), b] = True
-            logits, _ = model(inputs)                       # fresh zero state, padded at the end
+            hidden = None
+            if start is not None:                           # the same start for every line
+                expand = lambda p: p.expand(-1, len(group), -1).contiguous()  # noqa: E731
+                hidden = (tuple(map(expand, start)) if isinstance(start, tuple)
+                          else expand(start))
+            logits, _ = model(inputs, hidden)               # padded at the end
             logits = logits.double()
             logits[..., bos] = -math.inf
             lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1))[..., 0]
@@ -441,9 +474,13 @@ def bench_kn(tmp: Path, train: Path, test: Path) -> dict:
     return rnnlm_perplexity(model, test)
 
 
+CONVERGENCE = ["--tie-weights", "--dropout", "0.5", "--optimizer", "adam", "--lr", "2e-3",
+               "--patience", "5"]
+
+
 def bench_convergence(tmp: Path, train: Path, test: Path, epochs: int) -> dict:
     model = tmp / "conv_lstm.npz"
-    res = rnnlm_train(train, model, "lstm", 200, epochs, None)
+    res = rnnlm_train(train, model, "lstm", 200, epochs, None, CONVERGENCE)
     best = min(res["history"], key=lambda r: r["valid_ppl"])
     return {"history": res["history"], "best_epoch": best["epoch"],
             "epochs_run": len(res["history"]), "seconds": res["seconds"],
@@ -484,8 +521,8 @@ def print_quality(quality: dict, kn: Optional[dict], conv: Optional[dict], epoch
     print(f"== Quality: train ptb/valid.txt, test ptb/test.txt; H=200 B={B} T={T}, SGD lr 1, "
           f"clip 5, no dropout, {epochs} epochs (best epoch on the {VALID_LINES}-line "
           "validation file)")
-    print("   test perplexity, every line from a fresh state, </s> counted (incl. OOVs as "
-          "<unk> / excl. OOVs)")
+    print("   test perplexity, every line from the boundary state (mean state before </s> "
+          "in validation),\n   </s> counted (incl. OOVs as <unk> / excl. OOVs)")
     print("   default init: each framework from its own default initialisation (different "
           "random weights,\n   different init schemes, e.g. xavier W and forget bias 1 vs "
           "PyTorch's U(+-1/sqrt(H)), zero forget bias)")
@@ -532,7 +569,7 @@ def print_quality(quality: dict, kn: Optional[dict], conv: Optional[dict], epoch
         beats = (tp["perplexity"] < kn["perplexity"]
                  and tp["perplexity_excluding_oovs"] < kn["perplexity_excluding_oovs"])
         lrs = ", ".join(f"{r['valid_ppl']:.0f}@lr{r['lr']:g}" for r in conv["history"])
-        print(f"  LSTM H=200 to convergence (defaults: --epochs 20, lr halving, patience 3, "
+        print(f"  LSTM H=200 to convergence ({' '.join(CONVERGENCE)}, lr halving, "
               f"last 5% of lines held out): {conv['epochs_run']} epochs run, best epoch "
               f"{conv['best_epoch']}, {conv['seconds']:.0f} s")
         print(f"     held-out ppl per epoch: {lrs}")
@@ -559,7 +596,7 @@ def main(argv=None) -> int:
     p.add_argument("--same-init-only", action="store_true",
                    help="only the 'same initial weights' rows: rnnlm and PyTorch from rnnlm's "
                         "initial weights (no speed, default-init, KN or convergence runs)")
-    p.add_argument("--convergence-epochs", type=int, default=20)
+    p.add_argument("--convergence-epochs", type=int, default=100)
     p.add_argument("--json", action="store_true")
     p.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
