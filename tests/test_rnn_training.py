@@ -76,17 +76,21 @@ def test_optimizer_state_round_trips(name):
     whole = {k: v.copy() for k, v in start.items()}
     optimizer = make_optimizer(name, whole)
     for g in grads:
-        optimizer.step(whole, g, 0.01)
+        optimizer.step(whole, copies(g), 0.01)    # a step may use its gradient up
     split = {k: v.copy() for k, v in start.items()}
     first = make_optimizer(name, split)
-    first.step(split, grads[0], 0.01)
+    first.step(split, copies(grads[0]), 0.01)
     saved = {k: v.copy() for k, v in first.state_dict().items()}
     second = make_optimizer(name, split)
     second.load_state_dict(saved)
     for g in grads[1:]:
-        second.step(split, g, 0.01)
+        second.step(split, copies(g), 0.01)
     for k in whole:
         assert whole[k].tobytes() == split[k].tobytes()
+
+
+def copies(arrays):
+    return {k: v.copy() for k, v in arrays.items()}
 
 
 def test_clipping_scales_the_whole_gradient_to_the_threshold():

@@ -50,7 +50,9 @@ def global_norm(arrays: Mapping[str, np.ndarray]) -> float:
 
 
 class Optimizer:
-    """``step(params, grads, lr)`` updates ``params`` in place."""
+    """``step(params, grads, lr)`` updates ``params`` in place. It may overwrite
+    ``grads`` (SGD scales them in place rather than allocate a temporary as large as
+    the parameters): a gradient is used up by the step."""
 
     name = ""
 
@@ -81,7 +83,7 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """``p -= lr * g``."""
+    """``p -= lr * g``, computed as ``g *= lr; p -= g`` (the same floats)."""
 
     name = "sgd"
 
@@ -90,7 +92,9 @@ class SGD(Optimizer):
 
     def step(self, params, grads, lr):
         for k, p in params.items():
-            p -= p.dtype.type(lr) * grads[k]
+            g = grads[k]
+            g *= p.dtype.type(lr)
+            p -= g
 
 
 class Adagrad(Optimizer):

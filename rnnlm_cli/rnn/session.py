@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from rnnlm_cli.errors import ModelFileError, TrainingError
+from rnnlm_cli.rnn.allocator import keep_freed_memory
 from rnnlm_cli.rnn.batches import Batches, fit_batch_size
 from rnnlm_cli.rnn.checkpoint import Checkpoint, save_checkpoint
 from rnnlm_cli.rnn.data import TrainingData
@@ -97,6 +98,7 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
     """Train (or resume) a network on ``data``; see the module docstring."""
     if network_class is None:
         from rnnlm_cli.rnn.network import RnnNetwork as network_class
+    keep_freed_memory()   # no page faults for each chunk's temporaries (allocator.py)
     train_batches, valid_batches = plan_batches(data, config)
     fingerprint = data.fingerprint()
     vocab_size = len(data.vocab)

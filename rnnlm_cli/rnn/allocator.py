@@ -1,0 +1,39 @@
+"""Keep freed memory in the process during training (glibc's malloc).
+
+Every training chunk allocates and frees the same large NumPy temporaries (at H=650 on
+PTB: the (T*B, |V|) logits, the embedding gradient, the gate buffers, 7-17 MB each).
+glibc serves blocks this large with ``mmap`` or trims them off the heap when freed, so
+the next chunk faults the same pages back in from the kernel: about 2,000 page faults
+and 15 ms of system time per chunk, 8% of a training step. Raising malloc's mmap
+threshold to its maximum (32 MB on 64-bit) and its trim threshold to 2 GiB keeps
+freed blocks on the heap for reuse; the peak RSS is unchanged, as the same blocks are
+live at every chunk. (``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` in the
+environment do the same from outside.)
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD = -1            # mallopt parameters, from glibc's <malloc.h>
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_MAX = 32 << 20    # glibc's ceiling on 64-bit systems: 4 MiB * sizeof(long)
+TRIM_THRESHOLD = 2**31 - 1     # the largest int mallopt takes: trim only past 2 GiB free
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's malloc as the module docstring says; False where there is no glibc
+    (macOS, musl, Windows) or it refuses, in which case nothing is changed."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+        gnu_get_libc_version = libc.gnu_get_libc_version   # glibc only
+    except (OSError, AttributeError):
+        return False
+    del gnu_get_libc_version
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+                and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
