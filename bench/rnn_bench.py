@@ -596,6 +596,8 @@ def main(argv=None) -> int:
     p.add_argument("--same-init-only", action="store_true",
                    help="only the 'same initial weights' rows: rnnlm and PyTorch from rnnlm's "
                         "initial weights (no speed, default-init, KN or convergence runs)")
+    p.add_argument("--speed-only", action="store_true",
+                   help="only the speed rows (no quality, KN or convergence runs)")
     p.add_argument("--convergence-epochs", type=int, default=100)
     p.add_argument("--json", action="store_true")
     p.add_argument("--torch-child", help=argparse.SUPPRESS)
@@ -634,6 +636,11 @@ def main(argv=None) -> int:
         if not args.same_init_only:
             speed = bench_speed(tmp, train, valid, args.rows, repeats, vocab)
             print_speed(speed, repeats, vocab)
+        if args.speed_only:
+            report.update(speed=speed)
+            if args.json:
+                print(json.dumps(report))
+            return 0
         quality = bench_quality(tmp, train, valid, test, cells, args.epochs, same_init,
                                 default_rows=not args.same_init_only)
         if not args.same_init_only:

@@ -48,6 +48,7 @@ class RnnNetwork:
         self._setup(config, vocab_size, dtype)
         rng = np.random.default_rng(0) if rng is None else rng
         self.params: Dict[str, np.ndarray] = init_params(config, vocab_size, rng, self.dtype)
+        self._join_decoder()
 
     def _setup(self, config: RnnConfig, vocab_size: int, dtype) -> None:
         if vocab_size < 1:
@@ -129,11 +130,27 @@ class RnnNetwork:
                                         lambda rows: s1[rows] @ dec1, grad=False)
         return loss, new_hidden
 
+    def _join_decoder(self) -> None:
+        """Keep ``decoder.V`` and ``decoder.c`` as the two parts of one (H+1, |V|) array
+        ``[V; c]``, so that the decoder product (3) needs no copy of V at every chunk (at
+        H=650 a 16 MB copy). The optimisers update both in place, which keeps them joined."""
+        if self.config.tie_weights:
+            return
+        H = self.config.hidden
+        joined = np.empty((H + 1, self.vocab_size), dtype=self.dtype)
+        joined[:H], joined[H] = self.params["decoder.V"], self.params["decoder.c"]
+        self.params["decoder.V"], self.params["decoder.c"] = joined[:H], joined[H]
+
     def _decoder_with_bias(self) -> np.ndarray:
-        """``[V; c]`` (H+1, |V|): one product with ``[s, 1]`` gives ``V s + c`` (3). With
-        tied weights it is the transposed view of ``[E, c]`` (|V|, H+1), made without a
+        """``[V; c]`` (H+1, |V|): one product with ``[s, 1]`` gives ``V s + c`` (3). Untied,
+        it is the array the two parameters are parts of (``_join_decoder``); with tied
+        weights it is the transposed view of ``[E, c]`` (|V|, H+1), made without a
         transposing copy."""
         H, c = self.config.hidden, self.params["decoder.c"]
+        V = self.params.get("decoder.V")
+        if V is not None and V.base is not None and V.base is c.base \
+                and V.base.shape == (H + 1, self.vocab_size) and V.base.dtype == self.dtype:
+            return V.base                   # still joined (not replaced by assignment)
         if self.config.tie_weights:
             dec1 = np.empty((self.vocab_size, H + 1), dtype=self.dtype)
             dec1[:, :H], dec1[:, H] = self.params["embedding"], c
@@ -291,6 +308,7 @@ class RnnNetwork:
         net = cls.__new__(cls)
         net._setup(config, vocab_size, dtype)
         net.params = {name: np.array(arrays[name], dtype=dtype) for name in shapes}  # own, writable
+        net._join_decoder()
         return net
 
 
