@@ -335,3 +335,26 @@ def test_gradients_match_finite_differences_when_no_word_repeats():
     _, grads, _ = net.loss_and_grads(inputs, targets, hidden)
     for name, result in worst_errors(net, inputs, targets, hidden, grads).items():
         assert result.worst < 1e-6, (name, result)
+
+
+def test_the_decoder_stays_one_array_through_updates_and_replacement():
+    """``decoder.V`` and ``decoder.c`` are the parts of one [V; c] array that the decoder
+    product uses without copying; in-place updates keep it current, and a network whose
+    parameters were replaced by assignment still computes from the new values."""
+    config = RnnConfig(cell="lstm", hidden=5)
+    net = RnnNetwork(config, 9, np.random.default_rng(0), dtype=np.float64)
+    V, c = net.params["decoder.V"], net.params["decoder.c"]
+    joined = net._decoder_with_bias()
+    assert V.base is joined and c.base is joined
+    rng = np.random.default_rng(1)
+    inputs, targets = rng.integers(0, 9, (4, 2)), rng.integers(0, 9, (4, 2))
+    _, grads, _ = net.loss_and_grads(inputs, targets, net.initial_hidden(2))
+    for name, p in net.params.items():
+        p -= 0.5 * grads[name]                                   # as the optimisers do
+    assert np.array_equal(net._decoder_with_bias(), np.vstack([V, c]))
+    states = rng.standard_normal((3, 5))
+    assert np.allclose(net.logits(states), states @ V + c, rtol=1e-13)
+    loaded = RnnNetwork.from_arrays(config, net.to_arrays(), 9)
+    assert loaded.params["decoder.V"].base is loaded._decoder_with_bias()
+    loaded.params["decoder.c"] = np.full(9, 2.0)                 # no longer joined
+    assert np.array_equal(loaded._decoder_with_bias(), np.vstack([V, np.full(9, 2.0)]))
