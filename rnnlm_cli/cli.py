@@ -91,14 +91,16 @@ def network_options(command):
                      help="Embedding size E  [default: H]"),
         click.option("--init", type=click.Choice(["normal", "uniform", "xavier", "orthogonal",
                                                   "identity"]),
-                     default="xavier", show_default=True,
+                     default="uniform", show_default=True,
                      help="Of the recurrent matrix W; identity (with zero biases) is the IRNN "
                           "recipe, for --activation relu."),
-        click.option("--init-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
-                     show_default=True, help="std (normal), bound (uniform), gain (xavier, "
-                                             "orthogonal), multiple of I (identity)."),
-        click.option("--forget-bias", type=float, default=1.0, show_default=True,
-                     help="Initial LSTM forget-gate bias."),
+        click.option("--init-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="std (normal), bound (uniform), gain (xavier, orthogonal), multiple "
+                          "of I (identity)  [default: 1/sqrt(H) for normal and uniform, as "
+                          "PyTorch's bound; 1 for the others]"),
+        click.option("--forget-bias", type=float, default=0.0, show_default=True,
+                     help="Initial LSTM forget-gate bias (1 is Gers et al.'s; 0, PyTorch's, "
+                          "learns long gaps sooner: docs/gradients.md)."),
     ]):
         command = option(command)
     return command

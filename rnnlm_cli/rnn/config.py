@@ -28,15 +28,25 @@ class RnnConfig:
     embed: Optional[int] = None    # None: = hidden
     dropout: float = 0.0           # on embeddings, between layers and before the decoder
     tie_weights: bool = False      # the decoder shares the embedding matrix (embed == hidden)
-    init: str = "xavier"           # recurrent matrix W: normal|uniform|xavier|orthogonal|identity
-    init_scale: float = 1.0        # std (normal), bound (uniform), gain (xavier, orthogonal),
-                                   # multiple of I (identity)
-    forget_bias: float = 1.0       # LSTM forget-gate bias at initialisation (0 = plain)
+    init: str = "uniform"          # recurrent matrix W: normal|uniform|xavier|orthogonal|identity
+    init_scale: Optional[float] = None   # std (normal), bound (uniform), gain (xavier,
+                                   # orthogonal), multiple of I (identity); None: the scheme's
+                                   # default (``recurrent_scale``)
+    forget_bias: float = 0.0       # LSTM forget-gate bias at initialisation (0 = plain)
 
     @property
     def embed_size(self) -> int:
         """The width of the embeddings: ``embed``, or ``hidden`` when not given."""
         return self.hidden if self.embed is None else self.embed
+
+    @property
+    def recurrent_scale(self) -> float:
+        """``init_scale``, or the default of the ``init`` scheme: 1/sqrt(H) for ``normal``
+        (spectral radius about 1) and ``uniform`` (the bound of torch.nn.RNN/GRU/LSTM, so
+        that the default initialisation is PyTorch's), 1 for the others."""
+        if self.init_scale is not None:
+            return float(self.init_scale)
+        return 1 / math.sqrt(self.hidden) if self.init in ("normal", "uniform") else 1.0
 
     @property
     def gates(self) -> int:
@@ -60,7 +70,8 @@ class RnnConfig:
         if self.tie_weights and self.embed_size != self.hidden:
             raise OptionError(f"--tie-weights needs --embed equal to --hidden "
                               f"({self.embed_size} != {self.hidden})")
-        if not _finite(self.init_scale) or self.init_scale <= 0:
+        if self.init_scale is not None and (not _finite(self.init_scale)
+                                            or self.init_scale <= 0):
             raise OptionError(f"--init-scale must be a positive number, not {self.init_scale!r}")
         if not _finite(self.forget_bias):
             raise OptionError(f"--forget-bias must be a finite number, not {self.forget_bias!r}")
