@@ -3,9 +3,10 @@
 
 Run from anywhere, with the interpreter rnnlm is installed in::
 
-    python bench/rnn_bench.py              # everything (about 8 minutes on 2 CPUs)
+    python bench/rnn_bench.py              # everything (about 14 minutes on 2 CPUs)
     python bench/rnn_bench.py --quick      # 1 speed repeat, LSTM quality only, no
-                                           # training to convergence (about 3 minutes)
+                                           # training to convergence (about 4 minutes)
+    python bench/rnn_bench.py --speed-only # the speed rows alone (about 7 minutes)
     python bench/rnn_bench.py --repeats 5 --json
     python bench/rnn_bench.py --same-init-only   # rnnlm vs PyTorch from rnnlm's weights
 
@@ -36,7 +37,8 @@ B=20, T=35, float32, 2 threads.
    which rnnlm keeps in its model files), reading ``</s>`` first (rnnlm trains with ``</s>``
    before every sentence and gives ``<s>`` the same embedding), scoring the words and
    ``</s>``, with the ``<s>`` logit excluded from the softmax (rnnlm's renormalisation), OOV
-   words as ``<unk>``. PyTorch's default init is its own (nn.Embedding N(0, 1), as rnnlm).
+   words as ``<unk>``. PyTorch's default init is its own; rnnlm's default is the same scheme
+   (embeddings N(0, 1), W and U uniform in +-1/sqrt(H)) with zero biases.
    Both "incl. OOVs" and "excl. OOVs" figures are printed. Beside them the order-5
    Kneser-Ney model (``train-ngram --order 5``), and (without ``--quick``) the LSTM
    trained to convergence, regularised as 70k training words need: ``CONVERGENCE``
@@ -523,9 +525,9 @@ def print_quality(quality: dict, kn: Optional[dict], conv: Optional[dict], epoch
           "validation file)")
     print("   test perplexity, every line from the boundary state (mean state before </s> "
           "in validation),\n   </s> counted (incl. OOVs as <unk> / excl. OOVs)")
-    print("   default init: each framework from its own default initialisation (different "
-          "random weights,\n   different init schemes, e.g. xavier W and forget bias 1 vs "
-          "PyTorch's U(+-1/sqrt(H)), zero forget bias)")
+    print("   default init: each framework from its own default initialisation (the same "
+          "schemes,\n   W ~ U(+-1/sqrt(H)), but different random weights, and PyTorch's "
+          "biases random, rnnlm's zero)")
     print("   same init: PyTorch started from rnnlm's --seed 0 initial weights (float32 copy) "
           "and trained on\n   rnnlm's own chunks in rnnlm's order, same SGD/clipping rule, "
           "one bias per gate like rnnlm\n   (bias_hh held at 0): isolates implementation "
