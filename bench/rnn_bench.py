@@ -47,8 +47,9 @@ B=20, T=35, float32, 2 threads.
    lines, which train-rnn holds out itself when given no ``--valid``.
 
    Two PyTorch rows per cell. "default init": PyTorch's own default initialisation beside
-   rnnlm's (``--seed 0``): different random numbers *and* different schemes, so the gap
-   mixes initialisation with implementation. "same init" (LSTM and GRU): PyTorch starts
+   rnnlm's (``--seed 0``): the same scheme (W, U ~ U(+-1/sqrt(H)), embeddings N(0, 1);
+   rnnlm's biases zero, PyTorch's random) with different random numbers, so the gap mixes
+   the draw with the implementation. "same init" (LSTM and GRU): PyTorch starts
    from rnnlm's exact initial weights, built as ``train-rnn --seed 0`` builds them
    (``RnnNetwork(RnnConfig(cell, hidden=200), |V|, rng)`` with ``rng`` the first child of
    ``SeedSequence(0).spawn(2)``, as ``session.run_training`` does) and copied in float32
