@@ -13,7 +13,6 @@ environment do the same from outside.)
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD = -1            # mallopt parameters, from glibc's <malloc.h>
 M_MMAP_THRESHOLD = -3
@@ -24,16 +23,13 @@ TRIM_THRESHOLD = 2**31 - 1     # the largest int mallopt takes: trim only past 2
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc as the module docstring says; False where there is no glibc
     (macOS, musl, Windows) or it refuses, in which case nothing is changed."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-        gnu_get_libc_version = libc.gnu_get_libc_version   # glibc only
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None)     # the process's own symbols: libc, without a search
+    except (OSError, TypeError):     # Windows has no such handle
         return False
-    del gnu_get_libc_version
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return False                 # not glibc
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
                 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

@@ -147,14 +147,14 @@ class RnnNetwork:
         weights it is the transposed view of ``[E, c]`` (|V|, H+1), made without a
         transposing copy."""
         H, c = self.config.hidden, self.params["decoder.c"]
-        V = self.params.get("decoder.V")
-        if V is not None and V.base is not None and V.base is c.base \
-                and V.base.shape == (H + 1, self.vocab_size) and V.base.dtype == self.dtype:
-            return V.base                   # still joined (not replaced by assignment)
         if self.config.tie_weights:
             dec1 = np.empty((self.vocab_size, H + 1), dtype=self.dtype)
             dec1[:, :H], dec1[:, H] = self.params["embedding"], c
             return dec1.T
+        joined = self.params["decoder.V"].base          # still joined (not replaced)?
+        if joined is not None and joined is c.base and joined.dtype == self.dtype \
+                and joined.shape == (H + 1, self.vocab_size):
+            return joined
         dec1 = np.empty((H + 1, self.vocab_size), dtype=self.dtype)
         dec1[:H], dec1[H] = self.params["decoder.V"], c
         return dec1
