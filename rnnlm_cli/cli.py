@@ -484,10 +484,12 @@ def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
         rnnlm perplexity en.npz test.txt
         rnnlm perplexity en.npz --per-sentence --json < test.txt
     """
+    from rnnlm_cli.allocator import keep_freed_memory
     from rnnlm_cli.models import open_model
     from rnnlm_cli.scoring import score_spans, score_text, summarize
     from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines
 
+    keep_freed_memory()   # the lookups' temporaries are reused, not faulted in (allocator.py)
     lm = open_model(model)
     tokenizer = Tokenizer(TokenizerConfig.from_dict(lm.metadata["tokenizer"]))
     paths = text or ("-",)

@@ -186,6 +186,50 @@ def test_fast_scoring_equals_walking_the_distributions(sentences, order, method,
     np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=0)
 
 
+# A pruned model, as SRILM writes them: the trigram "<s> a b" is kept while its suffix
+# "a b" is pruned, so the longest match is not always found by shortening the history.
+PRUNED_ARPA = """\\data\\
+ngram 1=5
+ngram 2=2
+ngram 3=1
+
+\\1-grams:
+-1.0\t<unk>
+-99\t<s>\t-0.3
+-0.5\t</s>
+-0.6\ta\t-0.2
+-0.7\tb\t-0.1
+
+\\2-grams:
+-0.4\t<s> a\t-0.25
+-0.3\ta </s>
+
+\\3-grams:
+-0.1\t<s> a b
+
+\\end\\
+"""
+
+
+def test_scoring_a_pruned_model_by_hand(tmp_path):
+    from rnnlm_cli.ngram.arpa import read_arpa
+    path = tmp_path / "pruned.arpa"
+    path.write_text(PRUNED_ARPA, encoding="utf-8")
+    model = read_arpa(str(path))
+    encoded = model.vocab.encode([["a", "b"], ["b", "a"], []])
+    scores = model.score(encoded.ids, encoded.lengths)
+    log10 = scores.logprob / math.log(10)
+    # a|<s>: bigram. b|<s> a: the trigram. </s>|a b: no "a b </s>", no "b </s>": the
+    # unigram plus bow(b); the context "a b" is not in the model (bow 1).
+    # b|<s>: p(b) bow(<s>). a|<s> b: p(a) bow(b) ("<s> b" absent). </s>|b a: "a </s>".
+    # </s>|<s>: p(</s>) bow(<s>).
+    expected = [-0.4, -0.1, -0.5 - 0.1, -0.7 - 0.3, -0.6 - 0.1, -0.3, -0.5 - 0.3]
+    np.testing.assert_allclose(log10, expected, rtol=0, atol=1e-6)
+    assert scores.order.tolist() == [2, 3, 1, 1, 1, 2, 1]
+    slow = super(NgramModel, model).score(encoded.ids, encoded.lengths).logprob
+    np.testing.assert_allclose(scores.logprob, slow, rtol=1e-12, atol=0)
+
+
 def stored_ngrams(model, n):
     """The word tuples of the order-n table, decoded from the trie keys."""
     words = [(w,) for w in model.vocab.words]

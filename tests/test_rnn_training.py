@@ -531,7 +531,7 @@ def test_resume_with_the_real_network(tmp_path, cell):
 def test_training_keeps_freed_memory_with_glibc():
     """A freed block of a few MB is reused: allocating it again after the tuning touches no
     new pages (without it, glibc unmaps the block and the next allocation faults it in)."""
-    from rnnlm_cli.rnn.allocator import keep_freed_memory
+    from rnnlm_cli.allocator import keep_freed_memory
     assert keep_freed_memory()
 
     def faults_of_one_round():

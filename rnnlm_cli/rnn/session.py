@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from rnnlm_cli.errors import ModelFileError, TrainingError
-from rnnlm_cli.rnn.allocator import keep_freed_memory
+from rnnlm_cli.allocator import keep_freed_memory
 from rnnlm_cli.rnn.batches import Batches, fit_batch_size
 from rnnlm_cli.rnn.checkpoint import Checkpoint, save_checkpoint
 from rnnlm_cli.rnn.data import TrainingData
