@@ -23,6 +23,25 @@ def test_round_trip_keeps_arrays_and_metadata(tmp_path):
     assert type(loaded["a"]) is np.ndarray        # memory-mapped, but a plain ndarray
 
 
+def test_members_are_aligned_and_the_file_is_a_standard_npz(tmp_path):
+    """Each array's data starts 64-byte aligned (a misaligned memory map makes NumPy copy
+    it in every searchsorted); the archive stays what np.load and zip tools read."""
+    import zipfile
+    path = tmp_path / "m.npz"
+    arrays = {"x" * k: np.arange(k + 1, dtype=np.uint64) for k in range(1, 40, 7)}
+    arrays["odd"] = np.arange(3, dtype=np.uint8)     # a 3-byte member before the next one
+    arrays["after"] = np.arange(9, dtype=np.float32)
+    save_model(str(path), arrays, {"m": 1})
+    loaded, _ = load_model(str(path))
+    for key, value in arrays.items():
+        assert loaded[key].ctypes.data % 64 == 0 and loaded[key].flags.aligned, key
+        np.testing.assert_array_equal(loaded[key], value)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+    with np.load(path, allow_pickle=False) as plain:
+        np.testing.assert_array_equal(plain["after"], arrays["after"])
+
+
 def test_written_file_has_ordinary_permissions(tmp_path):
     path = tmp_path / "m.npz"
     save_model(str(path), {"a": np.zeros(1)}, {})

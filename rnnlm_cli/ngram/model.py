@@ -145,28 +145,29 @@ class NgramModel(LanguageModel):
         words[~is_eos] = ids
         words[is_eos] = self.vocab.eos_id
         logprob = tables.logprob[0][words].astype(np.float64)
-        order_used = np.ones(words.size, dtype=np.int64)
+        order_used = np.ones(words.size, dtype=np.int8)     # orders up to 127 (--order 1-10)
         if self.order == 1 or words.size == 0:
             return TokenScores(logprob, order_used, ends)
         context = np.empty(words.size, dtype=np.uint64)     # the word before, or <s>
         context[1:] = words[:-1]
         context[ends - lengths - 1] = self.vocab.bos_id
         positions, queries = _sorted_with_positions(context * v + words.astype(np.uint64))
+        context_bow = tables.backoff[0][context[positions].astype(np.int64)]
         for n in range(2, self.order + 1):
             rows = _search(tables.keys[n - 1], queries)
-            found = rows >= 0
-            missed = ~found
-            # Back-off weight of the (n-1)-gram context (its row is the key's high part).
-            logprob[positions[missed]] += \
-                tables.backoff[n - 2][(queries[missed] // v).astype(np.int64)]
-            positions, rows = positions[found], rows[found]
-            logprob[positions] = tables.logprob[n - 1][rows]
+            # (Compacting with flatnonzero + take: several times faster than a boolean mask.)
+            missed = np.flatnonzero(rows < 0)
+            logprob[positions.take(missed)] += context_bow.take(missed)
+            found = np.flatnonzero(rows >= 0)
+            positions, rows = positions.take(found), rows.take(found)
+            logprob[positions] = tables.logprob[n - 1].take(rows)
             order_used[positions] = n
             if n == self.order:
                 break
-            go_on = ~is_eos[positions]                      # </s> is no context
-            positions, rows = positions[go_on] + 1, rows[go_on]
-            queries = rows.astype(np.uint64) * v + words[positions].astype(np.uint64)
+            go_on = np.flatnonzero(~is_eos.take(positions))   # </s> is no context
+            positions, rows = positions.take(go_on) + 1, rows.take(go_on)
+            queries = rows.astype(np.uint64) * v + words.take(positions).astype(np.uint64)
+            context_bow = tables.backoff[n - 1].take(rows)
         return TokenScores(logprob, order_used, ends)
 
     # -- storage -------------------------------------------------------------------------
