@@ -241,10 +241,6 @@ def _detokenize_chars(tokens: Sequence[str]) -> str:
 
 # --- token spans: splitting on ASCII whitespace with array operations ----------------
 
-_IS_ASCII_SPACE = np.zeros(256, dtype=bool)
-_IS_ASCII_SPACE[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20]] = True      # \t \n \v \f \r space
-
-
 @dataclass
 class TokenSpans:
     """Tokens as spans of UTF-8 bytes: token i is ``data[starts[i]:starts[i] + sizes[i]]``,
@@ -259,14 +255,18 @@ class TokenSpans:
     def of_whitespace(cls, raw: bytes) -> "TokenSpans":
         """Lines split on ``\\n``, tokens on ASCII whitespace (``_split_ascii_whitespace``)."""
         data = padded_bytes(raw)
-        space = np.ones(len(raw) + 2, dtype=np.int8)       # a space before and after
-        space[1:-1] = _IS_ASCII_SPACE[data[:len(raw)]]
-        edges = np.flatnonzero(np.diff(space))             # token starts and ends, in turn
+        text = data[:len(raw)]
+        space = np.ones(len(raw) + 2, dtype=bool)          # a space before and after
+        # ASCII whitespace: space, or \t \n \v \f \r (9-13; uint8 arithmetic wraps below 9)
+        np.logical_or(text == 0x20, (text - np.uint8(9)) < np.uint8(5), out=space[1:-1])
+        edges = np.flatnonzero(space[1:] != space[:-1])    # token starts and ends, in turn
         starts, ends = edges[0::2], edges[1::2]
-        newlines = np.flatnonzero(data[:len(raw)] == 0x0A)
-        lines = newlines.size + (0 if raw.endswith(b"\n") or not raw else 1)
-        line_of = np.searchsorted(newlines, starts)
-        return cls(data, starts, ends - starts, np.bincount(line_of, minlength=lines))
+        newlines = np.flatnonzero(text == 0x0A)
+        # Tokens before each line end; a last line without "\n" holds the rest.
+        before = np.searchsorted(starts, newlines)
+        if not raw.endswith(b"\n") and raw:
+            before = np.append(before, starts.size)
+        return cls(data, starts, ends - starts, np.diff(before, prepend=0))
 
 
 # --- the tokenizer -----------------------------------------------------------------

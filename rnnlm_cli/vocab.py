@@ -219,9 +219,10 @@ class ByteIndex:
     A word of at most ``SHORT`` bytes is keyed by its bytes themselves (``short_keys``)
     and stored in an open-addressing hash table (linear probing, at most 40% full): a
     query probes slots from the one its hash picks until it meets its own key or an empty
-    slot, all queries advancing together, one gather per probe. Keys are compared whole,
-    so a hash collision never gives a wrong word. Longer words (rare in any vocabulary)
-    are looked up by their bytes in a dict.
+    slot, all queries advancing together. Each slot holds its word's whole key (first and
+    second 8 bytes, and ``id * 32 + size``), so a probe is three independent gathers at
+    the same slot, and a hash collision never gives a wrong word. Longer words (rare in
+    any vocabulary) are looked up by their bytes in a dict.
     """
 
     def __init__(self, blob: bytes):
@@ -245,8 +246,13 @@ class ByteIndex:
         steps = np.arange(short.size)
         place = steps + np.maximum.accumulate(home - steps) if short.size else steps
         self.probes = int((place - home).max(initial=0)) + 1
-        self.table = np.full((1 << self.bits) + self.probes, -1, dtype=np.int64)  # room to run on
-        self.table[place] = short
+        slots = (1 << self.bits) + self.probes       # room to run on, and an empty slot last
+        self.slot_first = np.zeros(slots, dtype=np.uint64)
+        self.slot_second = np.zeros(slots, dtype=np.uint64)
+        self.slot_word = np.full(slots, -1, dtype=np.int64)      # id * 32 + size; -1 empty
+        self.slot_first[place] = self.first[short]
+        self.slot_second[place] = self.second[short]
+        self.slot_word[place] = short * 32 + self.sizes[short]
         long_words = np.flatnonzero(self.sizes > SHORT).tolist()
         self.by_bytes = {blob[starts[i]:starts[i] + self.sizes[i]]: i for i in long_words}
         if len(self.by_bytes) != len(long_words):
@@ -267,18 +273,25 @@ class ByteIndex:
         a span that is no word of the vocabulary."""
         starts, sizes = np.asarray(starts, dtype=np.int64), np.asarray(sizes, dtype=np.int64)
         first, second = short_keys(data, starts, sizes)
-        ids = np.full(starts.size, -1, dtype=np.int64)
-        active = np.flatnonzero(sizes <= SHORT)
-        slots = self._slots(first[active], second[active], sizes[active])
-        for _ in range(self.probes):
-            found = self.table[slots]
-            hit = found >= 0
-            hit[hit] = ((self.first[found[hit]] == first[active[hit]])
-                        & (self.second[found[hit]] == second[active[hit]])
-                        & (self.sizes[found[hit]] == sizes[active[hit]]))
-            ids[active[hit]] = found[hit]
-            going = ~hit & (found >= 0)                # an occupied slot of another word
-            active, slots = active[going], slots[going] + 1
+        # A long span's code (17) matches no slot (a word's size is at most 16, an empty
+        # slot's 31): it probes on to an empty slot, and is then looked up in the dict.
+        code = np.minimum(sizes, SHORT + 1)
+        slots = self._slots(first, second, sizes)
+        word = self.slot_word.take(slots)
+        hit = ((self.slot_first.take(slots) == first) & (self.slot_second.take(slots) == second)
+               & ((word & 31) == code))
+        ids = np.where(hit, word >> 5, -1)
+        todo = np.flatnonzero(~hit & (word >= 0))         # at another word's slot: go on
+        slots = slots.take(todo)
+        while todo.size:
+            slots += 1
+            word = self.slot_word.take(slots)
+            hit = ((self.slot_first.take(slots) == first.take(todo))
+                   & (self.slot_second.take(slots) == second.take(todo))
+                   & ((word & 31) == code.take(todo)))
+            ids[todo[hit]] = word[hit] >> 5
+            going = np.flatnonzero(~hit & (word >= 0))
+            todo, slots = todo.take(going), slots.take(going)
         get = self.by_bytes.get
         for i in np.flatnonzero(sizes > SHORT).tolist() if self.by_bytes else ():
             ids[i] = get(data[starts[i]:starts[i] + sizes[i]].tobytes(), -1)
