@@ -47,7 +47,8 @@ class Vocabulary:
             self.__dict__["words"] = words             # the cached_property, filled
             blob = "\n".join(words).encode("utf-8")
         self._text = blob.decode("utf-8")              # checks the bytes
-        if self._text.split("\n", 3)[:3] != list(SPECIALS):
+        head = "\n".join(SPECIALS).encode()      # (a split would copy the whole rest)
+        if not blob.startswith(head) or blob[len(head):len(head) + 1] not in (b"", b"\n"):
             raise ValueError("a vocabulary starts with <unk>, <s>, </s>")
         self._blob = blob
         self.byte_index = ByteIndex(blob)        # also checks that no word is there twice

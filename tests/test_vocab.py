@@ -86,3 +86,15 @@ def test_a_word_with_a_newline_or_no_specials_is_refused():
         Vocabulary(["<unk>", "<s>", "</s>", "a\nb"])
     with pytest.raises(ValueError, match="starts with"):
         Vocabulary(blob=b"<unk>\n</s>\n<s>\na")
+
+
+@pytest.mark.parametrize("words", [["<s>", "<unk>", "</s>", "a"], ["<unk>", "<s>", "</s>x"],
+                                   ["<unk>", "<s>"]])
+def test_a_vocabulary_must_start_with_the_specials(words):
+    with pytest.raises(ValueError, match="starts with <unk>, <s>, </s>"):
+        Vocabulary(words)
+
+
+def test_the_specials_alone_are_a_vocabulary():
+    assert len(Vocabulary(["<unk>", "<s>", "</s>"])) == 3
+    assert Vocabulary.from_arrays(Vocabulary(["<unk>", "<s>", "</s>", "a"]).to_arrays()).id("a") == 3
