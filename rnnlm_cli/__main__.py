@@ -1,5 +1,5 @@
 """Allow ``python -m rnnlm_cli``."""
-from rnnlm_cli.cli import cli
+from rnnlm_cli.cli import main
 
 if __name__ == "__main__":
-    cli(prog_name="rnnlm")
+    main()

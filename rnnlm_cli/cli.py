@@ -765,3 +765,18 @@ def gradients(ctx, files, max_distance, chunks, streams, as_json, plot, cell, ac
     click.echo(_json(report.to_dict()) if as_json else grad.format_report(report))
     if plot:
         grad.plot_report(report, plot)
+
+
+def main() -> None:
+    """The ``rnnlm`` console script and ``python -m rnnlm_cli``.
+
+    At exit, the objects alive are moved out of the garbage collector's sight
+    (``gc.freeze``): Python's finalization otherwise runs full collections over
+    everything NumPy and Click created, ~15 ms of a 0.35 s ``perplexity`` run, to free
+    memory the operating system takes back anyway. (Objects are still released by
+    reference counting; only cycles among them are left to the exit.)
+    """
+    import atexit
+    import gc
+    atexit.register(gc.freeze)
+    cli(prog_name="rnnlm")
