@@ -383,6 +383,16 @@ def test_perplexity_missing_array(work, name):
                  f"Error: m.npz: corrupt model: array '{name}' is missing")
 
 
+def test_perplexity_vocabulary_index_that_does_not_fit(work):
+    arrays = model_arrays()
+    word = [k for k in arrays if k.startswith("vocab_index") and k.endswith("_word")][0]
+    arrays[word] = arrays[word][:-1]
+    np.savez(work / "m.npz", **arrays)
+    assert_fails(run("perplexity", "m.npz", "text.txt"), 1,
+                 "Error: m.npz: corrupt model: the stored vocabulary index does not fit the "
+                 "vocabulary")
+
+
 def test_perplexity_array_of_wrong_dtype(work):
     arrays = model_arrays()
     arrays["logprob_2"] = arrays["logprob_2"].astype(np.int32)

@@ -98,3 +98,50 @@ def test_a_vocabulary_must_start_with_the_specials(words):
 def test_the_specials_alone_are_a_vocabulary():
     assert len(Vocabulary(["<unk>", "<s>", "</s>"])) == 3
     assert Vocabulary.from_arrays(Vocabulary(["<unk>", "<s>", "</s>", "a"]).to_arrays()).id("a") == 3
+
+
+def _index_arrays(arrays):
+    return {k: v for k, v in arrays.items() if k.startswith("vocab_index")}
+
+
+def test_the_stored_index_is_used_and_finds_what_a_built_one_finds(monkeypatch):
+    words = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(300)] + [LONG, "tiếng"]
+    arrays = Vocabulary(words).to_arrays()
+    assert len(_index_arrays(arrays)) == 3
+    built = Vocabulary.from_arrays({k: v for k, v in arrays.items()
+                                    if not k.startswith("vocab_index")})
+    monkeypatch.setattr(ByteIndex, "_build", lambda *a: pytest.fail("rebuilt the stored index"))
+    stored = Vocabulary.from_arrays(arrays)
+    text = " ".join(words[3:] + ["w300", "tiến", LONG + "s"]) + "\n"   # no markers
+    spans = spans_of(text)
+    ids = stored.encode_spans(spans.data, spans.starts, spans.sizes, spans.lengths).ids
+    again = built.encode_spans(spans.data, spans.starts, spans.sizes, spans.lengths).ids
+    assert ids.tolist() == again.tolist() == list(range(3, len(words))) + [0, 0, 0]
+
+
+def test_an_index_of_another_scheme_is_rebuilt():
+    arrays = Vocabulary(["<unk>", "<s>", "</s>", "a"]).to_arrays()
+    renamed = {k.replace(f"index{ByteIndex.SCHEME}_", f"index{ByteIndex.SCHEME + 1}_"): v
+               for k, v in arrays.items()}
+    assert Vocabulary.from_arrays(renamed).id("a") == 3
+
+
+@pytest.mark.parametrize("damage", ["short", "last slot taken", "a slot emptied", "bad id",
+                                    "dtype"])
+def test_a_stored_index_that_does_not_fit_is_refused(damage):
+    arrays = Vocabulary(["<unk>", "<s>", "</s>", "a", "b", "c"]).to_arrays()
+    index = {k: np.array(v) for k, v in _index_arrays(arrays).items()}
+    key_of_word = [k for k in index if k.endswith("_word")][0]
+    word = index[key_of_word]
+    if damage == "short":
+        index = {k: v[:-1] for k, v in index.items()}
+    elif damage == "last slot taken":
+        word[-1] = word[word >= 0][0]
+    elif damage == "a slot emptied":
+        word[np.flatnonzero(word >= 0)[0]] = -1
+    elif damage == "bad id":
+        word[np.flatnonzero(word >= 0)[0]] = 99 * 32 + 1
+    else:
+        index[key_of_word] = word.astype(np.int32)
+    with pytest.raises(ValueError, match="index does not fit"):
+        Vocabulary.from_arrays({**arrays, **index})
