@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, List
 
 import numpy as np
 
@@ -31,6 +31,16 @@ class TokenScores:
     logprob: np.ndarray        # (n_tokens,) float64
     order: np.ndarray          # (n_tokens,) int
     sentence_ends: np.ndarray  # (n_sentences,) int
+
+    @classmethod
+    def concatenate(cls, pieces: "List[TokenScores]") -> "TokenScores":
+        """The scores of consecutive groups of sentences, as one."""
+        if len(pieces) == 1:
+            return pieces[0]
+        offsets = np.cumsum([0] + [p.logprob.size for p in pieces[:-1]])
+        return cls(np.concatenate([p.logprob for p in pieces]),
+                   np.concatenate([p.order for p in pieces]),
+                   np.concatenate([p.sentence_ends + o for p, o in zip(pieces, offsets)]))
 
 
 class LanguageModel(ABC):

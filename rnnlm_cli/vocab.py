@@ -9,10 +9,12 @@ by first appearance, so the same corpus always gives the same ids.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from rnnlm_cli.parallel import parts_for, run_all
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
@@ -308,8 +310,15 @@ class ByteIndex:
 
     def lookup(self, data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """The id of each span of the padded array ``data`` (see ``padded_bytes``), -1 for
-        a span that is no word of the vocabulary."""
+        a span that is no word of the vocabulary; the spans are cut into one group per
+        thread (``parallel.py``)."""
         starts, sizes = np.asarray(starts, dtype=np.int64), np.asarray(sizes, dtype=np.int64)
+        cuts = np.linspace(0, starts.size, parts_for(starts.size) + 1).astype(np.int64).tolist()
+        pieces = run_all([partial(self._lookup, data, starts[a:b], sizes[a:b])
+                          for a, b in zip(cuts[:-1], cuts[1:])])
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def _lookup(self, data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         first, second = short_keys(data, starts, sizes)
         # A long span's code (17) matches no slot (a word's size is at most 16, an empty
         # slot's 31): it probes on to an empty slot, and is then looked up in the dict.

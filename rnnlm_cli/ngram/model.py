@@ -16,12 +16,14 @@ where ``h_k`` are the last k words of ``h`` and a missing ``h_k`` has bow 1.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import List
 
 import numpy as np
 
 from rnnlm_cli.lm import LanguageModel, TokenScores
 from rnnlm_cli.ngram.smoothing import BackoffTables
+from rnnlm_cli.parallel import even_cuts, parts_for, run_all
 from rnnlm_cli.vocab import Vocabulary
 
 
@@ -121,6 +123,17 @@ class NgramModel(LanguageModel):
                 np.searchsorted(keys, first + self._v).astype(np.int64))
 
     def score(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
+        """``_score_sentences`` over groups of whole sentences, one per thread
+        (``parallel.py``); the scores are the same however the text is cut."""
+        ids = np.asarray(ids, dtype=np.int64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        cuts = even_cuts(lengths + 1, parts_for(ids.size))
+        first_word = np.concatenate(([0], np.cumsum(lengths)))
+        return TokenScores.concatenate(run_all([
+            partial(self._score_sentences, ids[first_word[a]:first_word[b]], lengths[a:b])
+            for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist())]))
+
+    def _score_sentences(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
         """All positions of all sentences at once, one order at a time.
 
         Each sentence is laid out as ``w_1 .. w_k </s>`` (``<s>`` is only a context).
@@ -136,8 +149,6 @@ class NgramModel(LanguageModel):
         the binary searches walk through each (memory-mapped) table in order.
         """
         tables, v = self.tables, self._v
-        ids = np.asarray(ids, dtype=np.int64)
-        lengths = np.asarray(lengths, dtype=np.int64)
         ends = np.cumsum(lengths + 1)                       # of each sentence, </s> included
         is_eos = np.zeros(int(ends[-1]) if ends.size else 0, dtype=bool)
         is_eos[ends - 1] = True

@@ -1,0 +1,91 @@
+"""parallel.py, and the scoring and word lookups that cut their work into threads: the
+same answers however the work is cut."""
+import threading
+
+import numpy as np
+import pytest
+
+from rnnlm_cli import parallel
+from rnnlm_cli.ngram.counting import count_ngrams
+from rnnlm_cli.ngram.model import NgramModel
+from rnnlm_cli.ngram.smoothing import estimate
+from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
+from rnnlm_cli.vocab import Vocabulary
+
+
+def test_thread_count_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "3")
+    assert parallel.thread_count() == 3
+    for unusable in ("0", "-2", "many", ""):
+        monkeypatch.setenv("RNNLM_NUM_THREADS", unusable)
+        assert parallel.thread_count() >= 1
+
+
+def test_parts_are_one_per_thread_and_never_too_small(monkeypatch):
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "4")
+    assert parallel.parts_for(parallel.MIN_PART * 10) == 4
+    assert parallel.parts_for(parallel.MIN_PART * 2 + 1) == 2
+    assert parallel.parts_for(10) == 1 and parallel.parts_for(0) == 1
+
+
+def test_even_cuts():
+    sizes = np.array([5, 1, 1, 1, 5, 5, 2])
+    cuts = parallel.even_cuts(sizes, 2)
+    assert cuts.tolist() == [0, 4, 7]           # totals 8 and 12 (of 20)
+    assert parallel.even_cuts(sizes, 1).tolist() == [0, 7]
+    assert parallel.even_cuts(np.zeros(0, dtype=int), 3).tolist()[-1] == 0
+    many = parallel.even_cuts(np.ones(3, dtype=int), 5)
+    assert many[0] == 0 and many[-1] == 3 and np.all(np.diff(many) >= 0)
+
+
+def test_run_all_keeps_order_uses_threads_and_raises():
+    def task(i):
+        return lambda: (i * i, threading.current_thread() is threading.main_thread())
+    results = parallel.run_all([task(i) for i in range(4)])
+    assert results == [(0, True), (1, False), (4, False), (9, False)]
+
+    def boom():
+        raise ValueError("bad part")
+    with pytest.raises(ValueError, match="bad part"):
+        parallel.run_all([task(1), boom, task(2)])
+
+
+@pytest.fixture
+def threaded(monkeypatch):
+    """Cut anything of more than 7 items into 3 parts."""
+    monkeypatch.setattr(parallel, "MIN_PART", 7)
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "3")
+
+
+def random_sentences(rng, words, count):
+    return [[words[i] for i in rng.integers(0, len(words), rng.integers(0, 9))]
+            for _ in range(count)]
+
+
+def test_ngram_scores_are_the_same_however_the_sentences_are_cut(threaded, monkeypatch):
+    rng = np.random.default_rng(1)
+    words = list("abcdefg")
+    vocab, corpus = Vocabulary.build(random_sentences(rng, words, 60))
+    counts = count_ngrams(corpus.ids, corpus.lengths, 4, len(vocab), vocab.bos_id,
+                          vocab.eos_id)
+    model = NgramModel(vocab, estimate(counts, "kneser-ney", vocab.bos_id), {})
+    test = model.vocab.encode(random_sentences(rng, words + ["zz"], 40) + [[]])
+    cut = model.score(test.ids, test.lengths)
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "1")
+    whole = model.score(test.ids, test.lengths)
+    assert np.array_equal(cut.logprob, whole.logprob)
+    assert np.array_equal(cut.order, whole.order)
+    assert np.array_equal(cut.sentence_ends, whole.sentence_ends)
+    assert cut.sentence_ends[-1] == test.ids.size + test.lengths.size
+
+
+def test_word_lookups_are_the_same_however_the_tokens_are_cut(threaded, monkeypatch):
+    words = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(50)] + ["x" * 20]
+    vocab = Vocabulary(words)
+    text = " ".join(words[3:] + ["w50", "y" * 20, "w7"]) + "\n" + "w1 w2\n"
+    spans = Tokenizer(TokenizerConfig(kind="whitespace")).token_spans(text)
+    cut = vocab.byte_index.lookup(spans.data, spans.starts, spans.sizes)
+    assert cut.tolist() == list(range(3, len(words))) + [-1, -1, 10, 4, 5]
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "1")
+    assert vocab.byte_index.lookup(spans.data, spans.starts, spans.sizes).tolist() == \
+        cut.tolist()
