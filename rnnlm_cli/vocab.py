@@ -298,7 +298,8 @@ class ByteIndex:
                 and 1 <= self.probes <= max(short_words, 1) and word[-1] == -1):
             raise ValueError("the stored vocabulary index does not fit the vocabulary")
         occupied = word[word >= 0]
-        if occupied.size != short_words or (occupied.size and int(occupied.max()) >> 5 >= self.size):
+        if occupied.size != short_words or (
+                occupied.size and int(occupied.max()) >> 5 >= self.size):
             raise ValueError("the stored vocabulary index does not fit the vocabulary")
         self.slot_first, self.slot_second, self.slot_word = first, second, word
 
