@@ -297,9 +297,7 @@ class ByteIndex:
                 and first.dtype == second.dtype == np.uint64 and word.dtype == np.int64
                 and 1 <= self.probes <= max(short_words, 1) and word[-1] == -1):
             raise ValueError("the stored vocabulary index does not fit the vocabulary")
-        occupied = word[word >= 0]
-        if occupied.size != short_words or (
-                occupied.size and int(occupied.max()) >> 5 >= self.size):
+        if np.count_nonzero(word >= 0) != short_words or int(word.max()) >> 5 >= self.size:
             raise ValueError("the stored vocabulary index does not fit the vocabulary")
         self.slot_first, self.slot_second, self.slot_word = first, second, word
 
