@@ -369,9 +369,11 @@ def print_ptb(rnnlm_res: dict, nltk_res: Optional[dict], skipped: Optional[str],
           f"nonzero probability; {ns['zero_prob_tokens']} had probability 0")
     train_ratio = rnnlm_train_rate / nltk_train_rate
     score_ratio = s["tokens_per_s"].median / ns["tokens_per_s"]
-    print(f"  ratio rnnlm/NLTK  training {train_ratio:,.1f}x   scoring {score_ratio:,.0f}x"
-          f"   target >= {NLTK_MIN_RATIO:.0f}x: training {verdict(train_ratio >= NLTK_MIN_RATIO)},"
-          f" scoring {verdict(score_ratio >= NLTK_MIN_RATIO)}")
+    # No verdict on training alone: NLTK's fit only counts, and pays for the smoothing when
+    # it scores; the target is on the same work, the whole job below (and scoring).
+    print(f"  ratio rnnlm/NLTK  training {train_ratio:,.1f}x (NLTK defers its KN sums to "
+          f"scoring)   scoring {score_ratio:,.0f}x -> target >= {NLTK_MIN_RATIO:.0f}x: "
+          f"{verdict(score_ratio >= NLTK_MIN_RATIO)}")
     # The whole PTB job: train, then score all of test.txt. NLTK's scoring time for the
     # whole file is extrapolated from its measured rate on the subset (it would take ~20 min).
     test_tokens = s["summary"]["tokens"]
