@@ -317,24 +317,26 @@ class ByteIndex:
                           for a, b in zip(cuts[:-1], cuts[1:])])
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
+    def _probe(self, slots, first, second, code):
+        """The ``id * 32 + size`` at each slot, and whether the slot holds that key."""
+        word = self.slot_word.take(slots)
+        return word, ((self.slot_first.take(slots) == first)
+                      & (self.slot_second.take(slots) == second) & ((word & 31) == code))
+
     def _lookup(self, data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         first, second = short_keys(data, starts, sizes)
         # A long span's code (17) matches no slot (a word's size is at most 16, an empty
         # slot's 31): it probes on to an empty slot, and is then looked up in the dict.
         code = np.minimum(sizes, SHORT + 1)
         slots = self._slots(first, second, sizes)
-        word = self.slot_word.take(slots)
-        hit = ((self.slot_first.take(slots) == first) & (self.slot_second.take(slots) == second)
-               & ((word & 31) == code))
+        word, hit = self._probe(slots, first, second, code)   # every span at once first
         ids = np.where(hit, word >> 5, -1)
         todo = np.flatnonzero(~hit & (word >= 0))         # at another word's slot: go on
         slots = slots.take(todo)
         while todo.size:
             slots += 1
-            word = self.slot_word.take(slots)
-            hit = ((self.slot_first.take(slots) == first.take(todo))
-                   & (self.slot_second.take(slots) == second.take(todo))
-                   & ((word & 31) == code.take(todo)))
+            word, hit = self._probe(slots, first.take(todo), second.take(todo),
+                                    code.take(todo))
             ids[todo[hit]] = word[hit] >> 5
             going = np.flatnonzero(~hit & (word >= 0))
             todo, slots = todo.take(going), slots.take(going)
