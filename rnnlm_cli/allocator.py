@@ -6,7 +6,7 @@ buffers, 7-17 MB each), and every order of an n-gram model's lookups over a whol
 (a few MB per array). glibc serves blocks this large with ``mmap`` or trims them off the
 heap when freed, so the next use faults the same pages back in from the kernel: about
 2,000 page faults and 15 ms of system time per training chunk at H=650, 8% of a step;
-15,000 faults and 60 ms when scoring the Vietnamese Wikipedia test set with an order-5
+15,000 faults and about 70 ms when scoring the Vietnamese Wikipedia test set with an order-5
 model. Raising malloc's mmap threshold to its maximum (32 MB on 64-bit) and its trim
 threshold to 2 GiB keeps freed blocks on the heap for reuse; the peak RSS hardly
 changes, as the same blocks are live at each step. (``MALLOC_MMAP_THRESHOLD_`` and
