@@ -342,6 +342,25 @@ def test_projecting_each_distinct_word_once_changes_nothing(monkeypatch):
         assert np.allclose(fast[1][name], plain[1][name], rtol=1e-12, atol=1e-15), name
 
 
+@pytest.mark.parametrize("max_onehot", [512, 0])          # the product, and the sort
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_are_summed_per_word(monkeypatch, max_onehot, dtype):
+    """``sum_rows_by`` against a plain loop: words once, repeated, and absent (zero rows)."""
+    import rnnlm_cli.rnn.network as network_module
+    monkeypatch.setattr(network_module, "MAX_ONEHOT_WORDS", max_onehot)
+    rng = np.random.default_rng(7)
+    where = np.array([3, 0, 5, 3, 7, 3, 0, 8, 2])           # 1, 4 and 6 absent; 3 thrice
+    rows = rng.standard_normal((where.size, 5)).astype(dtype)
+    expected = np.zeros((9, 5))
+    for n, k in enumerate(where):
+        expected[k] += rows[n]
+    out = network_module.sum_rows_by(where, rows, 9)
+    assert out.dtype == dtype and out.shape == (9, 5)
+    assert np.allclose(out, expected, rtol=1e-6, atol=1e-6)
+    assert not out[[1, 4, 6]].any()
+    assert np.array_equal(out[[5, 7, 8, 2]], rows[[2, 4, 7, 8]])  # single rows copied exactly
+
+
 def test_gradients_match_finite_differences_when_no_word_repeats():
     config = RnnConfig(cell="lstm", layers=2, hidden=H)
     net, _, targets, hidden = small_problem(config, vocab=16)

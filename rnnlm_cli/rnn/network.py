@@ -377,13 +377,47 @@ def distinct_rows(ids: np.ndarray):
 
 
 def sum_rows_by(where: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
-    """``out[k] = sum of rows[n] with where[n] == k`` for k < count (every k present).
+    """``out[k] = sum of rows[n] with where[n] == k`` for k < count (zero where k is absent).
 
-    Sorting and summing runs with ``np.add.reduceat`` is several times faster than
-    ``np.add.at``.
+    Most words of a chunk occur once (about three in four of the distinct words of a PTB
+    chunk): their rows are copied by one gather. The rows of the repeated ones are summed
+    by ``_sum_repeated``.
     """
-    order = np.argsort(where, kind="stable")
+    where = np.asarray(where).reshape(-1)
     sizes = np.bincount(where, minlength=count)
+    out = np.empty((count,) + rows.shape[1:], dtype=rows.dtype)
+    out[sizes == 0] = 0
+    first = np.empty(count, dtype=np.intp)
+    first[where] = np.arange(where.size)       # the position of k, where k occurs once
+    single = sizes == 1
+    out[single] = rows[first[single]]
+    repeated = np.flatnonzero(sizes > 1)
+    if repeated.size:
+        at = np.flatnonzero(sizes[where] > 1)                    # positions of repeated k
+        slot = np.searchsorted(repeated, where[at])              # their rank among repeated
+        out[repeated] = _sum_repeated(slot, rows[at], repeated.size)
+    return out
+
+
+# Up to this many repeated words, a 0/1 matrix product sums their rows; beyond it (large
+# chunks: the product's cost grows with words x positions), sorting and np.add.reduceat.
+MAX_ONEHOT_WORDS = 512
+
+
+def _sum_repeated(slot: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
+    """``out[k] = sum of rows[n] with slot[n] == k``, every k < count present.
+
+    As a product ``onehot @ rows`` with ``onehot[k, n] = [slot[n] == k]``, BLAS sums the
+    rows several times faster than ``np.add.reduceat`` over sorted rows (17 ms against
+    4.5 ms for the (700, 2600) input-projection gradient of an H=650 LSTM chunk) or
+    ``np.add.at``; for many words the sort is cheaper.
+    """
+    if count <= MAX_ONEHOT_WORDS:
+        onehot = np.zeros((count, slot.size), dtype=rows.dtype)
+        onehot[slot, np.arange(slot.size)] = 1
+        return onehot @ rows
+    order = np.argsort(slot, kind="stable")
+    sizes = np.bincount(slot, minlength=count)
     return np.add.reduceat(rows[order], np.cumsum(sizes) - sizes, axis=0)
 
 
