@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, List, Optional
 import click
 
 from rnnlm_cli import __version__
-from rnnlm_cli.errors import CorpusError, RnnlmError
+from rnnlm_cli.errors import CorpusError, ModelFileError, RnnlmError
 
 ENCODING_ERRORS = ("strict", "replace")
 
@@ -184,27 +184,25 @@ def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_
         rnnlm train-ngram corpora/en/sentences.txt --order 3 -o en.npz
         rnnlm train-ngram train.txt --tokenizer whitespace --order 5 -o m.npz --arpa m.arpa
     """
-    from rnnlm_cli.modelfile import atomic_output, check_writable, write_model
+    from rnnlm_cli.modelfile import write_model
     from rnnlm_cli.ngram.arpa import write_arpa
     from rnnlm_cli.ngram.training import NgramConfig, train_ngram as train
+    from rnnlm_cli.outputs import atomic_outputs, check_outputs
     from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
 
     config = NgramConfig(order, smoothing, add_k, prune, min_count, max_vocab)
     config.validate()
-    for path in filter(None, (output, arpa)):
-        check_writable(path)
+    check_outputs({"-o": output, "--arpa": arpa})
     tokenizer = Tokenizer(TokenizerConfig(tokenizer_kind, level, lowercase))
     sentences = tokenizer.tokenize_lines(read_corpus_lines(corpus, encoding_errors))
     with _progress(order + 2, "training") as step:
         model = train(sentences, config, ", ".join(map(_name, corpus)),
                       tokenizer.config.to_dict(), progress=step)
     _warn_training(model.metadata)
-    # Both files or neither: the ARPA file is renamed into place first, then the model.
-    with atomic_output(output, "wb") as model_out:
+    with atomic_outputs([output, arpa] if arpa else [output], "wb") as files:  # both or neither
+        write_model(files[0], model.to_arrays(), model.metadata)
         if arpa:
-            with atomic_output(arpa, "wb") as arpa_out:
-                write_arpa(model, arpa_out, compress=arpa.endswith(".gz"))
-        write_model(model_out, model.to_arrays(), model.metadata)
+            write_arpa(model, files[1], compress=arpa.endswith(".gz"))
     meta = model.metadata
     click.echo(f"{output}: order-{order} {smoothing} model, {len(model.vocab)} words, "
                f"{sum(meta['ngrams'])} n-grams, trained on {meta['corpus']['tokens']} tokens "
@@ -312,7 +310,8 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
         rnnlm train-rnn train.txt --valid valid.txt --tokenizer whitespace -o ptb.npz
         rnnlm train-rnn text.txt --level char --cell gru --optimizer adam --lr 0.002 -o c.npz
     """
-    from rnnlm_cli.modelfile import atomic_output, check_writable, write_model
+    from rnnlm_cli.modelfile import write_model
+    from rnnlm_cli.outputs import atomic_output, check_outputs
     from rnnlm_cli.rnn.checkpoint import default_path
     from rnnlm_cli.rnn.config import RnnConfig
     from rnnlm_cli.rnn.session import TrainingInterrupted, option_flags, run_training
@@ -326,8 +325,7 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
     model_config.validate()
     config.validate()
     checkpoint = default_path(output)
-    for path in filter(None, (output, checkpoint, log)):
-        check_writable(path)
+    check_outputs({"-o": output, "the checkpoint": checkpoint, "--log": log})
     tokenizer = TokenizerConfig(tokenizer_kind, level, lowercase)
     data = _rnn_data(corpus, valid, tokenizer, min_count, max_vocab, encoding_errors, config)
     options = option_flags(model_config, config, tokenizer.to_dict(),
@@ -380,7 +378,10 @@ class _EpochReport:
 
     def __enter__(self):
         if self.log_path:
-            self.log = open(self.log_path, "a" if self.append else "w", encoding="utf-8")
+            try:
+                self.log = open(self.log_path, "a" if self.append else "w", encoding="utf-8")
+            except OSError as exc:
+                raise ModelFileError(f"{self.log_path}: cannot write: {exc.strerror}") from None
         return self
 
     def __exit__(self, *exc):
@@ -391,7 +392,12 @@ class _EpochReport:
 
     def hooks(self):
         from rnnlm_cli.rnn.training import Hooks
-        return Hooks(on_chunk=self.chunk, on_epoch=self.epoch, on_epoch_start=self.start)
+        return Hooks(on_chunk=self.chunk, on_epoch=self.epoch, on_epoch_start=self.start,
+                     on_warning=self.warning)
+
+    def warning(self, message: str) -> None:
+        self._close_bar()
+        click.echo(f"Warning: {message}", err=True)
 
     def start(self, epoch: int, done: int, chunks: int) -> None:
         from tqdm import tqdm
@@ -411,8 +417,21 @@ class _EpochReport:
                    f"{record.grad_norm:.3g}, clipped {record.clipped:.0%}, lr {record.lr:g}, "
                    f"{record.tokens_per_s:,.0f} tokens/s, {record.seconds:.1f} s", err=True)
         if self.log:
-            self.log.write(_json(record.to_dict()) + "\n")
+            self._write_log(_json(record.to_dict()) + "\n")
+
+    def _write_log(self, line: str) -> None:
+        """A log that cannot be written (disk full) stops logging, not training."""
+        try:
+            self.log.write(line)
             self.log.flush()
+        except OSError as exc:
+            self.warning(f"{self.log_path}: cannot write: {exc.strerror}; training goes on "
+                         "without the log")
+            try:
+                self.log.close()
+            except OSError:
+                pass   # the unwritten line is what the warning is about
+            self.log = None
 
     def _close_bar(self) -> None:
         if self.bar is not None:

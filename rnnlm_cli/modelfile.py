@@ -1,7 +1,7 @@
 """Model files: one ``.npz`` per model, arrays plus JSON metadata.
 
-Writing goes to a temporary file in the target folder, then ``os.replace``: an
-interrupted run never leaves a half-written model. Reading never unpickles; it checks
+Writing goes through ``outputs.atomic_output`` (a temporary file beside the target,
+renamed into place): an interrupted run never leaves a half-written model. Reading never unpickles; it checks
 that the file is an archive, holds rnnlm metadata of a format version this code reads,
 and that every array has the expected dtype and rank. Uncompressed members (what
 ``np.savez`` writes) are memory-mapped, so loading a large model costs next to nothing
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
-from contextlib import contextmanager
 from typing import Dict, Mapping, Tuple
 
 import numpy as np
 
 from rnnlm_cli.errors import ModelFileError
+from rnnlm_cli.outputs import atomic_output
 
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
@@ -60,46 +59,6 @@ def _alignment_padding(header_start: int, name_size: int) -> bytes:
     fixed = header_start + 30 + name_size + 4 + 20
     padding = -fixed % ALIGNMENT
     return _PADDING_ID.to_bytes(2, "little") + padding.to_bytes(2, "little") + bytes(padding)
-
-
-def check_writable(path: str) -> None:
-    """Fail now, not after a long training run, if ``path`` cannot be written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ModelFileError(f"{path}: is a directory")
-    if not os.path.isdir(folder):
-        raise ModelFileError(f"{path}: cannot write: No such file or directory")
-    if not os.access(folder, os.W_OK):
-        raise ModelFileError(f"{path}: cannot write: Permission denied")
-
-
-@contextmanager
-def atomic_output(path: str, mode: str = "w"):
-    """A file object whose contents replace ``path`` only if the block completes.
-
-    The data goes to a temporary file beside ``path`` (same file system), is flushed to
-    disk, then renamed over ``path``; on any error or interrupt the temporary is removed
-    and ``path`` is left as it was.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ModelFileError(f"{path}: is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".rnnlm-", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot write: {exc.strerror}") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is an ordinary file
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def load_model(path: str) -> Tuple[Dict[str, np.ndarray], dict]:

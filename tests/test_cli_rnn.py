@@ -286,7 +286,7 @@ def test_an_interrupted_save_leaves_no_damaged_model(work, monkeypatch):
 
 def test_an_interrupted_checkpoint_save_leaves_no_damaged_checkpoint(work, monkeypatch):
     def broken_save(path, arrays, metadata):
-        from rnnlm_cli.modelfile import atomic_output
+        from rnnlm_cli.outputs import atomic_output
         with atomic_output(path, "wb") as out:
             broken_writer(out, arrays, metadata)
     monkeypatch.setattr("rnnlm_cli.rnn.checkpoint.save_model", broken_save)

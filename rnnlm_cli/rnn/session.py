@@ -119,8 +119,15 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
     def save(current: TrainState) -> None:
         save_checkpoint(checkpoint_path, network, optimizer, current, options, fingerprint)
 
+    def save_on_the_clock(current: TrainState) -> None:
+        """A periodic checkpoint that cannot be written (disk full) costs only itself."""
+        try:
+            save(current)
+        except ModelFileError as exc:
+            hooks.on_warning(f"{exc}; training goes on, the next checkpoint will try again")
+
     hooks = hooks or Hooks()
-    hooks.save_checkpoint = save
+    hooks.save_checkpoint = save_on_the_clock
     hooks.checkpoint_seconds = config.checkpoint_every * 60
     try:
         with deferred_interrupts() as requested:
@@ -132,7 +139,7 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
         save(state)
         raise TrainingInterrupted(checkpoint_path, state) from None
     if config.checkpoint_every and state.stopped != "non-finite":
-        save(state)   # the finished run: resume it with more --epochs to train on
+        save_on_the_clock(state)   # the finished run: resume it with more --epochs
     if state.best_params is None:
         raise TrainingError(f"{state.message}; no epoch had finished, so no model was written")
     restore_best(network, state)

@@ -174,6 +174,7 @@ class Hooks:
     save_checkpoint: Optional[Callable[[TrainState], None]] = None
     checkpoint_seconds: float = 0.0           # 0: no periodic checkpoints
     interrupt_requested: Callable[[], bool] = lambda: False
+    on_warning: Callable[[str], None] = lambda message: None
     clock: Callable[[], float] = time.monotonic
 
 
@@ -340,9 +341,10 @@ class _CheckpointTimer:
 
 @contextmanager
 def deferred_interrupts():
-    """Hold Ctrl-C back until the loop asks: yields ``requested() -> bool``.
+    """Hold Ctrl-C (and SIGTERM, as ``kill`` sends it) back until the loop asks: yields
+    ``requested() -> bool``.
 
-    The first SIGINT only sets a flag, which the loop checks between chunks (where the
+    The first signal only sets a flag, which the loop checks between chunks (where the
     state is consistent); a second one interrupts at once, as usual. Outside the main
     thread (where signal handlers cannot be set) this does nothing.
     """
@@ -356,8 +358,10 @@ def deferred_interrupts():
             raise KeyboardInterrupt
         pending.append(signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(signum, handler) for signum in signals]
     try:
         yield lambda: bool(pending)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, before in zip(signals, previous):
+            signal.signal(signum, before)
