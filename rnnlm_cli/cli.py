@@ -21,7 +21,8 @@ ENCODING_ERRORS = ("strict", "replace")
 
 
 class RnnlmGroup(click.Group):
-    """Turns library errors into ``Error: ...`` and a closed pipe into a quiet exit."""
+    """Turns library errors into ``Error: ...``, a closed pipe into a quiet exit, and an
+    interrupt (Ctrl-C, SIGTERM) into a line saying which files were written."""
 
     def invoke(self, ctx):
         try:
@@ -33,9 +34,12 @@ class RnnlmGroup(click.Group):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted; no output file was written", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as stop:
+            from rnnlm_cli.outputs import written
+            done = (f"after writing {', '.join(written)}" if written
+                    else "; no output file was written")
+            click.echo(f"Error: interrupted{' ' if written else ''}{done}", err=True)
+            ctx.exit(getattr(stop, "exit_code", 130))
 
 
 @click.group(cls=RnnlmGroup)
@@ -127,9 +131,18 @@ def _parse_prune(ctx, param, values) -> List[int]:
 
 # -- reading text ---------------------------------------------------------------------------
 
+def stdin_at_most_once(*paths: Optional[str]) -> None:
+    """Standard input can be read once: ``-`` twice is a usage error, not an empty file."""
+    if sum(path == "-" for path in paths) > 1:
+        raise click.UsageError("standard input (-) is given more than once; it can be read "
+                               "only once")
+
+
 def read_corpus_lines(paths: Iterable[str], encoding_errors: str) -> Iterator[str]:
     """The lines of each file in turn (``-`` is stdin); an empty file is an error."""
     from rnnlm_cli.tokenizer import read_lines
+    paths = list(paths)
+    stdin_at_most_once(*paths)
     for path in paths:
         lines = read_lines(path, encoding_errors)
         if not lines:
@@ -141,6 +154,8 @@ def read_corpus_text(paths: Iterable[str], encoding_errors: str) -> str:
     """The text of each file in turn, as one string whose lines (``split_lines``) are
     those of ``read_corpus_lines``; an empty file is an error."""
     from rnnlm_cli.tokenizer import read_text
+    paths = list(paths)
+    stdin_at_most_once(*paths)
     parts = []
     for path in paths:
         text = read_text(path, encoding_errors)
@@ -326,6 +341,7 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
     config.validate()
     checkpoint = default_path(output)
     check_outputs({"-o": output, "the checkpoint": checkpoint, "--log": log})
+    stdin_at_most_once(*corpus, valid)
     tokenizer = TokenizerConfig(tokenizer_kind, level, lowercase)
     data = _rnn_data(corpus, valid, tokenizer, min_count, max_vocab, encoding_errors, config)
     options = option_flags(model_config, config, tokenizer.to_dict(),
@@ -797,5 +813,7 @@ def main() -> None:
     """
     import atexit
     import gc
+    from rnnlm_cli.process import prepare
     atexit.register(gc.freeze)
+    prepare()   # closed standard streams, SIGTERM, one-line warnings (process.py)
     cli(prog_name="rnnlm")

@@ -369,10 +369,20 @@ def _check_encoding_errors(encoding_errors: str) -> None:
 
 
 def _read_bytes(path: str, name: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    with _open_binary(path, name) as f:
-        return f.read()
+    try:
+        if path == "-":
+            return _stdin().read()
+        with _open_binary(path, name) as f:
+            return f.read()
+    except OSError as e:   # an I/O error while reading (a failing disk, EISDIR, ...)
+        raise CorpusError(f"{name}: cannot read: {e.strerror or e}") from None
+
+
+def _stdin() -> BinaryIO:
+    """Standard input as bytes; an error if the shell closed it (``<&-``)."""
+    if sys.stdin is None or sys.stdin.closed:
+        raise CorpusError("<stdin>: standard input is closed; give a file instead of -")
+    return sys.stdin.buffer
 
 
 def _open_binary(path: str, name: str) -> BinaryIO:
@@ -411,7 +421,7 @@ def read_lines_lazily(path: str, encoding_errors: str = "strict") -> Iterator[st
     """
     _check_encoding_errors(encoding_errors)
     if path == "-":
-        return _decoded_lines(sys.stdin.buffer, "<stdin>", encoding_errors, close=False)
+        return _decoded_lines(_stdin(), "<stdin>", encoding_errors, close=False)
     return _decoded_lines(_open_binary(path, path), path, encoding_errors, close=True)
 
 
