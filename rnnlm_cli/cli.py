@@ -29,6 +29,9 @@ class RnnlmGroup(click.Group):
             return super().invoke(ctx)
         except RnnlmError as exc:
             raise click.ClickException(str(exc)) from None
+        except MemoryError:
+            raise click.ClickException("out of memory: the model, the text or the options "
+                                       "ask for more than this machine has") from None
         except BrokenPipeError:
             # The reader went away (``| head``): stop quietly, as Unix tools do.
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -58,6 +61,19 @@ def cli():
 
 
 # -- options shared by several commands -------------------------------------------------
+
+class FiniteFloat(click.FloatRange):
+    """A float option in a range, and finite: ``inf`` and ``nan`` are usage errors (a
+    ``FloatRange`` lets ``nan`` through every bound, and ``inf`` through open ones)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
 
 def tokenizer_options(command):
     """``--tokenizer``, ``--level``, ``--lowercase``: how training text is cut into tokens."""
@@ -98,11 +114,11 @@ def network_options(command):
                      default="uniform", show_default=True,
                      help="Of the recurrent matrix W; identity (with zero biases) is the IRNN "
                           "recipe, for --activation relu."),
-        click.option("--init-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--init-scale", type=FiniteFloat(min=0, min_open=True), default=None,
                      help="std (normal), bound (uniform), gain (xavier, orthogonal), multiple "
                           "of I (identity)  [default: 1/sqrt(H) for normal and uniform, as "
                           "PyTorch's bound; 1 for the others]"),
-        click.option("--forget-bias", type=float, default=0.0, show_default=True,
+        click.option("--forget-bias", type=FiniteFloat(), default=0.0, show_default=True,
                      help="Initial LSTM forget-gate bias (1 is Gers et al.'s; 0, PyTorch's, "
                           "learns long gaps sooner: docs/gradients.md)."),
     ]):
@@ -180,8 +196,8 @@ def _name(path: str) -> str:
 @click.option("--smoothing", type=click.Choice(["kneser-ney", "witten-bell", "add-k", "mle"]),
               default="kneser-ney", show_default=True,
               help="kneser-ney: interpolated modified Kneser-Ney (as KenLM's lmplz).")
-@click.option("--add-k", "add_k", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True, help="The k of --smoothing add-k.")
+@click.option("--add-k", "add_k", type=FiniteFloat(min=0, max=1e6, min_open=True),
+              default=1.0, show_default=True, help="The k of --smoothing add-k.")
 @click.option("--prune", multiple=True, callback=_parse_prune, metavar="C2,C3,...",
               help="Drop n-grams seen at most C times, one threshold per order from 2 "
                    "(the last repeats), as lmplz --prune: --prune 0,1,1 (kneser-ney only).")
@@ -272,10 +288,10 @@ class _progress:
 @click.argument("corpus", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The model file to write (.npz): the best epoch by validation perplexity.")
-@click.option("--valid", type=click.Path(dir_okay=False), default=None,
+@click.option("--valid", type=click.Path(), default=None,
               help="Validation text (default: the last 5% of the corpus lines, held out).")
 @network_options
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+@click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), default=0.0,
               show_default=True, help="On embeddings, between layers, before the decoder.")
 @click.option("--tie-weights", is_flag=True, help="The decoder shares the embedding matrix "
                                                   "(needs E = H).")
@@ -286,21 +302,21 @@ class _progress:
               help="T steps of truncated back-propagation through time.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adagrad", "adam"]), default="sgd",
               show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1.0,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1.0,
               show_default=True, help="Learning rate.")
-@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+@click.option("--lr-decay", type=FiniteFloat(0, 1, min_open=True), default=0.5,
               show_default=True, help="Multiply the learning rate by F after an epoch that "
                                       "does not improve validation perplexity (1: never).")
 @click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
               help="Stop after N epochs in a row without improvement (0: never).")
-@click.option("--clip-norm", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--clip-norm", type=FiniteFloat(min=0), default=5.0, show_default=True,
               help="Scale the whole gradient down to this norm when it is larger (0: off).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Same seed, data and options: the same model, byte for byte.")
-@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=0.0,
+@click.option("--checkpoint-every", type=FiniteFloat(min=0), default=0.0,
               metavar="MINUTES", help="Save a checkpoint to MODEL.checkpoint.npz this often, "
                                       "and when training ends (Ctrl-C always saves one).")
-@click.option("--resume", type=click.Path(dir_okay=False), default=None, metavar="CHECKPOINT",
+@click.option("--resume", type=click.Path(), default=None, metavar="CHECKPOINT",
               help="Continue a run from its checkpoint (same corpus and options; --epochs "
                    "may grow).")
 @click.option("--log", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
@@ -495,7 +511,7 @@ def _warn_rnn_training(state, data) -> None:
 # -- perplexity ---------------------------------------------------------------------------------
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.argument("text", nargs=-1)
 @click.option("--per-sentence", is_flag=True,
               help="Also print one line per sentence: log10 probability, tokens, OOVs, "
@@ -597,7 +613,7 @@ def _json(record: dict) -> str:
 # -- generate and complete ----------------------------------------------------------------------
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("-n", "--num", type=click.IntRange(min=1), default=1, show_default=True,
               help="Samples per prompt (drawn together as one batch).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=50, show_default=True,
@@ -605,15 +621,15 @@ def _json(record: dict) -> str:
 @click.option("--prompt", multiple=True,
               help="Text the samples continue, tokenized as the model's training text "
                    "(repeat for several prompts). Unknown words are read as <unk>.")
-@click.option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True),
+@click.option("--prompt-file", type=click.Path(allow_dash=True),
               help="Prompts, one per line (- for stdin), each answered as soon as it is "
                    "read; an empty line starts a sentence from scratch.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--temperature", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="Divide log-probabilities by T: below 1 sharper, above 1 flatter; "
                    "0 always takes the most probable token (greedy).")
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True,
               help="Sample from the K most probable tokens only (0: all).")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=1.0,
               show_default=True, help="Nucleus sampling: from the fewest most probable "
                                       "tokens holding probability >= P (after --top-k).")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
@@ -658,7 +674,7 @@ def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, to
 
 
 @cli.command("complete")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.argument("prefix", nargs=-1)
 @click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
               help="Continuations per prefix; 0 (with --max-tokens 1): every possible next "

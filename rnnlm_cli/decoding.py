@@ -35,6 +35,10 @@ LN10 = math.log(10.0)
 # Largest batch * |V| a sampling step works on (float64: 16 MB per (B, V) array).
 BATCH_ELEMENTS = 2 ** 21
 
+# Largest beam * |V| of a search step (a few float64 arrays of 128 MB): a wider beam is
+# refused, not left to exhaust memory (beam * |V| candidates are scored at every step).
+BEAM_ELEMENTS = 2 ** 24
+
 
 # -- prompts --------------------------------------------------------------------------------
 
@@ -149,17 +153,18 @@ def sample(model: LanguageModel, prompt: Prompt, num: int, config: SamplingConfi
 
 
 def _sample_batch(model, prompt, batch, config, rng):
-    """Token ids and their log-probabilities of ``batch`` samples, advanced together."""
+    """Token ids and their log-probabilities of ``batch`` samples, advanced together.
+
+    Each step is kept as drawn (the rows still going) and laid out at the end, so memory
+    grows with the tokens drawn, not with ``max_tokens``."""
     eos = model.vocab.eos_id
     state = _prompt_state(model, prompt, batch)
-    ids = np.full((batch, config.max_tokens), -1, dtype=np.int64)     # (N, T), -1: after </s>
-    logprobs = np.zeros((batch, config.max_tokens))                    # (N, T)
+    steps = []                                 # (alive, choice, logprob) of each step
     alive = np.arange(batch)                   # the sample each row of the state belongs to
     for t in range(config.max_tokens):
         log_probs = _log_probs(model, state)                             # (B, V)
         choice = choose_tokens(log_probs, config, rng, model.vocab.unk_id, eos)
-        ids[alive, t] = choice
-        logprobs[alive, t] = log_probs[np.arange(alive.size), choice]
+        steps.append((alive, choice, log_probs[np.arange(alive.size), choice]))
         going = choice != eos
         if not going.any() or t == config.max_tokens - 1:
             break
@@ -167,6 +172,10 @@ def _sample_batch(model, prompt, batch, config, rng):
             state = model.select(state, np.flatnonzero(going))
             alive, choice = alive[going], choice[going]
         state = model.advance(state, choice)
+    ids = np.full((batch, len(steps)), -1, dtype=np.int64)     # (N, T), -1: after </s>
+    logprobs = np.zeros((batch, len(steps)))                    # (N, T)
+    for t, (rows, choice, logprob) in enumerate(steps):
+        ids[rows, t], logprobs[rows, t] = choice, logprob
     lengths = np.count_nonzero(ids >= 0, axis=1)
     return [(ids[i, :n].tolist(), logprobs[i, :n].tolist()) for i, n in enumerate(lengths)]
 
@@ -266,6 +275,11 @@ def complete(model: LanguageModel, prompt: Prompt, top: int = 5, max_tokens: int
     if top == 0 and max_tokens != 1:
         raise OptionError("top 0 (the whole next-token distribution) needs max tokens 1")
     beam = beam if beam is not None else max(top, 5)
+    widest = BEAM_ELEMENTS // len(model.vocab)
+    if max_tokens > 1 and beam > widest:
+        raise OptionError(f"a beam of {beam} hypotheses (--beam, or --top if larger) is too "
+                          f"wide for {len(model.vocab)} words: at most {widest} (beam x "
+                          f"words <= {BEAM_ELEMENTS})")
     found = _beam_search(model, prompt, top, max_tokens, beam)
     tokenizer = model_tokenizer(model)
     return [Completion(model.vocab.decode(ids), logprobs, tokenizer.detokenize(

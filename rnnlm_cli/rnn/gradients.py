@@ -31,6 +31,7 @@ import numpy as np
 from rnnlm_cli.errors import CorpusError, OptionError
 from rnnlm_cli.rnn.batches import Batches, token_stream
 from rnnlm_cli.rnn.config import RnnConfig
+from rnnlm_cli.rnn.initialization import check_network_fits
 from rnnlm_cli.rnn.network import RnnNetwork, log_softmax
 
 JACOBIAN_STEPS = 256        # (step, stream) positions whose Jacobian is measured, at most
@@ -83,6 +84,7 @@ def untrained_network(config: RnnConfig, sentences: Sequence[Sequence[str]],
     from rnnlm_cli.vocab import Vocabulary
     config.validate()
     vocab, encoded = Vocabulary.build(sentences)
+    check_network_fits(config, len(vocab), copies=2)   # parameters and gradients
     init_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
     network = RnnNetwork(config, len(vocab), rng=init_rng, dtype=np.float32)
     return network, token_stream(encoded.ids, encoded.lengths, vocab.eos_id)

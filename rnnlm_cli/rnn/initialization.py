@@ -25,10 +25,12 @@ same seed hold the same numbers up to rounding.
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+import os
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from rnnlm_cli.errors import OptionError
 from rnnlm_cli.rnn.config import RnnConfig
 
 EMBED_STD = 1.0
@@ -49,6 +51,40 @@ def param_shapes(config: RnnConfig, vocab_size: int) -> Dict[str, Tuple[int, ...
         shapes["decoder.V"] = (H, vocab_size)
     shapes["decoder.c"] = (vocab_size,)
     return shapes
+
+
+TRAINING_COPIES = 4   # parameters, gradients, the best epoch's copy, optimiser state
+
+
+def check_network_fits(config: RnnConfig, vocab_size: int, copies: int = TRAINING_COPIES,
+                       memory: Optional[int] = None) -> None:
+    """``OptionError`` if ``copies`` float32 copies of the network's parameters alone would
+    not fit in ``memory`` bytes (default: the machine's): ``--hidden 1000000`` is refused
+    with the figures, before NumPy is asked for terabytes."""
+    count = sum(math.prod(shape) for shape in param_shapes(config, vocab_size).values())
+    needed = count * 4 * copies
+    memory = memory if memory is not None else _physical_memory()
+    if memory and needed > memory:
+        raise OptionError(
+            f"--hidden {config.hidden}, --embed {config.embed_size}, --layers "
+            f"{config.layers} and {vocab_size:,} words make {count:.3g} parameters: about "
+            f"{_size(needed)} to train (float32, {copies} copies), more than this machine's "
+            f"{_size(memory)} of memory; choose a smaller network")
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0   # unknown (not POSIX): no check
+
+
+def _size(size: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.3g} {unit}"
+        size /= 1000
+    return f"{size:.3g} TB"
 
 
 def init_params(config: RnnConfig, vocab_size: int, rng: np.random.Generator,

@@ -18,6 +18,7 @@ from rnnlm_cli.allocator import keep_freed_memory
 from rnnlm_cli.rnn.batches import Batches, fit_batch_size
 from rnnlm_cli.rnn.checkpoint import Checkpoint, save_checkpoint
 from rnnlm_cli.rnn.data import TrainingData
+from rnnlm_cli.rnn.initialization import check_network_fits
 from rnnlm_cli.rnn.optim import make_optimizer
 from rnnlm_cli.rnn.training import (Hooks, TrainConfig, TrainState, deferred_interrupts,
                                     restore_best, train)
@@ -102,6 +103,7 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
     train_batches, valid_batches = plan_batches(data, config)
     fingerprint = data.fingerprint()
     vocab_size = len(data.vocab)
+    check_network_fits(model_config, vocab_size)
     if resume:
         checkpoint = Checkpoint(resume)
         checkpoint.check_matches(options, fingerprint)
