@@ -692,7 +692,8 @@ def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, to
 def complete_command(model, prefix, top, max_tokens, beam, as_json, encoding_errors):
     """Print the most probable continuations of each PREFIX (stdin lines if none).
 
-    One line per continuation, best first: prefix<TAB>continuation<TAB>log10prob. An
+    One line per continuation, best first: prefix<TAB>continuation<TAB>log10prob (a
+    backslash, TAB or newline inside the texts is written \\\\, \\t or \\n). An
     empty prefix is the start of a sentence; a continuation that ends the sentence ends
     in </s>. Lines of stdin are answered one by one, each flushed before the next is
     read, so this works in a while-read loop or as a coprocess; the model loads once.
@@ -719,7 +720,17 @@ def complete_command(model, prefix, top, max_tokens, beam, as_json, encoding_err
         if as_json:
             click.echo(_json({"prefix": text, "completions": [c.to_dict() for c in found]}))
         elif found:
-            click.echo("\n".join(f"{text}\t{c.text}\t{c.log10prob:.6f}" for c in found))
+            click.echo("\n".join(f"{_tsv_field(text)}\t{_tsv_field(c.text)}\t"
+                                 f"{c.log10prob:.6f}" for c in found))
+
+
+TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _tsv_field(text: str) -> str:
+    r"""A field of a TSV line: backslash, TAB, newline and CR escaped as ``\\``, ``\t``,
+    ``\n``, ``\r`` (as PostgreSQL's text format), so a line stays three columns."""
+    return text.translate(TSV_ESCAPES)
 
 
 def _texts_and_lines(texts, path, encoding_errors) -> Iterator[tuple]:
