@@ -25,6 +25,8 @@ class RnnlmGroup(click.Group):
     interrupt (Ctrl-C, SIGTERM) into a line saying which files were written."""
 
     def invoke(self, ctx):
+        from rnnlm_cli import outputs
+        outputs.written.clear()   # one command's files (tests run many in one process)
         try:
             return super().invoke(ctx)
         except RnnlmError as exc:

@@ -380,7 +380,7 @@ def _read_bytes(path: str, name: str) -> bytes:
 
 def _stdin() -> BinaryIO:
     """Standard input as bytes; an error if the shell closed it (``<&-``)."""
-    if sys.stdin is None or sys.stdin.closed:
+    if sys.stdin is None:
         raise CorpusError("<stdin>: standard input is closed; give a file instead of -")
     return sys.stdin.buffer
 

@@ -197,14 +197,23 @@ def test_usage_errors(work, args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--lr", "nan"], "Error: --lr must be positive, not nan"),
-    (["--lr", "inf"], "Error: --lr must be positive, not inf"),
-    (["--tie-weights", "--embed", "8"],
-     "Error: --tie-weights needs --embed equal to --hidden (8 != 16)"),
-    (["--forget-bias", "nan"], "Error: --forget-bias must be a finite number, not nan"),
+    (["--lr", "nan"], "Error: Invalid value for '--lr': 'nan' is not a finite number."),
+    (["--lr", "inf"], "Error: Invalid value for '--lr': 'inf' is not a finite number."),
+    (["--forget-bias", "nan"],
+     "Error: Invalid value for '--forget-bias': 'nan' is not a finite number."),
+    (["--clip-norm", "inf"],
+     "Error: Invalid value for '--clip-norm': 'inf' is not a finite number."),
+    (["--init-scale", "-inf"], None),
 ])
-def test_bad_option_values(work, args, message):
-    assert_fails(run("train-rnn", "corpus.txt", "-o", "m.npz", *SMALL, *args), 1, message,
+def test_non_finite_option_values_are_usage_errors(work, args, message):
+    assert_fails(run("train-rnn", "corpus.txt", "-o", "m.npz", *SMALL, *args), 2, message,
+                 contains=[args[0]], absent=["m.npz", "m.checkpoint.npz"])
+
+
+def test_inconsistent_option_values(work):
+    assert_fails(run("train-rnn", "corpus.txt", "-o", "m.npz", *SMALL, "--tie-weights",
+                     "--embed", "8"), 1,
+                 "Error: --tie-weights needs --embed equal to --hidden (8 != 16)",
                  absent=["m.npz", "m.checkpoint.npz"])
 
 

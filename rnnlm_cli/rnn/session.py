@@ -99,11 +99,11 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
     """Train (or resume) a network on ``data``; see the module docstring."""
     if network_class is None:
         from rnnlm_cli.rnn.network import RnnNetwork as network_class
+        check_network_fits(model_config, len(data.vocab))
     keep_freed_memory()   # no page faults for each chunk's temporaries (allocator.py)
     train_batches, valid_batches = plan_batches(data, config)
     fingerprint = data.fingerprint()
     vocab_size = len(data.vocab)
-    check_network_fits(model_config, vocab_size)
     if resume:
         checkpoint = Checkpoint(resume)
         checkpoint.check_matches(options, fingerprint)
