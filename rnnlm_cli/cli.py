@@ -430,8 +430,11 @@ class _EpochReport:
                      on_warning=self.warning)
 
     def warning(self, message: str) -> None:
-        self._close_bar()
+        if self.bar is not None:
+            self.bar.clear()   # the line goes above the bar, which goes on
         click.echo(f"Warning: {message}", err=True)
+        if self.bar is not None:
+            self.bar.refresh()
 
     def start(self, epoch: int, done: int, chunks: int) -> None:
         from tqdm import tqdm

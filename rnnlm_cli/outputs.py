@@ -128,21 +128,36 @@ def atomic_outputs(paths: List[str], mode: str = "w"):
     path is left as it was. A write that fails (disk full, file size limit) is a
     ``ModelFileError`` naming its file."""
     pending = [_Pending(path) for path in paths]
+    last = [paths[0]]   # the output written to last: the one a failed write was for
     try:
         for item in pending:
             item.open(mode)
         try:
-            yield [item.file for item in pending]
+            yield [_Tracked(item.file, item.path, last) for item in pending]
             for item in pending:
+                last[0] = item.path
                 item.finish()
         except OSError as exc:
-            failed = next((i.path for i in pending if not i.finished), paths[0])
-            raise ModelFileError(f"{failed}: cannot write: {exc.strerror or exc}") from None
+            raise ModelFileError(f"{last[0]}: cannot write: {exc.strerror or exc}") from None
         with _interrupts_held():
             _replace_all(pending)
     finally:
         for item in pending:
             item.discard()
+
+
+class _Tracked:
+    """A temporary's file object that notes, at each write, which output it is for."""
+
+    def __init__(self, file, path: str, last: List[str]):
+        self._file, self._path, self._last = file, path, last
+
+    def write(self, data):
+        self._last[0] = self._path
+        return self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
 
 
 class _Pending:
@@ -154,7 +169,6 @@ class _Pending:
         self.status = _check_replaceable(path, self.target)
         self.temp: Optional[str] = None
         self.file = None
-        self.finished = False
 
     def open(self, mode: str) -> None:
         try:
@@ -184,7 +198,6 @@ class _Pending:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        self.finished = True
 
     def discard(self) -> None:
         if self.file is not None and not self.file.closed:
