@@ -290,3 +290,28 @@ def test_a_failed_periodic_checkpoint_warns_and_training_goes_on(work, monkeypat
     assert warnings == {"Warning: m.checkpoint.npz: cannot write: No space left on device; "
                         "training goes on, the next checkpoint will try again"}
     assert (work / "m.npz").is_file()
+
+
+def test_an_interrupt_at_any_write_leaves_both_old_files(work, monkeypatch):
+    """Fault injection, in the process: Ctrl-C at the k-th write of the pair (the model's
+    members, the ARPA file's lines), for k spread over the whole write."""
+    from rnnlm_cli import outputs
+    before = trained_pair(work)
+    calls = {"n": 0, "at": None}
+    real_write = outputs._Tracked.write
+
+    def counting_write(self, data):
+        calls["n"] += 1
+        if calls["n"] == calls["at"]:
+            raise KeyboardInterrupt
+        return real_write(self, data)
+    monkeypatch.setattr(outputs._Tracked, "write", counting_write)
+    assert_ok(run("train-ngram", "other.txt", "-o", "new.npz", "--arpa", "new.arpa"))
+    total = calls["n"]
+    assert total > 10
+    for at in sorted({1, 2, total // 3, total // 2, total - 1, total}):
+        calls.update(n=0, at=at)
+        assert_fails(run("train-ngram", "other.txt", "-o", "m.npz", "--arpa", "m.arpa"), 130,
+                     "Error: interrupted; no output file was written")
+        assert ((work / "m.npz").read_bytes(), (work / "m.arpa").read_bytes()) == before
+        assert no_temporaries(work)
