@@ -6,6 +6,8 @@ of its kind is opened, so scoring with one does not pay for loading the other.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 from rnnlm_cli.errors import ModelFileError
 from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.modelfile import check_arrays, load_model
@@ -27,6 +29,20 @@ def open_model(path: str) -> LanguageModel:
     if metadata.get("model_type") == "rnn-checkpoint":
         raise ModelFileError(f"{path}: a training checkpoint, not a model: continue it with "
                              "rnnlm train-rnn --resume, or use the model file (-o) it belongs to")
+    return _from_arrays(path, arrays, metadata)
+
+
+def open_mixture(paths: Sequence[str], weights: Optional[Sequence[float]] = None
+                 ) -> LanguageModel:
+    """The models at ``paths`` mixed with ``weights`` (default: equal weights)."""
+    from rnnlm_cli.mixture import MixtureModel
+    components = [open_model(path) for path in paths]
+    weights = weights if weights is not None else [1 / len(paths)] * len(paths)
+    return MixtureModel(components, weights)
+
+
+def _from_arrays(path: str, arrays: dict, metadata: dict) -> LanguageModel:
+    """The model that a file's (or a mixture member's) arrays and metadata describe."""
     try:
         TokenizerConfig.from_dict(metadata.get("tokenizer"))
     except (TypeError, ValueError) as exc:
@@ -36,7 +52,30 @@ def open_model(path: str) -> LanguageModel:
         return _open_ngram(path, arrays, metadata)
     if model_type == "rnn":
         return _open_rnn(path, arrays, metadata)
+    if model_type == "mixture":
+        return _open_mixture(path, arrays, metadata)
     raise ModelFileError(f"{path}: unknown model type {model_type!r}")
+
+
+def _open_mixture(path: str, arrays: dict, metadata: dict):
+    """A mixture file: each component's arrays under ``component<i>.``, its metadata in
+    ``components[i]``, and the ``weights``."""
+    from rnnlm_cli.errors import OptionError
+    from rnnlm_cli.mixture import COMPONENT_PREFIX, MixtureModel
+    described, weights = metadata.get("components"), metadata.get("weights")
+    if not (isinstance(described, list) and described and isinstance(weights, list)
+            and all(isinstance(m, dict) for m in described)
+            and all(isinstance(w, (int, float)) for w in weights)):
+        raise ModelFileError(f"{path}: corrupt mixture: no list of components and weights")
+    components = []
+    for i, component_metadata in enumerate(described):
+        prefix = COMPONENT_PREFIX.format(i)
+        part = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        components.append(_from_arrays(f"{path} (model {i + 1})", part, component_metadata))
+    try:
+        return MixtureModel(components, weights)
+    except OptionError as exc:
+        raise ModelFileError(f"{path}: corrupt mixture: {exc}") from None
 
 
 def _open_ngram(path: str, arrays: dict, metadata: dict):
