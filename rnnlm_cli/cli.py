@@ -295,8 +295,8 @@ class _progress:
 @network_options
 @click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), default=0.0,
               show_default=True, help="On embeddings, between layers, before the decoder.")
-@click.option("--tie-weights", is_flag=True, help="The decoder shares the embedding matrix "
-                                                  "(needs E = H).")
+@click.option("--tie-weights", is_flag=True, default=False,
+              help="The decoder shares the embedding matrix (needs E = H).")
 @click.option("--epochs", type=click.IntRange(min=1), default=13, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=20, show_default=True,
               help="B parallel streams of the corpus.")

@@ -6,9 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import CORPORA
+from conftest import CORPORA, cli_runner
 from rnnlm_cli.cli import cli
 from rnnlm_cli.modelfile import load_model
 
@@ -17,7 +16,7 @@ VI = CORPORA / "vi" / "cau.txt"
 
 
 def run(*args, input=None):
-    result = CliRunner().invoke(cli, [str(a) for a in args], input=input,
+    result = cli_runner().invoke(cli, [str(a) for a in args], input=input,
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     return result

@@ -14,9 +14,8 @@ import threading
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import CORPORA
+from conftest import CORPORA, cli_runner
 from rnnlm_cli.cli import cli
 from rnnlm_cli.decoding import encode_prompt, model_tokenizer
 from rnnlm_cli.models import open_model
@@ -45,7 +44,7 @@ TRAINED = {
 
 
 def run(*args, input=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+    return cli_runner().invoke(cli, [str(a) for a in args], input=input)
 
 
 def ok(*args, input=None):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
+from conftest import cli_runner
 from rnnlm_cli.cli import cli
 
 CORPUS = (
@@ -32,7 +32,7 @@ TEXT = "The cat sat on the log.\nA dog met the train.\n"
 # -- helpers -------------------------------------------------------------------------------
 
 def run(*args, input=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+    return cli_runner().invoke(cli, [str(a) for a in args], input=input)
 
 
 def assert_ok(result):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rnnlm_cli.cli as cli_module
-from conftest import CORPORA
+from conftest import CORPORA, cli_runner
 from rnnlm_cli.modelfile import load_model
 from test_cli_errors import assert_fails, assert_ok, run, write
 
@@ -306,12 +306,11 @@ def test_an_interrupted_checkpoint_save_leaves_no_damaged_checkpoint(work, monke
 
 
 def test_perplexity_of_a_checkpoint_says_what_it_is(tmp_path):
-    from click.testing import CliRunner
     from rnnlm_cli.cli import cli
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat sat\nthe dog ran\n" * 20, encoding="utf-8")
     model = tmp_path / "m.npz"
-    runner = CliRunner()
+    runner = cli_runner()
     result = runner.invoke(cli, ["train-rnn", str(corpus), "-o", str(model), "--hidden", "4",
                                  "--epochs", "1", "--checkpoint-every", "0.0001"])
     assert result.exit_code == 0, result.stderr

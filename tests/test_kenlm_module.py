@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from conftest import cli_runner
 from rnnlm_cli.cli import cli
 
 kenlm = pytest.importorskip(
@@ -58,7 +58,7 @@ def trained(request, tmp_path_factory):
     train, test = CORPORA[name]()
     (folder / "train.txt").write_text("\n".join(train) + "\n", encoding="utf-8")
     (folder / "test.txt").write_text("\n".join(test) + "\n", encoding="utf-8")
-    runner = CliRunner()
+    runner = cli_runner()
     result = runner.invoke(cli, ["train-ngram", str(folder / "train.txt"), "--order", str(order),
                                  "--tokenizer", "whitespace", "-o", str(folder / "m.npz"),
                                  "--arpa", str(folder / "m.arpa")])

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import CORPORA
+from conftest import CORPORA, cli_runner
 
 spec = importlib.util.spec_from_file_location("longrange", CORPORA / "longrange.py")
 longrange = importlib.util.module_from_spec(spec)
@@ -63,8 +63,6 @@ def test_a_briefly_trained_lstm_beats_the_key_blind_floor_at_a_short_gap(tmp_pat
     perplexity falls below what any key-blind model can reach (issue 5)."""
     import json
 
-    from click.testing import CliRunner
-
     from rnnlm_cli.cli import cli
     assert longrange.main(["--gap", "3", "--keys", "4", "--fillers", "6", "--train-lines",
                            "3000", "--valid-lines", "200", "--test-lines", "300",
@@ -72,7 +70,7 @@ def test_a_briefly_trained_lstm_beats_the_key_blind_floor_at_a_short_gap(tmp_pat
     source = longrange.Source.make(4, 3, 6, 0)
     test_lines = [line.split() for line in (tmp_path / "test.txt").read_text().splitlines()]
     floor = longrange.figures(source, test_lines)["key_blind_floor_perplexity"]
-    runner = CliRunner()
+    runner = cli_runner()
     trained = runner.invoke(cli, [
         "train-rnn", str(tmp_path / "train.txt"), "--valid", str(tmp_path / "valid.txt"),
         "--tokenizer", "whitespace", "--hidden", "32", "--epochs", "4", "--optimizer", "adam",

@@ -8,8 +8,8 @@ score to KenLM's figures, and rnnlm's ARPA output must read back to rnnlm's figu
 import json
 
 import pytest
-from click.testing import CliRunner
 
+from conftest import cli_runner
 from rnnlm_cli.cli import cli
 
 # corpus, order: (PPL incl. OOVs, PPL excl. OOVs, OOVs, tokens incl. </s>), from KenLM.
@@ -47,7 +47,7 @@ def prepared(tmp_path_factory):
 
 
 def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    result = cli_runner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     return result
 
