@@ -136,6 +136,63 @@ def encoding_option(command):
              "or read them as U+FFFD and go on (replace).")(command)
 
 
+def mixture_options(command):
+    """``--mix``, ``--weights``, ``--tune``: a mixture of MODEL and other models, given on
+    the command line (``perplexity``, ``generate``, ``complete``; ``mix`` saves one)."""
+    for option in reversed([
+        click.option("--mix", "mix", multiple=True, metavar="MODEL",
+                     help="Mix MODEL with this model too (repeat for more): P(w|h) = "
+                          "sum_i w_i P_i(w|h), each model keeping its own history."),
+        click.option("--weights", callback=_parse_weights, metavar="W1,W2,...",
+                     help="The mixture's weights, one per model in order (MODEL first), "
+                          "summing to 1  [default: equal; with --tune, where EM starts]"),
+        click.option("--tune", type=click.Path(allow_dash=True), metavar="HELDOUT",
+                     help="Tune the weights by EM on held-out text (not the text you "
+                          "score); each iteration's perplexity goes to stderr."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _parse_weights(ctx, param, value) -> Optional[List[float]]:
+    if value is None:
+        return None
+    try:
+        weights = [float(part) for part in value.replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list of numbers") from None
+    if not weights:
+        raise click.BadParameter("no weights given")
+    return weights
+
+
+def _open_lm(model: str, mix=(), weights=None, tune=None, encoding_errors="strict"):
+    """MODEL, or the mixture of MODEL and ``--mix`` models, tuned on ``--tune`` text."""
+    from rnnlm_cli.errors import OptionError
+    from rnnlm_cli.models import open_mixture, open_model
+    if not mix and weights is None and tune is None:
+        return open_model(model)
+    paths = [model, *mix]
+    if weights is not None:
+        from rnnlm_cli.mixture import check_weights
+        try:
+            check_weights(weights, len(paths))
+        except OptionError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--weights'") from None
+    lm = open_mixture(paths, weights)
+    return _tuned(lm, tune, encoding_errors) if tune else lm
+
+
+def _tuned(lm, heldout: str, encoding_errors: str):
+    """The mixture ``lm`` with weights tuned on ``heldout``, each EM step on stderr."""
+    from rnnlm_cli.mixture import tune_on_text
+
+    def report(iteration, weights, ppl):
+        click.echo(f"EM iteration {iteration}: held-out perplexity {ppl:.4f}, weights "
+                   f"{','.join(f'{w:.4f}' for w in weights)}", err=True)
+    return tune_on_text(lm, list(read_corpus_lines([heldout], encoding_errors)), report)
+
+
 def _parse_prune(ctx, param, values) -> List[int]:
     thresholds = []
     for value in values:
@@ -527,8 +584,10 @@ def _warn_rnn_training(state, data) -> None:
               help="One JSON object per line: one per sentence with --per-sentence or "
                    "--per-token (the tokens under token_scores), then the summary. "
                    "Infinite values (a zero probability) are written as null.")
+@mixture_options
 @encoding_option
-def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
+def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune,
+               encoding_errors):
     """Score TEXT files (stdin if none) with MODEL, one sentence per line.
 
     MODEL is an .npz written by rnnlm, or an ARPA file (.arpa, .arpa.gz) made by KenLM
@@ -539,6 +598,7 @@ def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
     Example:
         rnnlm perplexity en.npz test.txt
         rnnlm perplexity en.npz --per-sentence --json < test.txt
+        rnnlm perplexity kn.npz --mix lstm.npz --tune valid.txt test.txt
     """
     from rnnlm_cli.allocator import keep_freed_memory
     from rnnlm_cli.models import open_model
@@ -546,7 +606,8 @@ def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
     from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines
 
     keep_freed_memory()   # the lookups' temporaries are reused, not faulted in (allocator.py)
-    lm = open_model(model)
+    stdin_at_most_once(*(text or ("-",)), tune)
+    lm = _open_lm(model, mix, weights, tune, encoding_errors)
     tokenizer = Tokenizer(TokenizerConfig.from_dict(lm.metadata["tokenizer"]))
     paths = text or ("-",)
     whole = read_corpus_text(paths, encoding_errors)
@@ -646,9 +707,10 @@ def _json(record: dict) -> str:
                    "ended), text, logprob (natural log), log10prob, token_logprobs. The "
                    "log-probabilities are the model's own, not those of the distribution "
                    "reshaped by --temperature, --top-k, --top-p or --no-unk.")
+@mixture_options
 @encoding_option
 def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, top_p, seed,
-             no_unk, as_json, encoding_errors):
+             no_unk, as_json, mix, weights, tune, encoding_errors):
     """Sample sentences from MODEL, from scratch or continuing prompts.
 
     Prints one sample per line: the prompt and its continuation, detokenized (--prompt
@@ -663,9 +725,9 @@ def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, to
     _one_blas_thread()
     import numpy as np
     from rnnlm_cli.decoding import SamplingConfig, encode_prompt, model_tokenizer, sample
-    from rnnlm_cli.models import open_model
 
-    lm = open_model(model)
+    stdin_at_most_once(prompt_file, tune)
+    lm = _open_lm(model, mix, weights, tune, encoding_errors)
     tokenizer = model_tokenizer(lm)
     config = SamplingConfig(max_tokens, temperature, top_k, top_p, no_unk)
     rng = np.random.default_rng(seed)
@@ -693,8 +755,10 @@ def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, to
               help="One JSON object per prefix (one line per prefix, also for a "
                    "coprocess): prefix, and completions best first, each with text, tokens, "
                    "logprob (natural log), log10prob and token_logprobs.")
+@mixture_options
 @encoding_option
-def complete_command(model, prefix, top, max_tokens, beam, as_json, encoding_errors):
+def complete_command(model, prefix, top, max_tokens, beam, as_json, mix, weights, tune,
+                     encoding_errors):
     """Print the most probable continuations of each PREFIX (stdin lines if none).
 
     One line per continuation, best first: prefix<TAB>continuation<TAB>log10prob (a
@@ -711,11 +775,11 @@ def complete_command(model, prefix, top, max_tokens, beam, as_json, encoding_err
     """
     _one_blas_thread()
     from rnnlm_cli.decoding import complete, encode_prompt, model_tokenizer
-    from rnnlm_cli.models import open_model
 
     if top == 0 and max_tokens != 1:
         raise click.BadOptionUsage("top", "--top 0 (every next token) needs --max-tokens 1")
-    lm = open_model(model)
+    stdin_at_most_once(None if prefix else "-", tune)
+    lm = _open_lm(model, mix, weights, tune, encoding_errors)
     tokenizer = model_tokenizer(lm)
     for place, text in _texts_and_lines(prefix, None if prefix else "-", encoding_errors):
         encoded = encode_prompt(lm, tokenizer, text)
@@ -745,6 +809,47 @@ def _texts_and_lines(texts, path, encoding_errors) -> Iterator[tuple]:
     lines = read_lines_lazily(path, encoding_errors) if path else ()
     numbered = ((f"{_name(path)}: line {n}", line) for n, line in enumerate(lines, start=1))
     return itertools.chain(((repr(text), text) for text in texts), numbered)
+
+
+# -- mix -------------------------------------------------------------------------------------
+
+@cli.command("mix")
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The mixture file to write (.npz): every model's arrays and the weights.")
+@click.option("--weights", callback=_parse_weights, metavar="W1,W2,...",
+              help="One weight per model, in order, summing to 1  [default: equal; with "
+                   "--tune, where EM starts]")
+@click.option("--tune", type=click.Path(allow_dash=True), metavar="HELDOUT",
+              help="Tune the weights by EM on held-out text (not the text you will score); "
+                   "each iteration's perplexity goes to stderr.")
+@encoding_option
+def mix_command(models, output, weights, tune, encoding_errors):
+    """Mix MODELs (n-gram .npz, RNN .npz, ARPA files, mixtures) into one model file:
+    P(w|h) = sum_i w_i P_i(w|h), with given weights or weights tuned on held-out text.
+
+    The file is self-contained (it holds every model's arrays) and is used like any model
+    file. Without a file, perplexity, generate and complete take --mix, --weights and
+    --tune themselves. The models must read text alike (the same tokenizer); their
+    vocabularies may differ (README: Mixing models).
+
+    \b
+    Example:
+        rnnlm mix kn5.npz lstm.npz --tune valid.txt -o mixed.npz
+        rnnlm mix kn5.npz lstm.npz --weights 0.4,0.6 -o mixed.npz
+        rnnlm perplexity mixed.npz test.txt
+    """
+    from rnnlm_cli.modelfile import write_model
+    from rnnlm_cli.outputs import atomic_output, check_outputs
+
+    check_outputs({"-o": output})
+    lm = _open_lm(models[0], models[1:], weights, tune, encoding_errors)
+    if lm.kind != "mixture":   # one model and no weights: a mixture of one all the same
+        lm = _open_lm(models[0], (), [1.0], None, encoding_errors)
+    with atomic_output(output, "wb") as out:
+        write_model(out, lm.to_arrays(), lm.metadata)
+    click.echo(f"{output}: a mixture of {len(models)} model(s), {len(lm.vocab)} words, "
+               f"weights {','.join(f'{w:.6g}' for w in lm.weights)}", err=True)
 
 
 # -- gradients -------------------------------------------------------------------------------

@@ -205,14 +205,14 @@ def test_an_interrupt_between_the_two_writes_writes_neither(work, monkeypatch):
 def test_interrupt_message_names_the_files(work, monkeypatch):
     """The message after an interrupt lists what was renamed into place."""
     from rnnlm_cli import outputs
+    from conftest import cli_runner
     from rnnlm_cli.cli import cli
-    from click.testing import CliRunner
 
     def interrupt_after_writing(*args, **kwargs):
         outputs.written.extend(["m.npz", "m.arpa"])
         raise KeyboardInterrupt
     monkeypatch.setattr("rnnlm_cli.ngram.training.train_ngram", interrupt_after_writing)
-    result = CliRunner().invoke(cli, ["train-ngram", "corpus.txt", "-o", "m.npz"])
+    result = cli_runner().invoke(cli, ["train-ngram", "corpus.txt", "-o", "m.npz"])
     assert result.exit_code == 130
     assert result.stderr.strip().splitlines()[-1] == \
         "Error: interrupted after writing m.npz, m.arpa"
