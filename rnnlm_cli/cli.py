@@ -185,12 +185,14 @@ def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_
         rnnlm train-ngram train.txt --tokenizer whitespace --order 5 -o m.npz --arpa m.arpa
     """
     from rnnlm_cli.modelfile import atomic_output, check_writable, write_model
+    from rnnlm_cli.models import check_not_arpa_output
     from rnnlm_cli.ngram.arpa import write_arpa
     from rnnlm_cli.ngram.training import NgramConfig, train_ngram as train
     from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
 
     config = NgramConfig(order, smoothing, add_k, prune, min_count, max_vocab)
     config.validate()
+    check_not_arpa_output(output)
     for path in filter(None, (output, arpa)):
         check_writable(path)
     tokenizer = Tokenizer(TokenizerConfig(tokenizer_kind, level, lowercase))

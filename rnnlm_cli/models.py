@@ -6,7 +6,7 @@ of its kind is opened, so scoring with one does not pay for loading the other.
 """
 from __future__ import annotations
 
-from rnnlm_cli.errors import ModelFileError
+from rnnlm_cli.errors import ModelFileError, OptionError
 from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.modelfile import check_arrays, load_model
 from rnnlm_cli.tokenizer import TokenizerConfig
@@ -15,7 +15,14 @@ ARPA_SUFFIXES = (".arpa", ".arpa.gz", ".lm", ".lm.gz")
 
 
 def is_arpa_path(path: str) -> bool:
-    return path.endswith(ARPA_SUFFIXES)
+    return path.lower().endswith(ARPA_SUFFIXES)   # m.ARPA, m.Arpa.gz, m.LM too
+
+
+def check_not_arpa_output(path: str) -> None:
+    """``train-ngram -o`` writes an .npz: refuse an ARPA name there, pointing at ``--arpa``."""
+    if is_arpa_path(path):
+        raise OptionError(f"{path}: -o writes an rnnlm .npz model, not an ARPA file; "
+                          f"write ARPA with --arpa {path} (and -o MODEL.npz)")
 
 
 def open_model(path: str) -> LanguageModel:
