@@ -487,9 +487,9 @@ def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
         rnnlm perplexity en.npz --per-sentence --json < test.txt
     """
     from rnnlm_cli.allocator import keep_freed_memory
-    from rnnlm_cli.models import open_model
+    from rnnlm_cli.models import is_arpa_path, open_model
     from rnnlm_cli.scoring import score_spans, score_text, summarize
-    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines
+    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines, untokenized_example
 
     keep_freed_memory()   # the lookups' temporaries are reused, not faulted in (allocator.py)
     lm = open_model(model)
@@ -498,6 +498,11 @@ def perplexity(model, text, per_sentence, per_token, as_json, encoding_errors):
     whole = read_corpus_text(paths, encoding_errors)
     if not whole.strip():
         raise CorpusError(f"{', '.join(map(_name, paths))}: only blank lines; nothing to score")
+    glued = untokenized_example(whole) if is_arpa_path(model) else None
+    if glued:   # an ARPA file does not say how its text was tokenized: the README's advice
+        click.echo(f"Warning: the text looks untokenized (punctuation glued to words, as in "
+                   f"'{glued}') but an ARPA model splits it at spaces only: tokenize it as "
+                   "the model's training text was, or score with the .npz model", err=True)
     # The totals alone need no token strings: the fast path where the tokenizer has one.
     spans = None if per_sentence or per_token else tokenizer.token_spans(whole)
     if spans is not None:

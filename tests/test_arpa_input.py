@@ -350,3 +350,63 @@ def test_train_ngram_with_arpa_option_still_works(work):
     assert_ok(run("train-ngram", "corpus.txt", "-o", "m.npz", "--arpa", "m.ARPA"))
     assert_ok(run("perplexity", "m.ARPA", "text.txt"))
     assert os.path.getsize(work / "m.npz") > 0
+
+
+# -- text that looks untokenized ---------------------------------------------------------------------
+
+WARNING = ("Warning: the text looks untokenized (punctuation glued to words, as in '{}') but "
+           "an ARPA model splits it at spaces only: tokenize it as the model's training text "
+           "was, or score with the .npz model")
+
+
+def warnings_of(result) -> list:
+    return [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+
+
+@pytest.mark.parametrize("text, glued", [
+    ("a b.\nb a.\n", "b."),
+    ("a, b\n", "a,"),
+    ("a b\nb sớm.\n", "sớm."),
+])
+def test_untokenized_text_gives_one_warning(work, text, glued):
+    (work / "text.txt").write_text(text * 3, encoding="utf-8")
+    result = perplexity(work, GOOD)
+    assert_ok(result)
+    assert warnings_of(result) == [WARNING.format(glued)]
+
+
+@pytest.mark.parametrize("text", [
+    "a b .\nb a , b\n",             # tokenized
+    "a b\n" * 99 + "a b.\n",        # 1 glued token in 300: under 1 in 50
+    "mr. a b\nu.s. b a\n3,000 a\n",  # abbreviations inside a line, numbers
+])
+def test_tokenized_text_gives_no_warning(work, text):
+    (work / "text.txt").write_text(text, encoding="utf-8")
+    result = perplexity(work, GOOD)
+    assert_ok(result)
+    assert warnings_of(result) == []
+
+
+def test_no_warning_for_an_npz_model(work):
+    """An .npz model knows its tokenizer: it reads raw text as it was trained."""
+    (work / "corpus.txt").write_text("a b.\nb a.\n", encoding="utf-8")
+    assert_ok(run("train-ngram", "corpus.txt", "-o", "m.npz"))
+    (work / "text.txt").write_text("a b.\n", encoding="utf-8")
+    result = run("perplexity", "m.npz", "text.txt")
+    assert_ok(result)
+    assert warnings_of(result) == []
+
+
+def test_the_warning_is_printed_once_for_several_files(work):
+    (work / "more.txt").write_text("b, a.\n", encoding="utf-8")
+    (work / "text.txt").write_text("a b.\n", encoding="utf-8")
+    (work / "m.arpa").write_text(GOOD, encoding="utf-8")
+    result = run("perplexity", "m.arpa", "text.txt", "more.txt")
+    assert_ok(result)
+    assert warnings_of(result) == [WARNING.format("b.")]
+
+
+def test_ptb_is_tokenized(shared):
+    from rnnlm_cli.tokenizer import untokenized_example
+    text = (shared / "corpora" / "ptb" / "test.txt").read_text(encoding="utf-8")
+    assert untokenized_example(text) is None
