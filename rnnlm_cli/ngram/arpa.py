@@ -274,8 +274,10 @@ def _number(path: str, lineno: int, field: str) -> float:
 
 
 def _clip(text: str, limit: int = 40) -> str:
-    """``text`` cut short for an error line (a garbled file may have very long lines)."""
-    return text if len(text) <= limit else text[:limit] + "..."
+    """``text`` for an error line: cut short (a garbled file may have very long lines),
+    and invisible characters escaped (a BOM, a carriage return) so that it stays one line."""
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _undecodable(path: str, exc: UnicodeDecodeError) -> str:
