@@ -248,29 +248,41 @@ def _fields(line: str, n: int):
 
 
 def _probability(path: str, lineno: int, field: str) -> float:
-    """A log10 probability: at most 0; -99 or below (SRILM's zero) becomes ``-inf``."""
-    value = _number(path, lineno, field)
-    if not value <= 0.0:                    # also NaN
-        raise ModelFileError(f"{path}: line {lineno}: log10 probability {_clip(field)} is "
-                             "not at most 0")
-    return -math.inf if value <= LOG10_ZERO else value
+    """A log10 probability: at most 0; -99 or below (SRILM's zero) becomes ``-inf``.
+
+    Called once per entry: the common case is tested first, without further calls.
+    """
+    try:
+        value = float(field)
+    except ValueError:
+        raise _not_a_number(path, lineno, field) from None
+    if LOG10_ZERO < value <= 0.0:
+        return value
+    if value <= LOG10_ZERO:
+        return -math.inf
+    raise ModelFileError(f"{path}: line {lineno}: log10 probability {_clip(field)} is "
+                         "not at most 0")           # above 0, or NaN
 
 
 def _backoff(path: str, lineno: int, field: str) -> float:
     """A log10 back-off weight: finite; -99 or below (SRILM's zero) becomes ``-inf``."""
-    value = _number(path, lineno, field)
-    if not -math.inf < value < math.inf:    # also NaN
-        raise ModelFileError(f"{path}: line {lineno}: back-off weight {_clip(field)} is "
-                             "not a finite number")
-    return -math.inf if value <= LOG10_ZERO else value
-
-
-def _number(path: str, lineno: int, field: str) -> float:
     try:
-        return float(field)
+        value = float(field)
     except ValueError:
-        raise ModelFileError(f"{path}: line {lineno}: {_clip(field)!r} is not a number") \
-            from None
+        raise _not_a_number(path, lineno, field) from None
+    if LOG10_ZERO < value < _INF:
+        return value
+    if -_INF < value <= LOG10_ZERO:
+        return -_INF
+    raise ModelFileError(f"{path}: line {lineno}: back-off weight {_clip(field)} is "
+                         "not a finite number")     # infinite, or NaN
+
+
+_INF = math.inf
+
+
+def _not_a_number(path: str, lineno: int, field: str) -> ModelFileError:
+    return ModelFileError(f"{path}: line {lineno}: {_clip(field)!r} is not a number")
 
 
 def _clip(text: str, limit: int = 40) -> str:
