@@ -249,3 +249,14 @@ def test_a_bad_array(work, name, value, detail):
     else:
         assert_fails(result, 1, CORRUPT + detail.replace("%d", str(vocab)))
     assert not (work / "m.npz").exists()
+
+
+@pytest.mark.parametrize("value, shown", [("lstm\nError: x", '"lstm\\nError: x"'),
+                                          ([1, 2], "[1, 2]"), ({"a": None}, '{"a": null}')])
+def test_an_edited_option_is_shown_on_one_line(work, value, shown):
+    def edit(arrays, metadata):
+        metadata["options"]["--cell"] = value
+    result = resume(write_edited(edit))
+    assert_fails(result, 1, f"Error: bad.npz: made with other options: --cell {shown} (here "
+                            "lstm); resume with the options it was made with")
+    assert len(result.stderr.splitlines()) == 2   # "Holding out ..." and the Error: line

@@ -145,7 +145,11 @@ def _show(value) -> str:
         return "unset"
     if isinstance(value, bool):
         return "on" if value else "off"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int) or isinstance(value, str) and value.isprintable():
+        return str(value)
+    return _brief(value)   # an edited file: a list, or text with a newline, stays one line
 
 
 def _state_to_json(state: TrainState) -> dict:
