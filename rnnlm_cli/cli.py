@@ -275,6 +275,7 @@ def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_
         rnnlm train-ngram train.txt --tokenizer whitespace --order 5 -o m.npz --arpa m.arpa
     """
     from rnnlm_cli.modelfile import write_model
+    from rnnlm_cli.models import check_not_arpa_output
     from rnnlm_cli.ngram.arpa import write_arpa
     from rnnlm_cli.ngram.training import NgramConfig, train_ngram as train
     from rnnlm_cli.outputs import atomic_outputs, check_outputs
@@ -282,6 +283,7 @@ def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_
 
     config = NgramConfig(order, smoothing, add_k, prune, min_count, max_vocab)
     config.validate()
+    check_not_arpa_output(output)
     check_outputs({"-o": output, "--arpa": arpa})
     tokenizer = Tokenizer(TokenizerConfig(tokenizer_kind, level, lowercase))
     sentences = tokenizer.tokenize_lines(read_corpus_lines(corpus, encoding_errors))
@@ -601,9 +603,9 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
         rnnlm perplexity kn.npz --mix lstm.npz --tune valid.txt test.txt
     """
     from rnnlm_cli.allocator import keep_freed_memory
-    from rnnlm_cli.models import open_model
+    from rnnlm_cli.models import is_arpa_path, open_model
     from rnnlm_cli.scoring import score_spans, score_text, summarize
-    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines
+    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines, untokenized_example
 
     keep_freed_memory()   # the lookups' temporaries are reused, not faulted in (allocator.py)
     stdin_at_most_once(*(text or ("-",)), tune)
@@ -613,6 +615,11 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
     whole = read_corpus_text(paths, encoding_errors)
     if not whole.strip():
         raise CorpusError(f"{', '.join(map(_name, paths))}: only blank lines; nothing to score")
+    glued = untokenized_example(whole) if is_arpa_path(model) else None
+    if glued:   # an ARPA file does not say how its text was tokenized: the README's advice
+        click.echo(f"Warning: the text looks untokenized (punctuation glued to words, as in "
+                   f"'{glued}') but an ARPA model splits it at spaces only: tokenize it as "
+                   "the model's training text was, or score with the .npz model", err=True)
     # The totals alone need no token strings: the fast path where the tokenizer has one.
     spans = None if per_sentence or per_token else tokenizer.token_spans(whole)
     if spans is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from rnnlm_cli.errors import ModelFileError
+from rnnlm_cli.errors import ModelFileError, OptionError
 from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.modelfile import check_arrays, load_model
 from rnnlm_cli.tokenizer import TokenizerConfig
@@ -17,7 +17,14 @@ ARPA_SUFFIXES = (".arpa", ".arpa.gz", ".lm", ".lm.gz")
 
 
 def is_arpa_path(path: str) -> bool:
-    return path.endswith(ARPA_SUFFIXES)
+    return path.lower().endswith(ARPA_SUFFIXES)   # m.ARPA, m.Arpa.gz, m.LM too
+
+
+def check_not_arpa_output(path: str) -> None:
+    """``train-ngram -o`` writes an .npz: refuse an ARPA name there, pointing at ``--arpa``."""
+    if is_arpa_path(path):
+        raise OptionError(f"{path}: -o writes an rnnlm .npz model, not an ARPA file; "
+                          f"write ARPA with --arpa {path} (and -o MODEL.npz)")
 
 
 def open_model(path: str) -> LanguageModel:
@@ -60,7 +67,6 @@ def _from_arrays(path: str, arrays: dict, metadata: dict) -> LanguageModel:
 def _open_mixture(path: str, arrays: dict, metadata: dict):
     """A mixture file: each component's arrays under ``component<i>.``, its metadata in
     ``components[i]``, and the ``weights``."""
-    from rnnlm_cli.errors import OptionError
     from rnnlm_cli.mixture import COMPONENT_PREFIX, MixtureModel
     described, weights = metadata.get("components"), metadata.get("weights")
     if not (isinstance(described, list) and described and isinstance(weights, list)

@@ -324,6 +324,34 @@ class Tokenizer:
         return _detokenize_words(tokens)
 
 
+# --- is this text tokenized? ---------------------------------------------------------
+
+# The end of a whitespace token with punctuation glued to a word: ``word,`` ``so;``
+# ``what?`` anywhere, or ``end.`` last on its line (a ``.`` inside a line is often an
+# abbreviation, ``mr.`` or ``u.s.``, which tokenized corpora such as PTB keep whole).
+# Matching from the word character, not the whole token, keeps the scan fast (4x).
+_GLUED_PUNCTUATION = re.compile(r"\w(?:[,;:!?]+(?=\s|$)|\.(?=[ \t\r]*$))", re.M)
+UNTOKENIZED_SAMPLE = 50_000    # characters looked at: the test costs about 3 ms
+UNTOKENIZED_SHARE = 0.02       # glued tokens per token from which text looks untokenized
+
+
+def untokenized_example(text: str) -> Optional[str]:
+    """A token of ``text`` with punctuation glued on (``end.``) if the text looks
+    untokenized, else None: what to warn about before splitting it on spaces only.
+
+    Looks at the first ``UNTOKENIZED_SAMPLE`` characters. Raw English or Vietnamese has
+    such a token about once in 8 (commas, and the full stop of each line); PTB's
+    tokenized text once in 2,500 (``u.s.`` ending a line). From 1 in 50 on, it warns.
+    """
+    sample = text[:UNTOKENIZED_SAMPLE]
+    glued = _GLUED_PUNCTUATION.findall(sample)
+    if not glued or len(glued) < UNTOKENIZED_SHARE * len(sample.split()):
+        return None
+    first = _GLUED_PUNCTUATION.search(sample)
+    start = max(sample.rfind(space, 0, first.start()) for space in " \t\n\r\f\v") + 1
+    return sample[start:first.end()]
+
+
 # --- reading corpora ---------------------------------------------------------------
 
 ENCODING_ERRORS = ("strict", "replace")

@@ -514,7 +514,7 @@ ARPA_CASES = {
                        "Error: {}: \\data\\ declares 5 1-grams, found 2"),
     "unknown word in bigram": ("\\data\\\nngram 1=2\nngram 2=1\n\n\\1-grams:\n-1.0\t</s>\n"
                                "-1.0\t<s>\t0\n\n\\2-grams:\n-1.0\t<s> zz\n\\end\\\n",
-                               "Error: {}: a 2-gram holds a word missing from the 1-grams"),
+                               "Error: {}: line 10: the 2-gram '<s> zz' holds a word missing from the 1-grams"),
 }
 
 

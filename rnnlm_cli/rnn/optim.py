@@ -71,7 +71,10 @@ class Optimizer:
         return {f"{prefix}.{k}": np.zeros_like(p) for k, p in params.items()}
 
     @staticmethod
-    def _load_slots(target: Arrays, state: Mapping[str, np.ndarray]) -> None:
+    def _load_slots(target: Arrays, state: Mapping[str, np.ndarray],
+                    squares: bool = False) -> None:
+        """Copy ``state`` into the slots of ``target``; ``squares``: sums of squared
+        gradients, which a square root is taken of (never negative)."""
         for key, slot in target.items():
             if key not in state:
                 raise ValueError(f"optimiser state '{key}' is missing")
@@ -79,6 +82,8 @@ class Optimizer:
             if value.shape != slot.shape:
                 raise ValueError(f"optimiser state '{key}' has shape {value.shape}, "
                                  f"not {slot.shape}")
+            if squares and (value < 0).any():
+                raise ValueError(f"optimiser state '{key}' holds negative values")
             slot[...] = value
 
 
@@ -118,7 +123,7 @@ class Adagrad(Optimizer):
         return dict(self.sum)
 
     def load_state_dict(self, state):
-        self._load_slots(self.sum, state)
+        self._load_slots(self.sum, state, squares=True)
 
 
 class Adam(Optimizer):
@@ -161,8 +166,11 @@ class Adam(Optimizer):
         if "t" not in state:
             raise ValueError("optimiser state 't' is missing")
         self._load_slots(self.m, state)
-        self._load_slots(self.v, state)
-        self.t = int(np.asarray(state["t"]))
+        self._load_slots(self.v, state, squares=True)
+        t = np.asarray(state["t"])
+        if t.shape != () or t.dtype.kind not in "iu" or t < 0:
+            raise ValueError(f"optimiser state 't' is {t.tolist()!r}, not a count of steps")
+        self.t = int(t)
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Adagrad, Adam)}

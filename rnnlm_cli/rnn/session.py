@@ -109,6 +109,8 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
         checkpoint.check_matches(options, fingerprint)
         network = _restore_network(checkpoint, network_class, model_config, vocab_size)
         optimizer = make_optimizer(config.optimizer, network.params)
+        checkpoint.validate(network, optimizer, train_batches.batch_size, len(train_batches),
+                            config.epochs)
         checkpoint.restore_optimizer(optimizer)
         state = checkpoint.restore_state()
     else:
