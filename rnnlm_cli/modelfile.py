@@ -33,12 +33,14 @@ change them; larger ones are mapped, and rewriting one in place under a running
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import stat
 import tempfile
 import zipfile
+import zlib
 from contextlib import contextmanager
 from typing import Dict, Mapping, Tuple
 
@@ -149,7 +151,7 @@ def load_model(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
         except zipfile.BadZipFile:
             raise ModelFileError(f"{path}: not a model file (not an .npz archive, or "
                                  "truncated)") from None
-        except (EOFError, OSError, ValueError) as exc:
+        except (EOFError, OSError, ValueError, zlib.error) as exc:
             raise ModelFileError(f"{path}: truncated or corrupt ({exc})") from None
     return arrays, metadata
 
@@ -169,7 +171,7 @@ def verify_archive(path: str) -> int:
                 return len(archive.infolist())
         except zipfile.BadZipFile as exc:
             raise ModelFileError(f"{path}: corrupt archive: {exc}") from None
-        except (EOFError, OSError, ValueError) as exc:
+        except (EOFError, OSError, ValueError, zlib.error) as exc:
             raise ModelFileError(f"{path}: truncated or corrupt ({exc})") from None
 
 
@@ -286,26 +288,28 @@ def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
     shape nor a claimed uncompressed size can make loading allocate more than the file
     (times ``INFLATE_RATIO``) holds."""
     name = info.filename[:-4]
-    with archive.open(info) as stream:
-        shape, fortran, dtype = _read_header(path, name, stream)
-        header_size = stream.tell()
-        nbytes = math.prod(shape) * dtype.itemsize
-        if header_size + nbytes != info.file_size:
-            raise ModelFileError(f"{path}: corrupt model: array '{name}' claims shape "
-                                 f"{shape} of {dtype} ({nbytes} bytes), but its member "
-                                 f"holds {info.file_size - header_size}")
-        if info.compress_type != zipfile.ZIP_STORED:
-            try:
+    if info.compress_type != zipfile.ZIP_STORED:
+        try:
+            with archive.open(info) as stream:
+                shape, fortran, dtype = _read_header(path, name, stream)
+                nbytes = _data_size(path, name, info, stream.tell(), shape, dtype)
                 data = stream.read(nbytes + 1)  # to the end: zipfile then checks the CRC
-            except zipfile.BadZipFile as exc:
-                raise ModelFileError(f"{path}: corrupt model: {exc}") from None
-            if len(data) != nbytes:
-                raise ValueError(f"array '{name}' is truncated")
-            return _shaped(np.frombuffer(data, dtype=dtype), shape, fortran)
+        except zipfile.BadZipFile as exc:
+            raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+        if len(data) != nbytes:
+            raise ValueError(f"array '{name}' is truncated")
+        return _shaped(np.frombuffer(data, dtype=dtype), shape, fortran)
+    # The header of a stored member is read here, not through zipfile, which would read
+    # (and CRC-check) a small member whole: CRCs are for ``verify_archive`` alone.
+    start = info.header_offset + _local_header_size(archive, info)
+    archive.fp.seek(start)
+    head = io.BytesIO(archive.fp.read(min(info.file_size, HEADER_READ)))
+    shape, fortran, dtype = _read_header(path, name, head)
+    nbytes = _data_size(path, name, info, head.tell(), shape, dtype)
     if info.compress_size != info.file_size:
         raise ModelFileError(f"{path}: corrupt model: stored member '{info.filename}' has "
                              "two sizes")
-    start = info.header_offset + _local_header_size(archive, info) + header_size
+    start += head.tell()
     if start + nbytes > size:
         raise ValueError(f"array '{name}' runs past the end of the file")
     if nbytes == 0:
@@ -316,6 +320,20 @@ def _read_member(path: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
     # A plain ndarray view of the map: np.memmap's subclass hooks slow down every operation.
     return np.memmap(source, dtype=dtype, mode="r", offset=start, shape=shape,
                      order="F" if fortran else "C").view(np.ndarray)
+
+
+HEADER_READ = 1 << 16     # bytes read for a .npy header (NumPy reads at most 10,000)
+
+
+def _data_size(path: str, name: str, info: zipfile.ZipInfo, header_size: int, shape: tuple,
+               dtype: np.dtype) -> int:
+    """Bytes of the array the header declares, which must be the rest of the member."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if header_size + nbytes != info.file_size:
+        raise ModelFileError(f"{path}: corrupt model: array '{name}' claims shape {shape} "
+                             f"of {dtype} ({nbytes} bytes), but its member holds "
+                             f"{info.file_size - header_size}")
+    return nbytes
 
 
 ARRAY_KINDS = "biuf"      # what model files hold: no objects, strings, records or dates
