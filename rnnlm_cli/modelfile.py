@@ -42,6 +42,7 @@ import tempfile
 import zipfile
 import zlib
 from contextlib import contextmanager
+from tokenize import TokenError
 from typing import Dict, Mapping, Tuple
 
 import numpy as np
@@ -153,6 +154,8 @@ def load_model(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
                                  "truncated)") from None
         except (EOFError, OSError, ValueError, zlib.error) as exc:
             raise ModelFileError(f"{path}: truncated or corrupt ({exc})") from None
+        except NotImplementedError as exc:     # (a zip feature or version zipfile lacks)
+            raise ModelFileError(f"{path}: corrupt model or foreign archive ({exc})") from None
     return arrays, metadata
 
 
@@ -173,6 +176,8 @@ def verify_archive(path: str) -> int:
             raise ModelFileError(f"{path}: corrupt archive: {exc}") from None
         except (EOFError, OSError, ValueError, zlib.error) as exc:
             raise ModelFileError(f"{path}: truncated or corrupt ({exc})") from None
+        except NotImplementedError as exc:     # (a zip feature or version zipfile lacks)
+            raise ModelFileError(f"{path}: corrupt model or foreign archive ({exc})") from None
 
 
 @contextmanager
@@ -342,11 +347,16 @@ ARRAY_KINDS = "biuf"      # what model files hold: no objects, strings, records 
 def _read_header(path: str, name: str, stream) -> tuple:
     """``(shape, fortran_order, dtype)`` of the ``.npy`` header at the start of
     ``stream``, refusing every dtype a model file never holds."""
-    version = np.lib.format.read_magic(stream)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    except (SyntaxError, TokenError, RecursionError, TypeError) as exc:
+        # (NumPy parses the header as a Python literal: these escape its ValueErrors.)
+        raise ModelFileError(f"{path}: corrupt model: array '{name}' has a bad .npy "
+                             f"header ({type(exc).__name__})") from None
     if dtype.hasobject:
         raise ModelFileError(f"{path}: array '{name}' holds Python objects (pickled data); "
                              "refused")

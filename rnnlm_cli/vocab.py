@@ -166,6 +166,9 @@ class Vocabulary:
         ``ByteIndex.SCHEME``) has it rebuilt."""
         blob = bytes(np.asarray(arrays["vocab_words"]))
         counts = arrays.get("vocab_counts")
+        if counts is not None and (counts.dtype.kind not in "iu" or counts.ndim != 1
+                                   or counts.size != blob.count(b"\n") + 1):
+            raise ValueError("the vocabulary counts do not fit the vocabulary")
         stored = [arrays[key] for key in _INDEX_KEYS] if all(
             key in arrays for key in _INDEX_KEYS) else None
         return cls(None, None if counts is None else np.asarray(counts), blob, stored)
