@@ -141,10 +141,10 @@ def load_model(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
     """Read a model file: ``(arrays, metadata)``; raise ``ModelFileError`` if it is bad."""
     with open_regular(path) as file:
         size = os.fstat(file.fileno()).st_size
-        # A small file is read whole: the arrays are then views of memory the process
-        # owns, which a later rewrite of the file cannot pull away (see the docstring).
-        source = _read_whole(file, size) if size <= READ_LIMIT else file
         try:
+            # A small file is read whole: the arrays are then views of memory the process
+            # owns, which a later rewrite of the file cannot pull away (see the docstring).
+            source = _read_whole(path, file, size) if size <= READ_LIMIT else file
             # (The zip structure is read from the file; the data of the arrays, from the
             # buffer if there is one.)
             with zipfile.ZipFile(file) as archive:
@@ -207,7 +207,7 @@ def open_regular(path: str):
         yield file
 
 
-def _read_whole(file, size: int) -> memoryview:
+def _read_whole(path: str, file, size: int) -> memoryview:
     """The file's bytes, in a buffer whose start is 64-byte aligned (so that the arrays
     rnnlm aligns in the file are aligned in memory too)."""
     buffer = np.empty(size + 64, dtype=np.uint8)
@@ -215,7 +215,7 @@ def _read_whole(file, size: int) -> memoryview:
     view = memoryview(buffer[skip:skip + size])
     got = file.readinto(view)
     if got != size:
-        raise ModelFileError(f"{file.name}: changed while it was read")
+        raise ModelFileError(f"{path}: changed while it was read")
     return view
 
 
