@@ -24,9 +24,15 @@ def open_model(path: str) -> LanguageModel:
     """Load the model at ``path``; a bad file raises ``ModelFileError`` naming it."""
     if is_arpa_path(path):
         from rnnlm_cli.ngram.arpa import read_arpa
+        from rnnlm_cli.ngram.invariants import check_at_load
         with open_regular(path):      # (refuses a FIFO or a device before it can block)
             pass
-        return read_arpa(path)
+        model = read_arpa(path)
+        try:
+            check_at_load(model.tables)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+        return model
     arrays, metadata = load_model(path)
     if metadata.get("model_type") == "rnn-checkpoint":
         raise ModelFileError(f"{path}: a training checkpoint, not a model: continue it with "

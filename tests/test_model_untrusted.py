@@ -311,3 +311,14 @@ def test_a_model_rewritten_in_place_does_not_crash_complete(work, rewrite):
     assert "Traceback" not in err
     assert process.returncode == 0, err
     assert out.splitlines() == [line.rstrip("\n") for line in first]
+
+
+def test_an_arpa_file_with_a_nan_unigram_is_refused_at_load(work):
+    assert_ok(run("train-ngram", "text.txt", "-o", "t.npz", "--arpa", "t.arpa"))
+    lines = (work / "t.arpa").read_text(encoding="utf-8").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.endswith("\tcat\t") or "\tcat\t" in line)
+    lines[at] = "nan" + lines[at][lines[at].index("\t"):]
+    write(work / "bad.arpa", "\n".join(lines) + "\n")
+    assert_fails(run("perplexity", "bad.arpa", "text.txt"), 1,
+                 contains=["Error: bad.arpa: corrupt model: 1-gram row ",
+                           "has log probability nan"])
