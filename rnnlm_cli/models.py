@@ -3,6 +3,9 @@
 The one place that knows which class reads which ``model_type``; the commands get a
 ``LanguageModel`` and never ask which backend it is. Each backend is imported when a file
 of its kind is opened, so scoring with one does not pay for loading the other.
+
+Opening checks what keeps a model in bounds; ``check_model`` (``rnnlm check``) checks
+everything else a file could get wrong.
 """
 from __future__ import annotations
 
@@ -23,16 +26,7 @@ def is_arpa_path(path: str) -> bool:
 def open_model(path: str) -> LanguageModel:
     """Load the model at ``path``; a bad file raises ``ModelFileError`` naming it."""
     if is_arpa_path(path):
-        from rnnlm_cli.ngram.arpa import read_arpa
-        from rnnlm_cli.ngram.invariants import check_at_load
-        with open_regular(path):      # (refuses a FIFO or a device before it can block)
-            pass
-        model = read_arpa(path)
-        try:
-            check_at_load(model.tables)
-        except ValueError as exc:
-            raise ModelFileError(f"{path}: corrupt model: {exc}") from None
-        return model
+        return _open_arpa(path)
     arrays, metadata = load_model(path)
     if metadata.get("model_type") == "rnn-checkpoint":
         raise ModelFileError(f"{path}: a training checkpoint, not a model: continue it with "
@@ -47,6 +41,19 @@ def open_model(path: str) -> LanguageModel:
     if model_type == "rnn":
         return _open_rnn(path, arrays, metadata)
     raise ModelFileError(f"{path}: unknown model type {model_type!r}")
+
+
+def _open_arpa(path: str):
+    from rnnlm_cli.ngram.arpa import read_arpa
+    from rnnlm_cli.ngram.invariants import check_at_load
+    with open_regular(path):      # (refuses a FIFO or a device before it can block)
+        pass
+    model = read_arpa(path)
+    try:
+        check_at_load(model.tables)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+    return model
 
 
 def _open_ngram(path: str, arrays: dict, metadata: dict):
