@@ -946,6 +946,29 @@ def gradients(ctx, files, max_distance, chunks, streams, as_json, plot, cell, ac
         grad.plot_report(report, plot)
 
 
+# -- check -----------------------------------------------------------------------------------
+
+@cli.command("check")
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False),
+                metavar="MODEL...")
+def check_command(models):
+    """Verify every array and invariant of each MODEL file, CRCs included.
+
+    MODEL is an .npz written by rnnlm (an n-gram or recurrent model, or a train-rnn
+    checkpoint) or an ARPA file. Prints MODEL: ok (what it holds) for each good file;
+    stops at the first bad one with an Error line and exit status 1. Loading a model
+    checks only what keeps it from reading out of bounds; this reads the whole file.
+
+    \b
+    Example:
+        rnnlm check en.npz
+        rnnlm check models/*.npz && echo all good
+    """
+    from rnnlm_cli.models import check_model
+    for model in models:
+        click.echo(f"{model}: ok ({check_model(model)})")
+
+
 def main() -> None:
     """The ``rnnlm`` console script and ``python -m rnnlm_cli``.
 

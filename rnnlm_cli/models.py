@@ -3,14 +3,19 @@
 The one place that knows which class reads which ``model_type``; the commands get a
 ``LanguageModel`` and never ask which backend it is. Each backend is imported when a file
 of its kind is opened, so scoring with one does not pay for loading the other.
+
+Opening checks what keeps a model in bounds; ``check_model`` (``rnnlm check``) checks
+everything else a file could get wrong.
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
+
 from rnnlm_cli.errors import ModelFileError, OptionError
 from rnnlm_cli.lm import LanguageModel
-from rnnlm_cli.modelfile import check_arrays, load_model
+from rnnlm_cli.modelfile import check_arrays, load_model, open_regular, verify_archive
 from rnnlm_cli.tokenizer import TokenizerConfig
 
 ARPA_SUFFIXES = (".arpa", ".arpa.gz", ".lm", ".lm.gz")
@@ -30,8 +35,7 @@ def check_not_arpa_output(path: str) -> None:
 def open_model(path: str) -> LanguageModel:
     """Load the model at ``path``; a bad file raises ``ModelFileError`` naming it."""
     if is_arpa_path(path):
-        from rnnlm_cli.ngram.arpa import read_arpa
-        return read_arpa(path)
+        return _open_arpa(path)
     arrays, metadata = load_model(path)
     if metadata.get("model_type") == "rnn-checkpoint":
         raise ModelFileError(f"{path}: a training checkpoint, not a model: continue it with "
@@ -84,22 +88,33 @@ def _open_mixture(path: str, arrays: dict, metadata: dict):
         raise ModelFileError(f"{path}: corrupt mixture: {exc}") from None
 
 
+def _open_arpa(path: str):
+    from rnnlm_cli.ngram.arpa import read_arpa
+    from rnnlm_cli.ngram.invariants import check_at_load
+    with open_regular(path):      # (refuses a FIFO or a device before it can block)
+        pass
+    model = read_arpa(path)
+    try:
+        check_at_load(model.tables)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+    return model
+
+
 def _open_ngram(path: str, arrays: dict, metadata: dict):
+    from rnnlm_cli.ngram.invariants import check_at_load, check_order
     from rnnlm_cli.ngram.model import NgramModel
     from rnnlm_cli.ngram.training import MAX_ORDER
     order = metadata.get("order")
-    if not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
         raise ModelFileError(f"{path}: corrupt model: bad order {order!r}")
     check_arrays(path, arrays, NgramModel.array_schema(order))
     try:
+        check_order(order, arrays)
         model = NgramModel.from_arrays(arrays, metadata)
+        check_at_load(model.tables)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupt model: {exc}") from None
-    sizes = [model.tables.keys[n].size for n in range(order)]
-    for n in range(order):
-        if model.tables.logprob[n].size != sizes[n] or (
-                n < order - 1 and model.tables.backoff[n].size != sizes[n]):
-            raise ModelFileError(f"{path}: corrupt model: {n + 1}-gram arrays differ in length")
     return model
 
 
@@ -115,3 +130,55 @@ def _open_rnn(path: str, arrays: dict, metadata: dict):
         return RnnModel.from_arrays(arrays, metadata)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+
+
+def check_model(path: str) -> str:
+    """Verify everything of the model file at ``path`` that loading leaves out (every
+    CRC, every table entry, the vocabulary's words distinct); a summary of it, or
+    ``ModelFileError`` naming the first thing wrong."""
+    if not is_arpa_path(path):
+        verify_archive(path)
+        if load_model(path)[1].get("model_type") == "rnn-checkpoint":
+            return _check_checkpoint(path)
+    model = open_model(path)
+    try:
+        _check_everything(model)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+    return _summary(model)
+
+
+def _check_everything(model) -> None:
+    if model.kind == "mixture":
+        for component in model.components:
+            _check_everything(component)
+        return
+    if model.kind == "ngram":
+        from rnnlm_cli.ngram.invariants import check_all
+        check_all(model.tables)
+    model.vocab.check()
+
+
+def _summary(model) -> str:
+    words = f"{len(model.vocab)} words"
+    if model.kind == "mixture":
+        parts = "; ".join(f"{w:.4g} x {_summary(c)}" for w, c in zip(model.weights,
+                                                                    model.components))
+        return f"mixture of {len(model.components)} models, {words}: {parts}"
+    if model.kind == "ngram":
+        grams = sum(int(keys.size) for keys in model.tables.keys)
+        return f"order-{model.order} n-gram model, {words}, {grams} n-grams"
+    config = model.config
+    return f"{config.layers}-layer {config.cell} model, hidden {config.hidden}, {words}"
+
+
+def _check_checkpoint(path: str) -> str:
+    """A train-rnn checkpoint: its state restores, and no array holds NaN or infinity."""
+    from rnnlm_cli.rnn.checkpoint import Checkpoint
+    checkpoint = Checkpoint(path)
+    state = checkpoint.restore_state()
+    for name, array in checkpoint.arrays.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ModelFileError(f"{path}: corrupt checkpoint: array '{name}' holds NaN "
+                                 "or infinite values")
+    return f"train-rnn checkpoint after epoch {state.epoch}, {len(checkpoint.arrays)} arrays"

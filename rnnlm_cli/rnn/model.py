@@ -183,6 +183,10 @@ class RnnModel(LanguageModel):
         config = RnnConfig.from_dict(metadata["rnn_config"])
         vocab = Vocabulary.from_arrays(arrays)
         network = RnnNetwork.from_arrays(config, arrays, len(vocab))
+        for name, param in network.params.items():
+            # (A pass over weights that every forward pass reads anyway.)
+            if not np.isfinite(param).all():
+                raise ValueError(f"array '{name}' holds NaN or infinite weights")
         names = boundary_names(config)
         present = [name for name in names if name in arrays]
         if present and len(present) < len(names):
@@ -209,6 +213,8 @@ def _checked_boundary(network: RnnNetwork, boundary: Sequence[tuple]) -> Hidden:
             or any(p.shape != shape[2:] or p.dtype.kind != "f" for p in parts)):
         raise ValueError(f"the boundary state does not fit {shape[0]} layer(s) of "
                          f"{shape[1]} float vector(s) of {shape[2]}")
+    if not all(np.isfinite(p).all() for p in parts):
+        raise ValueError("the boundary state holds NaN or infinite values")
     return [tuple(np.array(part, dtype=network.dtype) for part in layer) for layer in boundary]
 
 
