@@ -43,6 +43,7 @@ import os
 import stat
 import zipfile
 import zlib
+from contextlib import contextmanager
 from tokenize import TokenError
 from typing import Dict, Mapping, Tuple
 
@@ -155,14 +156,15 @@ def open_regular(path: str):
         raise ModelFileError(f"{path}: is a directory") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        mode = os.fstat(fd).st_mode
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
         if stat.S_ISDIR(mode):
             raise ModelFileError(f"{path}: is a directory")
-        if not stat.S_ISREG(mode):
-            raise ModelFileError(f"{path}: not a regular file (a device, FIFO or socket); "
-                                 "a model must be a file")
-        os.set_blocking(fd, True)
+        raise ModelFileError(f"{path}: not a regular file (a device, FIFO or socket); "
+                             "a model must be a file")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as file:
         yield file
 
 
