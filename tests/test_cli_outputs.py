@@ -315,3 +315,13 @@ def test_an_interrupt_at_any_write_leaves_both_old_files(work, monkeypatch):
                      "Error: interrupted; no output file was written")
         assert ((work / "m.npz").read_bytes(), (work / "m.arpa").read_bytes()) == before
         assert no_temporaries(work)
+
+
+def test_a_gzipped_arpa_file_has_no_name_or_time_in_its_header(work):
+    """The same model, the same bytes: gzip's header holds neither the temporary file's
+    name nor the time of writing."""
+    assert_ok(run("train-ngram", "corpus.txt", "-o", "m.npz", "--arpa", "m.arpa.gz"))
+    header = (work / "m.arpa.gz").read_bytes()[:10]
+    assert header[:3] == b"\x1f\x8b\x08"
+    assert header[3] & 0x08 == 0                      # no FNAME
+    assert header[4:8] == b"\x00\x00\x00\x00"         # MTIME 0

@@ -381,7 +381,10 @@ def _tables(path: str, vocab: Vocabulary, order: int, sections) -> BackoffTables
 
 def write_arpa(model: NgramModel, binary_out: BinaryIO, compress: bool = False) -> None:
     """Write ``model`` in ARPA format (log10 values), gzipped if ``compress``."""
-    raw = gzip.GzipFile(fileobj=binary_out, mode="wb") if compress else binary_out
+    # No name or time in the gzip header: the temporary file's name is not the file's,
+    # and the same model gives the same bytes (DESIGN: byte for byte).
+    raw = gzip.GzipFile(filename="", fileobj=binary_out, mode="wb", mtime=0) \
+        if compress else binary_out
     out = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
     _write_text(model, out)
     out.flush()
