@@ -63,10 +63,10 @@ SINGLE_THREAD_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
 
 SAMPLING_CHILD = """
 import sys, time, numpy as np
-from rnnlm_cli.decoding import SamplingConfig, encode_prompt, model_tokenizer, sample
+from rnnlm_cli.decoding import SamplingConfig, encode_prompt, sample
 from rnnlm_cli.models import open_model
 lm = open_model(sys.argv[1])
-prompt = encode_prompt(lm, model_tokenizer(lm), "")
+prompt = encode_prompt(lm, lm.tokenizer, "")
 start = time.perf_counter()
 samples = list(sample(lm, prompt, 100, SamplingConfig(), np.random.default_rng(int(sys.argv[2]))))
 print(sum(len(s.tokens) for s in samples) / (time.perf_counter() - start))

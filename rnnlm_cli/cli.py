@@ -603,14 +603,14 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
         rnnlm perplexity kn.npz --mix lstm.npz --tune valid.txt test.txt
     """
     from rnnlm_cli.allocator import keep_freed_memory
-    from rnnlm_cli.models import is_arpa_path, open_model
+    from rnnlm_cli.models import is_arpa_path
     from rnnlm_cli.scoring import score_spans, score_text, summarize
-    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines, untokenized_example
+    from rnnlm_cli.tokenizer import split_lines, untokenized_example
 
     keep_freed_memory()   # the lookups' temporaries are reused, not faulted in (allocator.py)
     stdin_at_most_once(*(text or ("-",)), tune)
     lm = _open_lm(model, mix, weights, tune, encoding_errors)
-    tokenizer = Tokenizer(TokenizerConfig.from_dict(lm.metadata["tokenizer"]))
+    tokenizer = lm.tokenizer
     paths = text or ("-",)
     whole = read_corpus_text(paths, encoding_errors)
     if not whole.strip():
@@ -731,11 +731,11 @@ def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, to
     """
     _one_blas_thread()
     import numpy as np
-    from rnnlm_cli.decoding import SamplingConfig, encode_prompt, model_tokenizer, sample
+    from rnnlm_cli.decoding import SamplingConfig, encode_prompt, sample
 
     stdin_at_most_once(prompt_file, tune)
     lm = _open_lm(model, mix, weights, tune, encoding_errors)
-    tokenizer = model_tokenizer(lm)
+    tokenizer = lm.tokenizer
     config = SamplingConfig(max_tokens, temperature, top_k, top_p, no_unk)
     rng = np.random.default_rng(seed)
     prompts = _texts_and_lines(prompt, prompt_file, encoding_errors)
@@ -781,13 +781,13 @@ def complete_command(model, prefix, top, max_tokens, beam, as_json, mix, weights
         printf 'The train\\nA cat\\n' | rnnlm complete en.npz --max-tokens 3 --json
     """
     _one_blas_thread()
-    from rnnlm_cli.decoding import complete, encode_prompt, model_tokenizer
+    from rnnlm_cli.decoding import complete, encode_prompt
 
     if top == 0 and max_tokens != 1:
         raise click.BadOptionUsage("top", "--top 0 (every next token) needs --max-tokens 1")
     stdin_at_most_once(None if prefix else "-", tune)
     lm = _open_lm(model, mix, weights, tune, encoding_errors)
-    tokenizer = model_tokenizer(lm)
+    tokenizer = lm.tokenizer
     for place, text in _texts_and_lines(prefix, None if prefix else "-", encoding_errors):
         encoded = encode_prompt(lm, tokenizer, text)
         if encoded.unknown:
@@ -929,7 +929,7 @@ def gradients(ctx, files, max_distance, chunks, streams, as_json, plot, cell, ac
     if model is not None:
         from rnnlm_cli.models import open_model
         lm = open_model(model)
-        tokenizer = Tokenizer(TokenizerConfig.from_dict(lm.metadata["tokenizer"]))
+        tokenizer = lm.tokenizer
         network, stream = grad.model_network(lm, model, list(tokenizer.tokenize_lines(lines)))
     else:
         config = RnnConfig(cell=cell, activation=activation, layers=layers, hidden=hidden,

@@ -27,7 +27,7 @@ import numpy as np
 
 from rnnlm_cli.errors import OptionError
 from rnnlm_cli.lm import LanguageModel
-from rnnlm_cli.tokenizer import SPACE_SYMBOL, Tokenizer, TokenizerConfig
+from rnnlm_cli.tokenizer import SPACE_SYMBOL, Tokenizer
 from rnnlm_cli.vocab import BOS, EOS, UNK
 
 LN10 = math.log(10.0)
@@ -58,11 +58,6 @@ class Prompt:
             return None
         return (f"Warning: {place}: not in the vocabulary, read as {UNK}: "
                 f"{' '.join(self.unknown)}")
-
-
-def model_tokenizer(model: LanguageModel) -> Tokenizer:
-    """The tokenizer the model was trained with (its settings travel in the model)."""
-    return Tokenizer(TokenizerConfig.from_dict(model.metadata["tokenizer"]))
 
 
 def encode_prompt(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Prompt:
@@ -142,7 +137,7 @@ def sample(model: LanguageModel, prompt: Prompt, num: int, config: SamplingConfi
     """``num`` samples after ``prompt``, drawn as one batch (see the module docstring);
     yielded as each batch is done, so a pipe gets the first lines early."""
     config.validate()
-    tokenizer = model_tokenizer(model)
+    tokenizer = model.tokenizer
     rows = max(1, BATCH_ELEMENTS // len(model.vocab))
     for start in range(0, num, rows):
         for ids, logprobs in _sample_batch(model, prompt, min(rows, num - start), config, rng):
@@ -281,7 +276,7 @@ def complete(model: LanguageModel, prompt: Prompt, top: int = 5, max_tokens: int
                           f"wide for {len(model.vocab)} words: at most {widest} (beam x "
                           f"words <= {BEAM_ELEMENTS})")
     found = _beam_search(model, prompt, top, max_tokens, beam)
-    tokenizer = model_tokenizer(model)
+    tokenizer = model.tokenizer
     return [Completion(model.vocab.decode(ids), logprobs, tokenizer.detokenize(
         model.vocab.decode(ids))) for ids, logprobs in found]
 

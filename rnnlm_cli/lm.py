@@ -15,6 +15,7 @@ from typing import Any, List
 
 import numpy as np
 
+from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
 from rnnlm_cli.vocab import Vocabulary
 
 
@@ -52,7 +53,14 @@ class LanguageModel(ABC):
     @property
     @abstractmethod
     def kind(self) -> str:
-        """A short name of the backend (``"ngram"``, ``"rnn"``)."""
+        """A short name of the backend (``"ngram"``, ``"rnn"``, ``"mixture"``)."""
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """How the model reads text: the tokenizer it was trained with, whose settings
+        travel in its metadata (``metadata["tokenizer"]``). Text to score, prompts and
+        prefixes all go through it; ``vocab`` maps its tokens to ids."""
+        return Tokenizer(TokenizerConfig.from_dict(self.metadata["tokenizer"]))
 
     @abstractmethod
     def initial_state(self, batch: int) -> Any:

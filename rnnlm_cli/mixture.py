@@ -250,9 +250,7 @@ def tune_on_text(mixture: MixtureModel, lines: Sequence[str],
                  ) -> MixtureModel:
     """The mixture with its weights tuned by EM on held-out ``lines`` (one sentence per
     line, read as the components read text), starting from its current weights."""
-    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
-    tokenizer = Tokenizer(TokenizerConfig.from_dict(mixture.metadata["tokenizer"]))
-    corpus = mixture.vocab.encode(list(tokenizer.tokenize_lines(lines)))
+    corpus = mixture.vocab.encode(list(mixture.tokenizer.tokenize_lines(lines)))
     logp = mixture.component_scores(corpus.ids, corpus.lengths)
     weights = tune_weights(logp, mixture.weights, report)
     return MixtureModel(mixture.components, weights)

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import CORPORA, cli_runner
 from rnnlm_cli.cli import cli
-from rnnlm_cli.decoding import encode_prompt, model_tokenizer
+from rnnlm_cli.decoding import encode_prompt
 from rnnlm_cli.models import open_model
 from test_cli_errors import assert_fails
 from test_decoding import exhaustive, greedy, random_rnn
@@ -123,7 +123,7 @@ def test_beam_as_wide_as_the_vocabulary_finds_the_exhaustive_best(folder, name):
     path = folder / name
     model = open_model(str(path))
     for prefix in ("", "the", "the cat sat", "The"):
-        ids = encode_prompt(model, model_tokenizer(model), prefix).ids.tolist()
+        ids = encode_prompt(model, model.tokenizer, prefix).ids.tolist()
         truth = exhaustive(model, ids, 2)
         record = json.loads(ok("complete", path, prefix, "--max-tokens", 2, "--top", 12,
                                "--beam", len(model.vocab), "--json").stdout)

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import CORPORA
 from rnnlm_cli import decoding
-from rnnlm_cli.decoding import SamplingConfig, encode_prompt, model_tokenizer
+from rnnlm_cli.decoding import SamplingConfig, encode_prompt
 from rnnlm_cli.errors import OptionError
 from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.ngram.training import NgramConfig, train_ngram
@@ -120,13 +120,13 @@ def sample(*args):
 
 
 def prompt(model, text=""):
-    return encode_prompt(model, model_tokenizer(model), text)
+    return encode_prompt(model, model.tokenizer, text)
 
 
 def prefixes(model):
     """A few prefixes of the model's own text: empty, in-vocabulary, unknown words."""
     words = [w for w in model.vocab.words[3:8]]
-    level = model_tokenizer(model).config.level
+    level = model.tokenizer.config.level
     joiner = "" if level == "char" else " "
     return ["", joiner.join(words[:1]), joiner.join(words[:3]), "zzqx" if level == "word"
             else "\u00e6\u00f8"]
@@ -222,7 +222,7 @@ def test_completions_end_at_eos_or_run_max_tokens(en_model):
     for c in found:
         assert c.tokens[-1] == "</s>" or len(c.tokens) == 3
         assert "</s>" not in c.tokens[:-1]
-        assert c.text == model_tokenizer(en_model).detokenize(c.tokens)
+        assert c.text == en_model.tokenizer.detokenize(c.tokens)
         assert c.logprob == pytest.approx(sum(c.token_logprobs))
     assert [c.logprob for c in found] == sorted((c.logprob for c in found), reverse=True)
 

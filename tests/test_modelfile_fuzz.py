@@ -12,13 +12,12 @@ import struct
 import warnings
 import zipfile
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from test_cli_errors import assert_ok, run, write
-from zip_surgery import SMALL_CORPUS, TEXT, members, npy_claiming, write_zip
+from zip_surgery import SMALL_CORPUS, TEXT, members, npy_claiming
 
 # RNNLM_FUZZ_EXAMPLES=5000 (and RNNLM_FUZZ_SEED) for a long run by hand.
 EXAMPLES = int(os.environ.get("RNNLM_FUZZ_EXAMPLES", 60))

@@ -17,7 +17,6 @@ where ``h_k`` are the last k words of ``h`` and a missing ``h_k`` has bow 1.
 from __future__ import annotations
 
 from functools import partial
-from typing import List
 
 import numpy as np
 
