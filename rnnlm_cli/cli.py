@@ -17,7 +17,7 @@ import click
 from rnnlm_cli import __version__
 from rnnlm_cli.errors import CorpusError, ModelFileError, RnnlmError
 
-ENCODING_ERRORS = ("strict", "replace")
+ENCODING_ERRORS = ("strict", "replace")   # Python's codec error handlers (tokenizer's too)
 
 
 class RnnlmGroup(click.Group):
@@ -64,6 +64,23 @@ def cli():
 
 # -- options shared by several commands -------------------------------------------------
 
+class LibraryChoice(click.Choice):
+    """A choice among the names the library defines (``module.NAME``: a smoothing method,
+    a cell, an optimizer), so that adding one to the library adds it here. The list is
+    read on first use (``--help``, or a value to check): the command line loads no
+    backend, and no NumPy, before a command runs (``_one_blas_thread`` relies on it)."""
+
+    def __init__(self, module: str, name: str):   # (Choice.__init__ would read the list)
+        self._where = (module, name)
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple:
+        import importlib
+        module, name = self._where
+        return tuple(getattr(importlib.import_module(module), name))
+
+
 class FiniteFloat(click.FloatRange):
     """A float option in a range, and finite: ``inf`` and ``nan`` are usage errors (a
     ``FloatRange`` lets ``nan`` through every bound, and ``inf`` through open ones)."""
@@ -80,12 +97,13 @@ class FiniteFloat(click.FloatRange):
 def tokenizer_options(command):
     """``--tokenizer``, ``--level``, ``--lowercase``: how training text is cut into tokens."""
     for option in reversed([
-        click.option("--tokenizer", "tokenizer_kind", type=click.Choice(["regex", "whitespace"]),
-                     default="regex", show_default=True,
+        click.option("--tokenizer", "tokenizer_kind",
+                     type=LibraryChoice("rnnlm_cli.tokenizer", "KINDS"), default="regex",
+                     show_default=True,
                      help="regex: raw text (words, numbers, punctuation); whitespace: "
                           "pre-tokenized text, split on ASCII whitespace only (as KenLM)."),
-        click.option("--level", type=click.Choice(["word", "char"]), default="word",
-                     show_default=True, help="Model words or characters."),
+        click.option("--level", type=LibraryChoice("rnnlm_cli.tokenizer", "LEVELS"),
+                     default="word", show_default=True, help="Model words or characters."),
         click.option("--lowercase", is_flag=True, help="Lower-case the text first."),
         click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Words seen fewer times become <unk>."),
@@ -102,17 +120,17 @@ def network_options(command):
     ``--layers``, ``--hidden``, ``--embed``, ``--init``, ``--init-scale``, ``--forget-bias``
     (``train-rnn``, and ``gradients`` for an untrained model)."""
     for option in reversed([
-        click.option("--cell", type=click.Choice(["rnn", "gru", "lstm"]), default="lstm",
-                     show_default=True, help="rnn: the Elman cell s = f(U x + W s' + b)."),
-        click.option("--activation", type=click.Choice(["tanh", "sigmoid", "relu"]),
+        click.option("--cell", type=LibraryChoice("rnnlm_cli.rnn.config", "CELLS"),
+                     default="lstm", show_default=True,
+                     help="rnn: the Elman cell s = f(U x + W s' + b)."),
+        click.option("--activation", type=LibraryChoice("rnnlm_cli.rnn.config", "ACTIVATIONS"),
                      default="tanh", show_default=True, help="The f of --cell rnn."),
         click.option("--layers", type=click.IntRange(min=1), default=1, show_default=True),
         click.option("--hidden", type=click.IntRange(min=1), default=200, show_default=True,
                      help="Hidden units H per layer."),
         click.option("--embed", type=click.IntRange(min=1), default=None,
                      help="Embedding size E  [default: H]"),
-        click.option("--init", type=click.Choice(["normal", "uniform", "xavier", "orthogonal",
-                                                  "identity"]),
+        click.option("--init", type=LibraryChoice("rnnlm_cli.rnn.config", "INITS"),
                      default="uniform", show_default=True,
                      help="Of the recurrent matrix W; identity (with zero biases) is the IRNN "
                           "recipe, for --activation relu."),
@@ -252,7 +270,7 @@ def _name(path: str) -> str:
               help="The model file to write (.npz).")
 @click.option("--order", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Longest n-gram.")
-@click.option("--smoothing", type=click.Choice(["kneser-ney", "witten-bell", "add-k", "mle"]),
+@click.option("--smoothing", type=LibraryChoice("rnnlm_cli.ngram.smoothing", "METHODS"),
               default="kneser-ney", show_default=True,
               help="kneser-ney: interpolated modified Kneser-Ney (as KenLM's lmplz).")
 @click.option("--add-k", "add_k", type=FiniteFloat(min=0, max=1e6, min_open=True),
@@ -361,8 +379,8 @@ class _progress:
               help="B parallel streams of the corpus.")
 @click.option("--bptt", type=click.IntRange(min=1), default=20, show_default=True,
               help="T steps of truncated back-propagation through time.")
-@click.option("--optimizer", type=click.Choice(["sgd", "adagrad", "adam"]), default="sgd",
-              show_default=True)
+@click.option("--optimizer", type=LibraryChoice("rnnlm_cli.rnn.optim", "OPTIMIZERS"),
+              default="sgd", show_default=True)
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1.0,
               show_default=True, help="Learning rate.")
 @click.option("--lr-decay", type=FiniteFloat(0, 1, min_open=True), default=0.5,

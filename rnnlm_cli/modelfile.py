@@ -1,11 +1,12 @@
 """Model files: one ``.npz`` per model, arrays plus JSON metadata.
 
 Writing goes through ``outputs.atomic_output`` (a temporary file beside the target,
-renamed into place): an interrupted run never leaves a half-written model. Reading never unpickles; it checks
-that the file is an archive, holds rnnlm metadata of a format version this code reads,
-and that every array has the expected dtype and rank. Uncompressed members (what
-``np.savez`` writes) are memory-mapped, so loading a large model costs next to nothing
-until its pages are touched; rnnlm writes them aligned (``write_model``).
+renamed into place): an interrupted run never leaves a half-written model. Reading never
+unpickles; it checks that the file is an archive, holds rnnlm metadata of a format
+version this code reads, and that every array has the expected dtype and rank.
+Uncompressed members (what ``np.savez`` writes) are memory-mapped, so loading a large
+model costs next to nothing until its pages are touched; rnnlm writes them aligned
+(``write_model``).
 
 A model file may come from anyone, so reading is bounded by the file: only a regular
 file is opened (a FIFO or a device would block or never end); each member's ``.npy``
@@ -212,7 +213,8 @@ def _check_method(path: str, info: zipfile.ZipInfo) -> None:
                              f"{info.compress_type} (only stored and deflated are read)")
 
 
-def check_arrays(path: str, arrays: Mapping[str, np.ndarray], schema: Mapping[str, Tuple[str, int]]):
+def check_arrays(path: str, arrays: Mapping[str, np.ndarray],
+                 schema: Mapping[str, Tuple[str, int]]):
     """Check that each ``name: (dtype kind codes, ndim)`` of ``schema`` is present and right."""
     for name, (kinds, ndim) in schema.items():
         if name not in arrays:

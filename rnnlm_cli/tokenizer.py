@@ -13,7 +13,8 @@ Two kinds of tokenizer, each at word or character level:
   own (so ``...`` is three ``.`` tokens; ``…`` is one).
 
 Character level makes every code point a token and each run of whitespace one
-``SPACE_SYMBOL`` token (a ``SPACE_SYMBOL`` already in the text counts as whitespace). Every line is NFC-normalised first, then lower-cased if asked.
+``SPACE_SYMBOL`` token (a ``SPACE_SYMBOL`` already in the text counts as whitespace).
+Every line is NFC-normalised first, then lower-cased if asked.
 
 ``read_lines`` reads a corpus the way KenLM does: UTF-8, lines split on ``\\n`` only.
 """
