@@ -54,7 +54,7 @@ B=20, T=35, float32, 2 threads.
    (``RnnNetwork(RnnConfig(cell, hidden=200), |V|, rng)`` with ``rng`` the first child of
    ``SeedSequence(0).spawn(2)``, as ``session.run_training`` does) and copied in float32
    (U = weight_ih.T, W = weight_hh.T, b in bias_ih, the GRU's bn as b_hn in bias_hh), and
-   trains on rnnlm's own vocabulary and chunks (``cli._rnn_data``, ``session.plan_batches``)
+   trains on rnnlm's own vocabulary and chunks (``data.read_training_data``, ``session.plan_batches``)
    in rnnlm's order, with rnnlm's clipping rule (scale by 5/||g|| iff ||g|| >= 5, no +1e-6).
    That row isolates the implementation: both should end within a fraction of a percent
    (float rounding, amplified by 5 epochs of SGD). ``--same-init-only`` runs only these
@@ -298,20 +298,20 @@ def boundary_state(torch, model, batched, eos):
 
 def rnnlm_start(spec: dict):
     """What ``rnnlm train-rnn TRAIN --valid VALID --tokenizer whitespace --seed S`` starts
-    from: its data (``cli._rnn_data``), its initial network (``session.run_training``: the
+    from: its data (``data.read_training_data``), its initial network (``session.run_training``: the
     init generator is the first of ``SeedSequence(seed).spawn(2)``) and the (L, B) layouts
     of its training and validation chunks (``session.plan_batches``)."""
     import numpy as np
-    from rnnlm_cli.cli import _rnn_data
+    from rnnlm_cli.rnn.data import read_training_data
     from rnnlm_cli.rnn.config import RnnConfig
     from rnnlm_cli.rnn.network import RnnNetwork
     from rnnlm_cli.rnn.session import plan_batches
     from rnnlm_cli.rnn.training import TrainConfig
-    from rnnlm_cli.tokenizer import TokenizerConfig
+    from rnnlm_cli.tokenizer import TokenizerConfig, read_lines
     config = TrainConfig(epochs=spec["epochs"], batch_size=B, bptt=T, lr=1.0, lr_decay=1.0,
                          patience=0, clip_norm=5.0, seed=spec.get("seed", 0))
-    data = _rnn_data([spec["train"]], spec["valid"], TokenizerConfig("whitespace"), 1, None,
-                     "strict", config)
+    data = read_training_data(read_lines(spec["train"]), read_lines(spec["valid"]),
+                              TokenizerConfig("whitespace"), spec["train"], spec["valid"])
     init_rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(2)[0])
     network = RnnNetwork(RnnConfig(cell=spec["cell"], hidden=spec["hidden"]), len(data.vocab),
                          rng=init_rng, dtype=np.float32)

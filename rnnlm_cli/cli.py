@@ -447,7 +447,7 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
                                report.hooks())
     except TrainingInterrupted as stop:
         _say_interrupted(ctx, stop)
-    model = run.model(data, tokenizer.to_dict())
+    model = run.finished_model(data, tokenizer.to_dict())
     _warn_rnn_training(run.state, data)
     with atomic_output(output, "wb") as out:
         write_model(out, model.to_arrays(), model.metadata)
@@ -457,22 +457,18 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
 
 
 def _rnn_data(corpus, valid, tokenizer_config, min_count, max_vocab, encoding_errors, config):
-    """Read, split and tokenize the text; the training and validation streams."""
+    """The training data (rnn/data.py), and what the user should hear of it."""
     from rnnlm_cli.rnn.batches import fit_batch_size
-    from rnnlm_cli.rnn.data import hold_out, prepare_data
-    from rnnlm_cli.tokenizer import Tokenizer
+    from rnnlm_cli.rnn.data import read_training_data
 
     lines = list(read_corpus_lines(corpus, encoding_errors))
-    if valid:
-        valid_lines = list(read_corpus_lines([valid], encoding_errors))
-    else:
-        lines, valid_lines = hold_out(lines)
-        click.echo(f"Holding out the last {len(valid_lines)} of {len(lines) + len(valid_lines)} "
-                   "lines for validation (--valid FILE to choose)", err=True)
-    tokenize = Tokenizer(tokenizer_config).tokenize_lines
-    data = prepare_data(list(tokenize(lines)), list(tokenize(valid_lines)),
-                        ", ".join(map(_name, corpus)), _name(valid) if valid else "held-out text",
-                        min_count, max_vocab)
+    valid_lines = list(read_corpus_lines([valid], encoding_errors)) if valid else None
+    data = read_training_data(lines, valid_lines, tokenizer_config,
+                              ", ".join(map(_name, corpus)), _name(valid) if valid else None,
+                              min_count, max_vocab)
+    if data.held_out:
+        click.echo(f"Holding out the last {data.held_out} of {len(lines)} lines for "
+                   "validation (--valid FILE to choose)", err=True)
     batch = fit_batch_size(data.train.size, config.batch_size, config.bptt)
     if batch < config.batch_size:
         click.echo(f"Note: {data.train.size} training tokens do not fill {config.batch_size} "

@@ -40,6 +40,7 @@ class TrainingData:
     valid_corpus: EncodedCorpus
     train_name: str = ""    # the files, for messages and the model's metadata
     valid_name: str = ""
+    held_out: int = 0       # lines held out of the training text for validation (0: a file)
 
     def fingerprint(self) -> str:
         """SHA-256 of the vocabulary and both streams (not of the file names)."""
@@ -57,6 +58,24 @@ class TrainingData:
                 "valid": {"name": self.valid_name,
                           "sentences": int(self.valid_corpus.lengths.size),
                           "tokens": self.valid_corpus.num_tokens}}
+
+
+def read_training_data(lines: List[str], valid_lines: Optional[List[str]], tokenizer_config,
+                       train_name: str, valid_name: Optional[str], min_count: int = 1,
+                       max_vocab: Optional[int] = None) -> "TrainingData":
+    """Text to streams, as ``train-rnn`` reads it: the corpus ``lines`` and the validation
+    ``valid_lines`` (``None``: the last 5% of ``lines``, held out; ``held_out`` then says
+    how many), tokenized with ``tokenizer_config`` (a ``TokenizerConfig``)."""
+    from rnnlm_cli.tokenizer import Tokenizer
+    held = 0
+    if valid_lines is None:
+        lines, valid_lines = hold_out(lines)
+        held, valid_name = len(valid_lines), "held-out text"
+    tokenize = Tokenizer(tokenizer_config).tokenize_lines
+    data = prepare_data(list(tokenize(lines)), list(tokenize(valid_lines)), train_name,
+                        valid_name, min_count, max_vocab)
+    data.held_out = held
+    return data
 
 
 def prepare_data(train_sentences: Sequence[Sequence[str]],

@@ -48,8 +48,9 @@ class TrainingRun:
     resumed_from: Optional[str]
     valid_batches: Batches
 
-    def model(self, data: TrainingData, tokenizer: dict):
-        """The trained ``RnnModel``, with metadata saying how it was made.
+    def finished_model(self, data: TrainingData, tokenizer: dict):
+        """The trained ``RnnModel``, with metadata saying how it was made. It finishes the
+        network in place (``<s>``'s embedding, below): call it once, at the end.
 
         Training reads ``</s>`` before every sentence (``batches.token_stream``); the
         model starts a sentence by reading ``<s>``, which training never saw. So ``<s>``
