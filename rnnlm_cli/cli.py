@@ -452,7 +452,7 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
     with atomic_output(output, "wb") as out:
         write_model(out, model.to_arrays(), model.metadata)
     click.echo(f"{output}: {layers}-layer {cell} model, H={hidden}, {len(data.vocab)} words, "
-               f"best validation perplexity {run.state.best_valid_ppl:.2f} after "
+               f"best validation stream perplexity {run.state.best_valid_ppl:.2f} after "
                f"{len(run.state.history)} epoch(s)", err=True)
 
 
@@ -522,7 +522,7 @@ class _EpochReport:
 
     def epoch(self, record) -> None:
         self._close_bar()
-        click.echo(f"epoch {record.epoch}: train ppl {record.train_ppl:.2f}, valid ppl "
+        click.echo(f"epoch {record.epoch}: train ppl {record.train_ppl:.2f}, valid stream ppl "
                    f"{record.valid_ppl:.2f}{' (best)' if record.improved else ''}, grad norm "
                    f"{record.grad_norm:.3g}, clipped {record.clipped:.0%}, lr {record.lr:g}, "
                    f"{record.tokens_per_s:,.0f} tokens/s, {record.seconds:.1f} s", err=True)

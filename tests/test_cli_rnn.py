@@ -66,7 +66,7 @@ def test_train_rnn_on_the_english_corpus(en_model):
     lines = result.stderr.splitlines()
     assert lines[0] == "Holding out the last 24 of 488 lines for validation (--valid FILE to choose)"
     assert lines[1].startswith("epoch 1: train ppl ")
-    for part in ("valid ppl", "(best)", "grad norm", "clipped", "lr 1,", "tokens/s"):
+    for part in ("valid stream ppl", "(best)", "grad norm", "clipped", "lr 1,", "tokens/s"):
         assert part in lines[1]
     assert lines[-1].startswith(f"{folder / 'en.npz'}: 1-layer lstm model, H=16, ")
     assert result.stdout == ""
@@ -90,7 +90,7 @@ def test_log_has_one_json_object_per_epoch(en_model):
     assert len(records) == 1
     assert set(records[0]) == {"epoch", "train_ppl", "valid_ppl", "grad_norm", "clipped", "lr",
                                "improved", "tokens_per_s", "seconds"}
-    assert f"valid ppl {records[0]['valid_ppl']:.2f}" in result.stderr
+    assert f"valid stream ppl {records[0]['valid_ppl']:.2f}" in result.stderr
 
 
 def test_perplexity_scores_with_the_rnn_model(en_model):
