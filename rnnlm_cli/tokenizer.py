@@ -32,7 +32,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from .errors import CorpusError, OptionError
-from .vocab import padded_bytes
+from .hashing import padded_bytes
 
 KINDS = ("regex", "whitespace")
 LEVELS = ("word", "char")
@@ -245,7 +245,7 @@ def _detokenize_chars(tokens: Sequence[str]) -> str:
 @dataclass
 class TokenSpans:
     """Tokens as spans of UTF-8 bytes: token i is ``data[starts[i]:starts[i] + sizes[i]]``,
-    line k holds ``lengths[k]`` of them. ``data`` is zero-padded (``vocab.padded_bytes``)."""
+    line k holds ``lengths[k]`` of them. ``data`` is zero-padded (``hashing.padded_bytes``)."""
 
     data: np.ndarray        # uint8
     starts: np.ndarray      # (n_tokens,) int64

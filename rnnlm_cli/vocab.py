@@ -9,12 +9,12 @@ by first appearance, so the same corpus always gives the same ids.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import cached_property
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rnnlm_cli.parallel import parts_for, run_all
+from rnnlm_cli.hashing import ByteIndex
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
@@ -194,165 +194,6 @@ def _drop_markers(ids: np.ndarray, lengths: np.ndarray):
         ids = ids[~markers]
         lengths = np.bincount(sentence_of[~markers], minlength=lengths.size).astype(np.int64)
     return ids, lengths, skipped
-
-
-# -- looking words up by their bytes ---------------------------------------------------------
-
-SHORT = 16          # bytes: a word this long or shorter is its own key (two uint64 and a size)
-_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
-_MIX = [np.uint64(k) for k in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
-                              0xBF58476D1CE4E5B9, 0x94D049BB133111EB)]
-
-
-def padded_bytes(data: bytes) -> np.ndarray:
-    """``data`` as uint8 with ``SHORT`` zero bytes after it, as ``short_keys`` needs."""
-    out = np.zeros(len(data) + SHORT, dtype=np.uint8)
-    out[:len(data)] = np.frombuffer(data, dtype=np.uint8)
-    return out
-
-
-def short_keys(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray):
-    """The first and second 8 bytes (little-endian, zero beyond the span) of each span
-    ``data[starts[i]:starts[i] + sizes[i]]`` of the padded array ``data``: with the size,
-    the exact bytes of every span of at most ``SHORT`` bytes."""
-    at = np.ndarray((data.size - 7,), dtype="<u8", buffer=data, strides=(1,))  # 8 bytes at i
-    first = at[starts] & _MASKS[np.minimum(sizes, 8)]
-    second = at[starts + 8] & _MASKS[np.clip(sizes - 8, 0, 8)]
-    return first, second
-
-
-def _mix(first: np.ndarray, second: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of a short key (splitmix64's finaliser over a multiply-xor)."""
-    with np.errstate(over="ignore"):
-        h = first * _MIX[0] ^ second * _MIX[1] ^ sizes.astype(np.uint64) * _MIX[2]
-        h ^= h >> np.uint64(30)
-        h *= _MIX[3]
-        h ^= h >> np.uint64(27)
-        h *= _MIX[4]
-        h ^= h >> np.uint64(31)
-    return h
-
-
-def _twins(first: np.ndarray, second: np.ndarray, sizes: np.ndarray, hashes: np.ndarray) -> bool:
-    """Whether two of the short keys ``(first, second, sizes)``, sorted by their
-    ``hashes``, are the same."""
-    same = np.flatnonzero(hashes[1:] == hashes[:-1])
-    return bool(np.any((first[same] == first[same + 1]) & (second[same] == second[same + 1])
-                       & (sizes[same] == sizes[same + 1])))
-
-
-class ByteIndex:
-    """Word ids by the words' UTF-8 bytes, for whole arrays of tokens at once.
-
-    A word of at most ``SHORT`` bytes is keyed by its bytes themselves (``short_keys``)
-    and stored in an open-addressing hash table (linear probing, at most 40% full): a
-    query probes slots from the one its hash picks until it meets its own key or an empty
-    slot, all queries advancing together. Each slot holds its word's whole key (first and
-    second 8 bytes, and ``id * 32 + size``), so a probe is three independent gathers at
-    the same slot, and a hash collision never gives a wrong word. Longer words (rare in
-    any vocabulary) are looked up by their bytes in a dict.
-    """
-
-    SCHEME = 1    # of the hash and the slot layout: a stored index of another is rebuilt
-
-    def __init__(self, blob: bytes, stored: Optional[Sequence[np.ndarray]] = None):
-        """The index of the words in ``blob`` (joined by newlines), built, or ``stored``
-        (``slot_arrays()`` of an index of the same words, from a model file: checked for
-        shape and occupancy, not rebuilt)."""
-        data = padded_bytes(blob)
-        ends = np.flatnonzero(data[:len(blob)] == 10)                    # the newlines
-        starts = np.concatenate(([0], ends + 1))
-        sizes = np.concatenate((ends, [len(blob)])) - starts
-        self.size = int(starts.size)
-        long_words = np.flatnonzero(sizes > SHORT).tolist()
-        self.by_bytes = {blob[starts[i]:starts[i] + sizes[i]]: i for i in long_words}
-        if len(self.by_bytes) != len(long_words):
-            raise ValueError("a vocabulary holds each word once")
-        short = np.flatnonzero(sizes <= SHORT)
-        self.bits = max(4, int(np.ceil(np.log2(2.5 * max(short.size, 1)))))
-        if stored is None:
-            self._build(data, starts, sizes, short)
-        else:
-            self._adopt(stored, short.size)
-
-    def _build(self, data, starts, sizes, short) -> None:
-        first, second = short_keys(data, starts[short], sizes[short])
-        hashes = _mix(first, second, sizes[short])
-        order = np.argsort(hashes)
-        short, hashes = short[order], hashes[order]
-        first, second = first[order], second[order]
-        if _twins(first, second, sizes[short], hashes):
-            raise ValueError("a vocabulary holds each word once")
-        # Linear probing, inserting in the order of the home slots (the hash's top bits):
-        # word i lands at max(home_i, place_(i-1) + 1), i.e. i + max_(j<=i)(home_j - j).
-        # Slots run on past the end instead of wrapping round.
-        home = (hashes >> np.uint64(64 - self.bits)).astype(np.int64)
-        steps = np.arange(short.size)
-        place = steps + np.maximum.accumulate(home - steps) if short.size else steps
-        self.probes = int((place - home).max(initial=0)) + 1
-        slots = (1 << self.bits) + self.probes       # room to run on, and an empty slot last
-        self.slot_first = np.zeros(slots, dtype=np.uint64)
-        self.slot_second = np.zeros(slots, dtype=np.uint64)
-        self.slot_word = np.full(slots, -1, dtype=np.int64)      # id * 32 + size; -1 empty
-        self.slot_first[place] = first
-        self.slot_second[place] = second
-        self.slot_word[place] = short * 32 + sizes[short]
-
-    def _adopt(self, stored: Sequence[np.ndarray], short_words: int) -> None:
-        first, second, word = (np.asarray(a) for a in stored)
-        slots = word.size
-        self.probes = slots - (1 << self.bits)
-        if not (first.shape == second.shape == word.shape == (slots,)
-                and first.dtype == second.dtype == np.uint64 and word.dtype == np.int64
-                and 1 <= self.probes <= max(short_words, 1) and word[-1] == -1):
-            raise ValueError("the stored vocabulary index does not fit the vocabulary")
-        if np.count_nonzero(word >= 0) != short_words or int(word.max()) >> 5 >= self.size:
-            raise ValueError("the stored vocabulary index does not fit the vocabulary")
-        self.slot_first, self.slot_second, self.slot_word = first, second, word
-
-    def slot_arrays(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.slot_first, self.slot_second, self.slot_word
-
-    def _slots(self, first, second, sizes) -> np.ndarray:
-        return (_mix(first, second, sizes) >> np.uint64(64 - self.bits)).astype(np.int64)
-
-    def lookup(self, data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-        """The id of each span of the padded array ``data`` (see ``padded_bytes``), -1 for
-        a span that is no word of the vocabulary; the spans are cut into one group per
-        thread (``parallel.py``)."""
-        starts, sizes = np.asarray(starts, dtype=np.int64), np.asarray(sizes, dtype=np.int64)
-        cuts = np.linspace(0, starts.size, parts_for(starts.size) + 1).astype(np.int64).tolist()
-        pieces = run_all([partial(self._lookup, data, starts[a:b], sizes[a:b])
-                          for a, b in zip(cuts[:-1], cuts[1:])])
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-
-    def _probe(self, slots, first, second, code):
-        """The ``id * 32 + size`` at each slot, and whether the slot holds that key."""
-        word = self.slot_word.take(slots)
-        return word, ((self.slot_first.take(slots) == first)
-                      & (self.slot_second.take(slots) == second) & ((word & 31) == code))
-
-    def _lookup(self, data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-        first, second = short_keys(data, starts, sizes)
-        # A long span's code (17) matches no slot (a word's size is at most 16, an empty
-        # slot's 31): it probes on to an empty slot, and is then looked up in the dict.
-        code = np.minimum(sizes, SHORT + 1)
-        slots = self._slots(first, second, sizes)
-        word, hit = self._probe(slots, first, second, code)   # every span at once first
-        ids = np.where(hit, word >> 5, -1)
-        todo = np.flatnonzero(~hit & (word >= 0))         # at another word's slot: go on
-        slots = slots.take(todo)
-        while todo.size:
-            slots += 1
-            word, hit = self._probe(slots, first.take(todo), second.take(todo),
-                                    code.take(todo))
-            ids[todo[hit]] = word[hit] >> 5
-            going = np.flatnonzero(~hit & (word >= 0))
-            todo, slots = todo.take(going), slots.take(going)
-        get = self.by_bytes.get
-        for i in np.flatnonzero(sizes > SHORT).tolist() if self.by_bytes else ():
-            ids[i] = get(data[starts[i]:starts[i] + sizes[i]].tobytes(), -1)
-        return ids
 
 
 # The model-file arrays of a vocabulary's ByteIndex (see Vocabulary.to_arrays).

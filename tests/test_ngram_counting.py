@@ -3,7 +3,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnlm_cli.ngram import hashindex
+from rnnlm_cli import hashing
 from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import find_sorted
 from rnnlm_cli.vocab import Vocabulary
@@ -103,9 +103,9 @@ def test_hash_index_and_sorted_search_find_exactly_the_present_keys(keys, querie
     table = np.array(sorted(keys), dtype=np.uint64)
     wanted = np.array(queries + sorted(keys), dtype=np.uint64)
     expected = np.array([sorted(keys).index(q) if q in keys else -1 for q in wanted.tolist()])
-    slots = hashindex.build(table)
+    slots = hashing.build(table)
     assert slots[-1] == 0
-    found = hashindex.find(slots, hashindex.table_bits(table.size), table, wanted)
+    found = hashing.find(slots, hashing.table_bits(table.size), table, wanted)
     np.testing.assert_array_equal(found, expected)
     np.testing.assert_array_equal(find_sorted(table, wanted), expected)
     copies = 5000 // max(wanted.size, 1) + 1                     # the sorted-batch path

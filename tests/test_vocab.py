@@ -4,9 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import rnnlm_cli.vocab as vocab_module
+import rnnlm_cli.hashing as hashing_module
 from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, split_lines
-from rnnlm_cli.vocab import SHORT, ByteIndex, Vocabulary, padded_bytes
+from rnnlm_cli.hashing import SHORT, ByteIndex, padded_bytes
+from rnnlm_cli.vocab import Vocabulary
 
 WHITESPACE = Tokenizer(TokenizerConfig(kind="whitespace"))
 LONG = "a-word-of-more-than-sixteen-bytes"
@@ -54,7 +55,7 @@ def test_byte_index_finds_every_word_and_nothing_else():
 
 def test_byte_index_is_exact_when_hashes_collide(monkeypatch):
     """With every hash equal, every word probes on from the same slot: same answers."""
-    monkeypatch.setattr(vocab_module, "_mix", lambda a, b, n: np.zeros(a.shape, np.uint64))
+    monkeypatch.setattr(hashing_module, "_mix", lambda a, b, n: np.zeros(a.shape, np.uint64))
     words = ["<unk>", "<s>", "</s>", "a", "bb", LONG, "ccc"]
     index = ByteIndex("\n".join(words).encode())
     assert index.probes == 6                   # six short words, all from slot 0

@@ -20,7 +20,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from rnnlm_cli.ngram import hashindex
+from rnnlm_cli import hashing
 
 
 @dataclass
@@ -73,8 +73,8 @@ def unique_with_inverse(keys: np.ndarray):
     table = ordered[starts]
     counts = np.diff(np.append(starts, ordered.size))
     del ordered, first
-    slots = hashindex.build(table)
-    rows = hashindex.find(slots, hashindex.table_bits(table.size), table, keys)
+    slots = hashing.build(table)
+    rows = hashing.find(slots, hashing.table_bits(table.size), table, keys)
     return table, rows, counts
 
 
