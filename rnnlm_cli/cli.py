@@ -746,6 +746,7 @@ def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, to
     _one_blas_thread()
     import numpy as np
     from rnnlm_cli.decoding import SamplingConfig, encode_prompt, sample
+    from rnnlm_cli.modelfile import check_mapped_files
 
     stdin_at_most_once(prompt_file, tune)
     lm = _open_lm(model, mix, weights, tune, encoding_errors)
@@ -754,6 +755,7 @@ def generate(model, num, max_tokens, prompt, prompt_file, temperature, top_k, to
     rng = np.random.default_rng(seed)
     prompts = _texts_and_lines(prompt, prompt_file, encoding_errors)
     for place, text in prompts if (prompt or prompt_file) else [("''", "")]:
+        check_mapped_files()   # a model rewritten in place since it was loaded is an error
         encoded = encode_prompt(lm, tokenizer, text)
         if encoded.unknown:
             click.echo(encoded.warning(place), err=True)
@@ -796,6 +798,7 @@ def complete_command(model, prefix, top, max_tokens, beam, as_json, mix, weights
     """
     _one_blas_thread()
     from rnnlm_cli.decoding import complete, encode_prompt
+    from rnnlm_cli.modelfile import check_mapped_files
 
     if top == 0 and max_tokens != 1:
         raise click.BadOptionUsage("top", "--top 0 (every next token) needs --max-tokens 1")
@@ -803,6 +806,7 @@ def complete_command(model, prefix, top, max_tokens, beam, as_json, mix, weights
     lm = _open_lm(model, mix, weights, tune, encoding_errors)
     tokenizer = lm.tokenizer
     for place, text in _texts_and_lines(prefix, None if prefix else "-", encoding_errors):
+        check_mapped_files()   # a model rewritten in place since it was loaded is an error
         encoded = encode_prompt(lm, tokenizer, text)
         if encoded.unknown:
             click.echo(encoded.warning(place), err=True)

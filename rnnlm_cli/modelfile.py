@@ -33,7 +33,10 @@ Python handler can catch (it would run only after the faulting instruction, whic
 faults again). So files up to ``READ_LIMIT`` are read into memory, where nothing can
 change them (about 1 ms per MB, 50 ms at the limit, where a map costs nothing until
 touched); larger ones are mapped, and rewriting one in place under a running
-``complete`` can kill it ("Bus error"): replace large models by renaming, as rnnlm does.
+``complete`` could kill it ("Bus error"): ``complete`` and ``generate`` check before each
+line that no mapped file was rewritten (``check_mapped_files``) and stop with an error
+if one was. (Within one line's work the window stays open: replace large models by
+renaming, as rnnlm does.)
 """
 from __future__ import annotations
 
@@ -106,6 +109,8 @@ def load_model(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
             # A small file is read whole: the arrays are then views of memory the process
             # owns, which a later rewrite of the file cannot pull away (see the docstring).
             source = _read_whole(path, file, size) if size <= READ_LIMIT else file
+            if source is file:
+                _mapped[path] = _stamp(os.fstat(file.fileno()))
             # (The zip structure is read from the file; the data of the arrays, from the
             # buffer if there is one.)
             with zipfile.ZipFile(file) as archive:
@@ -121,6 +126,29 @@ def load_model(path: str) -> Tuple[Dict[str, np.ndarray], dict]:
         except NotImplementedError as exc:     # (a zip feature or version zipfile lacks)
             raise ModelFileError(f"{path}: corrupt model or foreign archive ({exc})") from None
     return arrays, metadata
+
+
+_mapped: Dict[str, tuple] = {}   # path -> _stamp of each file this process has mapped
+
+
+def _stamp(status: os.stat_result) -> tuple:
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def check_mapped_files() -> None:
+    """``ModelFileError`` if a model file this process maps was rewritten in place since it
+    was loaded (same file, other size or time): reading on could die of SIGBUS, or read a
+    mix of two models. A file replaced by a rename (a new inode) is no concern: the map
+    keeps the old one. ``complete`` and ``generate`` ask before each line they answer."""
+    for path, stamp in _mapped.items():
+        try:
+            now = _stamp(os.stat(path))
+        except OSError:
+            continue   # removed or renamed away: the map keeps the file it had
+        if now[:2] == stamp[:2] and now != stamp:
+            raise ModelFileError(f"{path}: rewritten in place while in use (replace a model "
+                                 "by renaming a new file over it); start again to read "
+                                 "the new one")
 
 
 def verify_archive(path: str) -> int:

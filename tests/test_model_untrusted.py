@@ -320,3 +320,47 @@ def test_an_arpa_file_with_a_nan_unigram_is_refused_at_load(work):
     write(work / "bad.arpa", "\n".join(lines) + "\n")
     assert_fails(run("perplexity", "bad.arpa", "text.txt"), 1,   # (the reader's own check)
                  contains=["Error: bad.arpa: line ", "log10 probability nan is not at most 0"])
+
+
+@pytest.mark.parametrize("rewrite", ["truncate", "copy another model over it"])
+def test_a_mapped_model_rewritten_in_place_stops_complete_with_one_line(work, rewrite):
+    """A large model is memory-mapped (here: every model, READ_LIMIT 0); rewritten in place
+    under a running ``complete``, the next line is refused with one Error line, before
+    anything reads the changed pages (which could kill the process with SIGBUS)."""
+    other = work / "other.npz"
+    assert_ok(run("train-ngram", "text.txt", "-o", other, "--order", "2"))
+    mapped_cli = ("import sys, rnnlm_cli.modelfile as m; m.READ_LIMIT = 0; "
+                  "from rnnlm_cli.cli import main; sys.argv[0] = 'rnnlm'; main()")
+    process = subprocess.Popen([sys.executable, "-c", mapped_cli, "complete", "kn.npz",
+                                "--top", "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdin.write("The cat\n")
+    process.stdin.flush()
+    first = [process.stdout.readline(), process.stdout.readline()]
+    assert all(line.startswith("The cat\t") for line in first)
+    with open("kn.npz", "r+b") as model:                     # what cp does: same inode
+        model.truncate(0)
+        if rewrite != "truncate":
+            model.write(other.read_bytes())
+    out, err = process.communicate("The cat\n", timeout=60)
+    assert "Traceback" not in err
+    assert process.returncode == 1, err
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "Error: kn.npz: rewritten in place while in use (replace a model by renaming a new "
+        "file over it); start again to read the new one"]
+
+
+def test_a_mapped_model_replaced_by_a_rename_goes_on(work):
+    mapped_cli = ("import sys, rnnlm_cli.modelfile as m; m.READ_LIMIT = 0; "
+                  "from rnnlm_cli.cli import main; sys.argv[0] = 'rnnlm'; main()")
+    process = subprocess.Popen([sys.executable, "-c", mapped_cli, "complete", "kn.npz",
+                                "--top", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdin.write("The cat\n")
+    process.stdin.flush()
+    first = process.stdout.readline()
+    assert_ok(run("train-ngram", "text.txt", "-o", "kn.npz", "--order", "2"))   # a rename
+    out, err = process.communicate("The cat\n", timeout=60)
+    assert process.returncode == 0, err
+    assert out == first   # still the model it loaded
