@@ -9,7 +9,8 @@ import pytest
 from rnnlm_cli.errors import OptionError
 from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.gradcheck import check_gradient, numerical_partial, relative_error
-from rnnlm_cli.rnn.network import RnnNetwork, log_softmax
+from rnnlm_cli.rnn.kernels import log_softmax
+from rnnlm_cli.rnn.network import RnnNetwork
 
 T, B, H, V = 4, 2, 5, 7
 KINDS = [("rnn", "tanh"), ("rnn", "sigmoid"), ("rnn", "relu"), ("gru", "tanh"),
@@ -346,15 +347,15 @@ def test_projecting_each_distinct_word_once_changes_nothing(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rows_are_summed_per_word(monkeypatch, max_onehot, dtype):
     """``sum_rows_by`` against a plain loop: words once, repeated, and absent (zero rows)."""
-    import rnnlm_cli.rnn.network as network_module
-    monkeypatch.setattr(network_module, "MAX_ONEHOT_WORDS", max_onehot)
+    import rnnlm_cli.rnn.kernels as kernels
+    monkeypatch.setattr(kernels, "MAX_ONEHOT_WORDS", max_onehot)
     rng = np.random.default_rng(7)
     where = np.array([3, 0, 5, 3, 7, 3, 0, 8, 2])           # 1, 4 and 6 absent; 3 thrice
     rows = rng.standard_normal((where.size, 5)).astype(dtype)
     expected = np.zeros((9, 5))
     for n, k in enumerate(where):
         expected[k] += rows[n]
-    out = network_module.sum_rows_by(where, rows, 9)
+    out = kernels.sum_rows_by(where, rows, 9)
     assert out.dtype == dtype and out.shape == (9, 5)
     assert np.allclose(out, expected, rtol=1e-6, atol=1e-6)
     assert not out[[1, 4, 6]].any()
@@ -365,7 +366,7 @@ def test_gradients_match_finite_differences_when_no_word_repeats():
     config = RnnConfig(cell="lstm", layers=2, hidden=H)
     net, _, targets, hidden = small_problem(config, vocab=16)
     inputs = np.random.default_rng(4).permutation(16)[:T * B].reshape(T, B)
-    from rnnlm_cli.rnn.network import distinct_rows
+    from rnnlm_cli.rnn.kernels import distinct_rows
     assert distinct_rows(inputs.reshape(-1))[1] is None
     _, grads, _ = net.loss_and_grads(inputs, targets, hidden)
     for name, result in worst_errors(net, inputs, targets, hidden, grads).items():

@@ -32,7 +32,8 @@ from rnnlm_cli.errors import CorpusError, OptionError
 from rnnlm_cli.rnn.batches import Batches, token_stream
 from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.initialization import check_network_fits
-from rnnlm_cli.rnn.network import RnnNetwork, log_softmax
+from rnnlm_cli.rnn.kernels import log_softmax
+from rnnlm_cli.rnn.network import RnnNetwork
 
 JACOBIAN_STEPS = 256        # (step, stream) positions whose Jacobian is measured, at most
 

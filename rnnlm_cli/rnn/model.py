@@ -29,7 +29,8 @@ import numpy as np
 from rnnlm_cli.lm import LanguageModel, TokenScores
 from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.initialization import param_shapes
-from rnnlm_cli.rnn.network import Hidden, RnnNetwork, log_softmax
+from rnnlm_cli.rnn.kernels import log_softmax, picked_log_softmax
+from rnnlm_cli.rnn.network import Hidden, RnnNetwork
 from rnnlm_cli.vocab import Vocabulary
 
 CACHE_FLOATS = 1 << 24      # budget of a scoring group's cell arrays (64 MB in float32)
@@ -145,18 +146,9 @@ class RnnModel(LanguageModel):
 
     def _target_log_probs(self, states: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """``log p(target)`` after each of the (R, H) states, ``<s>`` excluded: the
-        renormalised softmax of ``log_probs``, in the network's float32 for the big passes
-        (a relative error of about 1e-7, against a float64 copy of every logit)."""
-        z = self.network.logits(states)                                  # (R, V)
-        at = np.arange(z.shape[0])
-        picked = z[at, targets].astype(np.float64)
-        z[:, self.vocab.bos_id] = -np.inf
-        top = z.max(axis=1, keepdims=True)
-        z -= top
-        with np.errstate(under="ignore"):
-            np.exp(z, out=z)
-        norm = z.sum(axis=1).astype(np.float64)
-        return picked - top[:, 0].astype(np.float64) - np.log(norm)
+        renormalised softmax of ``log_probs`` (``kernels.picked_log_softmax``)."""
+        return picked_log_softmax(self.network.logits(states), targets,
+                                  excluded=self.vocab.bos_id)
 
     # -- storage ---------------------------------------------------------------------------
 
