@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from conftest import cli_runner
 from rnnlm_cli.cli import cli
 
 GOOD = """\\data\\
@@ -40,7 +40,7 @@ TEXT = "a b\nb a\n"
 
 
 def run(*args, input=None):
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+    return cli_runner().invoke(cli, [str(a) for a in args], input=input)
 
 
 def assert_ok(result):

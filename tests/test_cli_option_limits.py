@@ -143,4 +143,5 @@ def test_a_numpy_warning_is_one_warning_line():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0
-    assert result.stderr == "Warning: overflow encountered in scalar multiply\n"
+    lines = result.stderr.splitlines()   # (NumPy 1.x says float_scalars, 2.x scalar multiply)
+    assert len(lines) == 1 and lines[0].startswith("Warning: overflow encountered in ")
