@@ -17,6 +17,14 @@ Every cell has the same two calls, with an explicit cache and nothing kept on ``
 for the LSTM; ``hs`` is ``(T, B, H)``, the output at every step; ``dlast`` (or None) is the
 gradient of the loss with respect to ``last``; ``grads`` has the keys of ``params``.
 
+A cell is described once, here, by its class: ``name`` (the ``--cell`` value), ``gates``
+(G, the H-wide blocks of its U, W and b), ``state_parts`` (``("h",)``, or ``("h", "c")``
+for the LSTM: what it carries from step to step), ``state_label`` (how reports write its
+state), ``extra_params`` (its own per-layer arrays besides U, W and b, with their sizes in
+units of H), and ``init_bias`` (its biases at initialisation). ``CELLS`` lists the cells;
+the configuration, the initialisation, the network, the model file and the command line
+take everything from there, so a new cell is a class here, its tests and a line of README.
+
 Gate blocks are in PyTorch's order, so weights carry over to and from ``torch.nn``:
 ``U = weight_ih.T``, ``W = weight_hh.T``, ``b = bias_ih + bias_hh`` (for the GRU, the
 candidate's recurrent bias is kept apart: ``b_n`` of ``b`` is ``bias_ih_n`` only and
@@ -28,18 +36,43 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from rnnlm_cli.rnn.config import RnnConfig
-
 Arrays = Dict[str, np.ndarray]
 
 
-def make_cell(config: RnnConfig):
-    """The cell object of ``config`` (stateless: it only knows its kind)."""
-    if config.cell == "lstm":
-        return LstmCell()
-    if config.cell == "gru":
-        return GruCell()
-    return ElmanCell(config.activation)
+def make_cell(config):
+    """The cell object of an ``RnnConfig`` (stateless: it only knows its kind)."""
+    return CELLS[config.cell].from_config(config)
+
+
+class Cell:
+    """What every cell declares (see the module docstring); the defaults are the plain
+    cell's: one state part ``h``, no parameters of its own, zero biases."""
+
+    name = ""
+    gates = 1
+    state_parts: Tuple[str, ...] = ("h",)
+    state_keys: Tuple[str, ...] = ("hs",)   # the cache arrays of the state parts
+    state_label = "h"                       # the output state in reports (``gradients``)
+    extra_params: Dict[str, int] = {}       # name -> size in units of H, per layer
+
+    @property
+    def state_size(self) -> int:
+        return len(self.state_parts)
+
+    @classmethod
+    def carried_label(cls) -> str:
+        """What the cell carries from step to step, as reports write it: ``h``, ``(h, c)``."""
+        if len(cls.state_parts) == 1:
+            return cls.state_label
+        return "(" + ", ".join(cls.state_parts) + ")"
+
+    @classmethod
+    def from_config(cls, config) -> "Cell":
+        return cls()
+
+    @staticmethod
+    def init_bias(bias: np.ndarray, config) -> None:
+        """Set a layer's bias ``b`` (G*H,) at initialisation, in place (zero by default)."""
 
 
 def sigmoid_(a: np.ndarray) -> np.ndarray:
@@ -75,15 +108,19 @@ def _carried_transposed(dlast: Optional[tuple], k: int, like: np.ndarray) -> np.
     return np.ascontiguousarray(_carried(dlast, k, like).T)
 
 
-class ElmanCell:
+class ElmanCell(Cell):
     """The Elman cell: ``s_t = f(U x_t + W s_{t-1} + b)`` with f = tanh, sigmoid or relu."""
 
+    name = "rnn"
     gates = 1
-    state_size = 1
-    state_keys = ("hs",)        # the cache arrays of the state parts, (T+1, B, H) each
+    state_label = "s"
 
     def __init__(self, activation: str = "tanh"):
         self.activation = activation
+
+    @classmethod
+    def from_config(cls, config) -> "ElmanCell":
+        return cls(config.activation)
 
     def forward(self, params: Arrays, x_proj: np.ndarray, h0: tuple):
         W = params["W"]                                    # (H, H)
@@ -129,7 +166,7 @@ class ElmanCell:
         return da, {"W": dW}, (dh_next.T.copy(),)
 
 
-class GruCell:
+class GruCell(Cell):
     """The gated recurrent unit, in the PyTorch/cuDNN form (reset applied after the product):
 
         r_t = sigma(U_r x_t + W_r h_{t-1} + b_r)
@@ -141,9 +178,9 @@ class GruCell:
     cuDNN, which needs the separate recurrent bias ``bn`` of the candidate.)
     """
 
+    name = "gru"
     gates = 3
-    state_size = 1
-    state_keys = ("hs",)
+    extra_params = {"bn": 1}      # the candidate's recurrent bias, (H,)
 
     def forward(self, params: Arrays, x_proj: np.ndarray, h0: tuple):
         W, bn = params["W"], params["bn"]                # (H, 3H), (H,)
@@ -201,7 +238,7 @@ class GruCell:
         return dx_proj, {"W": dW, "bn": dbn}, (direct,)
 
 
-class LstmCell:
+class LstmCell(Cell):
     """The LSTM (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000),
     gates in PyTorch's order i, f, g, o, all from ``a_t = U x_t + W h_{t-1} + b``:
 
@@ -214,9 +251,16 @@ class LstmCell:
     them back with ``* 1/2 + 1/2``.
     """
 
+    name = "lstm"
     gates = 4
-    state_size = 2
+    state_parts = ("h", "c")
     state_keys = ("hs", "cs")
+
+    @staticmethod
+    def init_bias(bias: np.ndarray, config) -> None:
+        """The forget gate's block (i, f, g, o) starts at ``forget_bias``."""
+        H = config.hidden
+        bias[H:2 * H] = config.forget_bias
 
     @staticmethod
     def _gate_affine(H: int, dtype) -> Tuple[np.ndarray, np.ndarray]:
@@ -282,3 +326,6 @@ class LstmCell:
         da = da.reshape(T, B, 4 * H)
         dW = hs[:-1].reshape(-1, H).T @ da.reshape(-1, 4 * H)
         return da, {"W": dW}, (dh_next.T.copy(), dc_next)
+
+
+CELLS = {cell.name: cell for cell in (ElmanCell, GruCell, LstmCell)}   # --cell values

@@ -10,18 +10,18 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from rnnlm_cli.errors import OptionError
+from rnnlm_cli.rnn.cells import CELLS as CELL_TYPES
 
-CELLS = ("rnn", "gru", "lstm")
+CELLS = tuple(CELL_TYPES)   # each cell is described once, in cells.py
 ACTIVATIONS = ("tanh", "sigmoid", "relu")
 INITS = ("normal", "uniform", "xavier", "orthogonal", "identity")
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}   # blocks of H columns in U, W and b
 
 
 @dataclass
 class RnnConfig:
     """The architecture of a recurrent language model; ``asdict`` of it is in the metadata."""
 
-    cell: str = "lstm"             # "rnn" | "gru" | "lstm"
+    cell: str = "lstm"             # a name of cells.CELLS: "rnn" | "gru" | "lstm"
     activation: str = "tanh"       # for cell == "rnn": "tanh" | "sigmoid" | "relu"
     layers: int = 1
     hidden: int = 200
@@ -51,7 +51,7 @@ class RnnConfig:
     @property
     def gates(self) -> int:
         """G: how many H-wide blocks the cell's matrices have (1, 3 or 4)."""
-        return GATES[self.cell]
+        return CELL_TYPES[self.cell].gates
 
     def validate(self) -> None:
         """Raise ``OptionError`` naming the option if any value is out of range."""

@@ -30,6 +30,7 @@ import numpy as np
 
 from rnnlm_cli.errors import CorpusError, OptionError
 from rnnlm_cli.rnn.batches import Batches, token_stream
+from rnnlm_cli.rnn.cells import CELLS
 from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.initialization import check_network_fits
 from rnnlm_cli.rnn.kernels import log_softmax
@@ -154,8 +155,7 @@ def measure_gradients(network: RnnNetwork, stream: np.ndarray, max_distance: int
         distances=np.arange(D + 1), mean_norm=sums / np.maximum(counts, 1), counts=counts,
         jacobian_norm=float(jac.mean()), jacobian_max=float(jac.max()),
         jacobian_steps=int(jac.size), cell=cell, layer=layer + 1, layers=net.config.layers,
-        state="s" if cell == "rnn" else "h",
-        jacobian_state={"rnn": "s", "gru": "h", "lstm": "(h, c)"}[cell],
+        state=net.cell.state_label, jacobian_state=net.cell.carried_label(),
         chunks=n_chunks, steps=T, streams=B, requested_max_distance=max_distance, notes=notes)
 
 
@@ -271,10 +271,12 @@ def format_report(report: GradientReport, width: int = 40) -> str:
     high = float(finite.max()) if finite.size else 0.0
     low = min(low, high - 1.0)                                         # at least a decade
     state = report.state
-    lstm = " (the LSTM's h, with c held)" if report.cell == "lstm" else ""
+    parts = CELLS[report.cell].state_parts
+    held = f" (the {report.cell.upper()}'s {state}, with {', '.join(parts[1:])} held)" \
+        if len(parts) > 1 else ""
     lines = [
         f"# ||dJ_t/d{state}_(t-d)||: the loss at step t alone, back-propagated to the hidden "
-        f"state {state}{lstm} of layer {report.layer} of {report.layers} (the top) at step t-d",
+        f"state {state}{held} of layer {report.layer} of {report.layers} (the top) at step t-d",
         f"# {report.cell}; {report.chunks} chunk(s) of {report.steps} steps x "
         f"{report.streams} stream(s); mean over the chunks' (t, stream) pairs",
         f"# chart: log10 scale, empty at {low:.2f}, full at {high:.2f}",

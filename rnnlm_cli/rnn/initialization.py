@@ -31,6 +31,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from rnnlm_cli.errors import OptionError
+from rnnlm_cli.rnn.cells import CELLS
 from rnnlm_cli.rnn.config import RnnConfig
 
 EMBED_STD = 1.0
@@ -45,8 +46,8 @@ def param_shapes(config: RnnConfig, vocab_size: int) -> Dict[str, Tuple[int, ...
         shapes[f"layer{layer}.U"] = (fan_in, G * H)
         shapes[f"layer{layer}.W"] = (H, G * H)
         shapes[f"layer{layer}.b"] = (G * H,)
-        if config.cell == "gru":
-            shapes[f"layer{layer}.bn"] = (H,)
+        for name, size in CELLS[config.cell].extra_params.items():
+            shapes[f"layer{layer}.{name}"] = (size * H,)
     if not config.tie_weights:
         shapes["decoder.V"] = (H, vocab_size)
     shapes["decoder.c"] = (vocab_size,)
@@ -106,8 +107,8 @@ def init_params(config: RnnConfig, vocab_size: int, rng: np.random.Generator,
             value = rng.uniform(-bound, bound, shape)
         else:
             value = np.zeros(shape)
-            if config.cell == "lstm" and name.endswith(".b"):
-                value[H:2 * H] = config.forget_bias      # blocks i, f, g, o
+            if name.endswith(".b"):
+                CELLS[config.cell].init_bias(value, config)   # the LSTM's forget gate
         params[name] = np.ascontiguousarray(value, dtype=dtype)
     return params
 

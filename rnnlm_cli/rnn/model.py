@@ -27,6 +27,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from rnnlm_cli.lm import LanguageModel, TokenScores
+from rnnlm_cli.rnn.cells import CELLS
 from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.initialization import param_shapes
 from rnnlm_cli.rnn.kernels import log_softmax, picked_log_softmax
@@ -193,7 +194,7 @@ class RnnModel(LanguageModel):
 def boundary_names(config: RnnConfig) -> List[str]:
     """The model-file arrays of the boundary state, layer by layer: ``boundary.layer0.h``
     (and ``boundary.layer0.c`` for the LSTM) ..."""
-    parts = ("h", "c") if config.cell == "lstm" else ("h",)
+    parts = CELLS[config.cell].state_parts
     return [f"boundary.layer{layer}.{part}" for layer in range(config.layers) for part in parts]
 
 

@@ -72,10 +72,8 @@ class RnnNetwork:
 
     def _layer(self, layer: int) -> Dict[str, np.ndarray]:
         """The cell's own parameters of ``layer``, under the cell's names."""
-        p = {"W": self.params[f"layer{layer}.W"]}
-        if self.config.cell == "gru":
-            p["bn"] = self.params[f"layer{layer}.bn"]
-        return p
+        return {"W": self.params[f"layer{layer}.W"],
+                **{name: self.params[f"layer{layer}.{name}"] for name in self.cell.extra_params}}
 
     def _decoder(self) -> np.ndarray:
         """The (H, |V|) decoder matrix: ``V``, or the transposed embedding when tied."""
