@@ -27,6 +27,7 @@ import numpy as np
 
 from rnnlm_cli.errors import OptionError
 from rnnlm_cli.lm import LanguageModel
+from rnnlm_cli.options import check_flag, check_number, check_whole
 from rnnlm_cli.tokenizer import SPACE_SYMBOL, Tokenizer
 from rnnlm_cli.vocab import BOS, EOS, UNK
 
@@ -103,14 +104,12 @@ class SamplingConfig:
     no_unk: bool = False       # never emit <unk>
 
     def validate(self) -> None:
-        if self.max_tokens < 1:
-            raise OptionError(f"max tokens must be at least 1, not {self.max_tokens}")
-        if not self.temperature >= 0:
-            raise OptionError(f"temperature must be >= 0, not {self.temperature}")
-        if self.top_k < 0:
-            raise OptionError(f"top-k must be >= 0, not {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise OptionError(f"top-p must be in (0, 1], not {self.top_p}")
+        """Raise ``OptionError`` naming the option if any value is out of range."""
+        check_whole("max_tokens", self.max_tokens, 1)
+        check_number("temperature", self.temperature, 0.0, why=" (0: greedy)")
+        check_whole("top_k", self.top_k, 0, why=" (0: all)")
+        check_number("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_flag("no_unk", self.no_unk)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from .errors import CorpusError, OptionError
+from .options import check_choice, check_flag
 from .hashing import padded_bytes
 
 KINDS = ("regex", "whitespace")
@@ -49,13 +50,15 @@ class TokenizerConfig:
     lowercase: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("kind", self.kind, KINDS)
-        _check_choice("level", self.level, LEVELS)
-        # bool only: 0/1 or "false" from a hand-edited file would be a silent surprise
-        if not isinstance(self.lowercase, bool):
-            raise ValueError(
-                f"tokenizer lowercase must be true or false, not {self.lowercase!r}"
-            )
+        self.validate()   # frozen: checked once, when made
+
+    def validate(self) -> None:
+        """Raise ``OptionError`` naming the option if any value is out of range (bool
+        only for ``lowercase``: 0/1 or "false" from a hand-edited file would be a silent
+        surprise)."""
+        check_choice("kind", self.kind, KINDS)
+        check_choice("level", self.level, LEVELS)
+        check_flag("lowercase", self.lowercase)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "level": self.level, "lowercase": self.lowercase}
@@ -68,14 +71,10 @@ class TokenizerConfig:
         unknown = sorted(set(d) - {f.name for f in fields(cls)}, key=str)
         if unknown:
             raise ValueError(f"unknown tokenizer setting(s): {', '.join(map(str, unknown))}")
-        return cls(**d)
-
-
-def _check_choice(name: str, value: object, choices: tuple) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(
-            f"tokenizer {name} must be one of {', '.join(choices)}, not {value!r}"
-        )
+        try:
+            return cls(**d)
+        except OptionError as exc:
+            raise ValueError(f"bad tokenizer settings: {exc}") from None
 
 
 # --- normalisation -----------------------------------------------------------------

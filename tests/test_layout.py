@@ -19,8 +19,8 @@ import pytest
 from conftest import ROOT
 
 PACKAGE = ROOT / "rnnlm_cli"
-GROUND_FLOOR = {"errors", "tokenizer", "vocab", "hashing", "modelfile", "outputs", "parallel",
-                "allocator"}
+GROUND_FLOOR = {"errors", "options", "tokenizer", "vocab", "hashing", "modelfile", "outputs",
+                "parallel", "allocator"}
 THROUGH_LM = {"lm", "scoring", "decoding", "mixture"}
 BACKENDS = ("ngram", "rnn")
 

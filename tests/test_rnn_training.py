@@ -324,12 +324,12 @@ def test_non_finite_loss_keeps_the_last_good_model(tmp_path):
 
 def test_train_config_validation():
     for config, message in [
-        (TrainConfig(bptt=0), "--bptt must be at least 1, not 0"),
-        (TrainConfig(epochs=0), "--epochs must be at least 1, not 0"),
-        (TrainConfig(lr=-1.0), "--lr must be positive, not -1"),
-        (TrainConfig(lr=math.nan), "--lr must be positive, not nan"),
-        (TrainConfig(lr_decay=1.5), "--lr-decay must be in (0, 1] (1: no decay), not 1.5"),
-        (TrainConfig(clip_norm=-1.0), "--clip-norm must be 0 (off) or positive, not -1"),
+        (TrainConfig(bptt=0), "--bptt must be a whole number at least 1, not 0"),
+        (TrainConfig(epochs=0), "--epochs must be a whole number at least 1, not 0"),
+        (TrainConfig(lr=-1.0), "--lr must be a number above 0, not -1.0"),
+        (TrainConfig(lr=math.nan), "--lr must be a number above 0, not nan"),
+        (TrainConfig(lr_decay=1.5), "--lr-decay must be a number in (0, 1] (1: no decay), not 1.5"),
+        (TrainConfig(clip_norm=-1.0), "--clip-norm must be a number at least 0 (0: off), not -1.0"),
         (TrainConfig(optimizer="rmsprop"),
          "--optimizer must be one of sgd, adagrad, adam, not 'rmsprop'"),
     ]:

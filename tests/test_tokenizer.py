@@ -303,11 +303,13 @@ def test_config_from_dict_fills_missing_keys():
 @pytest.mark.parametrize(
     "d, message",
     [
-        ({"kind": "bpe"}, "tokenizer kind must be one of regex, whitespace, not 'bpe'"),
-        ({"level": "byte"}, "tokenizer level must be one of word, char, not 'byte'"),
-        ({"kind": 1}, "tokenizer kind must be one of regex, whitespace, not 1"),
-        ({"lowercase": 1}, "tokenizer lowercase must be true or false, not 1"),
-        ({"lowercase": "false"}, "tokenizer lowercase must be true or false, not 'false'"),
+        ({"kind": "bpe"},
+         "bad tokenizer settings: --tokenizer must be one of regex, whitespace, not 'bpe'"),
+        ({"level": "byte"}, "bad tokenizer settings: --level must be one of word, char, not 'byte'"),
+        ({"kind": 1}, "bad tokenizer settings: --tokenizer must be one of regex, whitespace, not 1"),
+        ({"lowercase": 1}, "bad tokenizer settings: --lowercase must be true or false, not 1"),
+        ({"lowercase": "false"},
+         "bad tokenizer settings: --lowercase must be true or false, not 'false'"),
         ({"casefold": True}, "unknown tokenizer setting(s): casefold"),
     ],
 )
@@ -320,7 +322,7 @@ def test_config_from_dict_rejects_bad_values(d, message):
 def test_config_rejects_non_mapping_and_validates_on_construction():
     with pytest.raises(ValueError, match="must be a mapping"):
         TokenizerConfig.from_dict(["regex"])
-    with pytest.raises(ValueError, match="level"):
+    with pytest.raises(OptionError, match="--level must be one of word, char"):
         TokenizerConfig(level="sentence")
     with pytest.raises(TypeError):
         Tokenizer({"kind": "regex"})

@@ -8,6 +8,7 @@ from rnnlm_cli.errors import CorpusError, OptionError
 from rnnlm_cli.ngram.counting import count_ngrams
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.smoothing import METHODS, estimate
+from rnnlm_cli.options import check_choice, check_number, check_whole
 from rnnlm_cli.vocab import Vocabulary
 
 MAX_ORDER = 20
@@ -25,12 +26,10 @@ class NgramConfig:
     max_vocab: Optional[int] = None
 
     def validate(self) -> None:
-        if not 1 <= self.order <= MAX_ORDER:
-            raise OptionError(f"--order must be between 1 and {MAX_ORDER}, not {self.order}")
-        if self.smoothing not in METHODS:
-            raise OptionError(f"unknown smoothing {self.smoothing!r}")
-        if not self.add_k > 0:
-            raise OptionError(f"--add-k must be positive, not {self.add_k}")
+        """Raise ``OptionError`` naming the option if any value is out of range."""
+        check_whole("order", self.order, 1, MAX_ORDER)
+        check_choice("smoothing", self.smoothing, METHODS)
+        check_number("add_k", self.add_k, 0.0, low_open=True)
         if self.prune:
             if self.smoothing != "kneser-ney":
                 raise OptionError("--prune works with --smoothing kneser-ney only")
@@ -39,11 +38,9 @@ class NgramConfig:
                                   f"(orders 2..{self.order}), not {len(self.prune)}")
             if any(t < 0 for t in self.prune) or list(self.prune) != sorted(self.prune):
                 raise OptionError("--prune thresholds must be non-negative and non-decreasing")
-        if self.min_count < 1:
-            raise OptionError(f"--min-count must be at least 1, not {self.min_count}")
-        if self.max_vocab is not None and self.max_vocab < 4:
-            raise OptionError(f"--max-vocab must be at least 4 (3 specials and a word), "
-                              f"not {self.max_vocab}")
+        check_whole("min_count", self.min_count, 1)
+        if self.max_vocab is not None:
+            check_whole("max_vocab", self.max_vocab, 4, why=" (3 specials and a word)")
 
 
 def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_name: str,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from rnnlm_cli.errors import OptionError
+from rnnlm_cli.options import check_choice, check_flag, check_number, check_whole
 from rnnlm_cli.rnn.cells import CELLS as CELL_TYPES
 
 CELLS = tuple(CELL_TYPES)   # each cell is described once, in cells.py
@@ -55,26 +56,21 @@ class RnnConfig:
 
     def validate(self) -> None:
         """Raise ``OptionError`` naming the option if any value is out of range."""
-        _choice("--cell", self.cell, CELLS)
-        _choice("--activation", self.activation, ACTIVATIONS)
-        _choice("--init", self.init, INITS)
-        _positive_int("--layers", self.layers)
-        _positive_int("--hidden", self.hidden)
+        check_choice("cell", self.cell, CELLS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("init", self.init, INITS)
+        check_whole("layers", self.layers, 1)
+        check_whole("hidden", self.hidden, 1)
         if self.embed is not None:
-            _positive_int("--embed", self.embed)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
-                or not 0.0 <= self.dropout < 1.0:
-            raise OptionError(f"--dropout must be at least 0 and below 1, not {self.dropout!r}")
-        if not isinstance(self.tie_weights, bool):
-            raise OptionError(f"tie_weights must be true or false, not {self.tie_weights!r}")
+            check_whole("embed", self.embed, 1)
+        check_number("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_flag("tie_weights", self.tie_weights)
         if self.tie_weights and self.embed_size != self.hidden:
             raise OptionError(f"--tie-weights needs --embed equal to --hidden "
                               f"({self.embed_size} != {self.hidden})")
-        if self.init_scale is not None and (not _finite(self.init_scale)
-                                            or self.init_scale <= 0):
-            raise OptionError(f"--init-scale must be a positive number, not {self.init_scale!r}")
-        if not _finite(self.forget_bias):
-            raise OptionError(f"--forget-bias must be a finite number, not {self.forget_bias!r}")
+        if self.init_scale is not None:
+            check_number("init_scale", self.init_scale, 0.0, low_open=True)
+        check_number("forget_bias", self.forget_bias)
 
     @classmethod
     def from_dict(cls, d: object) -> "RnnConfig":
@@ -94,17 +90,3 @@ class RnnConfig:
         except OptionError as exc:
             raise ValueError(f"bad rnn_config: {exc}") from None
         return config
-
-
-def _choice(option: str, value: object, choices: tuple) -> None:
-    if value not in choices:
-        raise OptionError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
-
-
-def _positive_int(option: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise OptionError(f"{option} must be a whole number of at least 1, not {value!r}")
-
-
-def _finite(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)

@@ -15,6 +15,7 @@ import numpy as np
 
 from rnnlm_cli.errors import ModelFileError, TrainingError
 from rnnlm_cli.allocator import keep_freed_memory
+from rnnlm_cli.options import flag
 from rnnlm_cli.rnn.batches import Batches, fit_batch_size
 from rnnlm_cli.rnn.checkpoint import Checkpoint, save_checkpoint
 from rnnlm_cli.rnn.data import TrainingData
@@ -24,9 +25,6 @@ from rnnlm_cli.rnn.training import (Hooks, TrainConfig, TrainState, deferred_int
                                     restore_best, train)
 
 VALID_BATCH = 10   # parallel streams when measuring validation perplexity
-
-# The flag of each option saved in a checkpoint, where it is not --field-name.
-FLAGS = {"kind": "--tokenizer"}
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -84,7 +82,7 @@ def option_flags(model_config, train_config: TrainConfig, tokenizer: dict,
                  vocabulary: dict) -> dict:
     """Every option that decides the weights, keyed by its command-line flag."""
     fields = {**asdict(model_config), **train_config.model_options(), **tokenizer, **vocabulary}
-    return {FLAGS.get(k, "--" + k.replace("_", "-")): v for k, v in fields.items()}
+    return {flag(k): v for k, v in fields.items()}
 
 
 def plan_batches(data: TrainingData, config: TrainConfig):

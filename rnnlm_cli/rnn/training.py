@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from rnnlm_cli.errors import OptionError
+from rnnlm_cli.options import check_choice, check_number, check_whole
 from rnnlm_cli.rnn.optim import OPTIMIZERS, Optimizer, clip_gradients
 
 
@@ -55,34 +55,21 @@ class TrainConfig:
     RESUMABLE = ("epochs", "checkpoint_every", "log")
 
     def validate(self) -> None:
-        _at_least("--epochs", self.epochs, 1)
-        _at_least("--batch-size", self.batch_size, 1)
-        _at_least("--bptt", self.bptt, 1)
-        if self.optimizer not in OPTIMIZERS:
-            raise OptionError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                              f"not {self.optimizer!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise OptionError(f"--lr must be positive, not {self.lr:g}")
-        if not 0 < self.lr_decay <= 1:
-            raise OptionError(f"--lr-decay must be in (0, 1] (1: no decay), "
-                              f"not {self.lr_decay:g}")
-        _at_least("--patience", self.patience, 0)
-        if not (math.isfinite(self.clip_norm) and self.clip_norm >= 0):
-            raise OptionError(f"--clip-norm must be 0 (off) or positive, "
-                              f"not {self.clip_norm:g}")
-        _at_least("--seed", self.seed, 0)
-        if not (math.isfinite(self.checkpoint_every) and self.checkpoint_every >= 0):
-            raise OptionError(f"--checkpoint-every must be 0 (off) or a positive number of "
-                              f"minutes, not {self.checkpoint_every:g}")
+        """Raise ``OptionError`` naming the option if any value is out of range."""
+        check_whole("epochs", self.epochs, 1)
+        check_whole("batch_size", self.batch_size, 1)
+        check_whole("bptt", self.bptt, 1)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_number("lr", self.lr, 0.0, low_open=True)
+        check_number("lr_decay", self.lr_decay, 0.0, 1.0, low_open=True, why=" (1: no decay)")
+        check_whole("patience", self.patience, 0, why=" (0: never stop)")
+        check_number("clip_norm", self.clip_norm, 0.0, why=" (0: off)")
+        check_whole("seed", self.seed, 0)
+        check_number("checkpoint_every", self.checkpoint_every, 0.0, why=" minutes (0: off)")
 
     def model_options(self) -> dict:
         """The options that decide the trained weights (all but ``RESUMABLE``)."""
         return {k: v for k, v in asdict(self).items() if k not in self.RESUMABLE}
-
-
-def _at_least(flag: str, value: int, low: int) -> None:
-    if value < low:
-        raise OptionError(f"{flag} must be at least {low}, not {value}")
 
 
 # -- what the loop reports -------------------------------------------------------------------
