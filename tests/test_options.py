@@ -44,7 +44,8 @@ def test_flags():
     (check_number, ("top_p", 1.5, 0.0, 1.0, True), "--top-p must be a number in (0, 1], not 1.5"),
     (check_number, ("dropout", "x", 0.0, 1.0, False, True),
      "--dropout must be a number in [0, 1), not 'x'"),
-    (check_number, ("forget_bias", float("nan")), "--forget-bias must be a number (finite), not nan"),
+    (check_number, ("forget_bias", float("nan")),
+     "--forget-bias must be a number (finite), not nan"),
     (check_flag, ("lowercase", 1), "--lowercase must be true or false, not 1"),
 ])
 def test_checks_name_the_flag(check, args, message):

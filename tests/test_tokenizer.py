@@ -305,8 +305,10 @@ def test_config_from_dict_fills_missing_keys():
     [
         ({"kind": "bpe"},
          "bad tokenizer settings: --tokenizer must be one of regex, whitespace, not 'bpe'"),
-        ({"level": "byte"}, "bad tokenizer settings: --level must be one of word, char, not 'byte'"),
-        ({"kind": 1}, "bad tokenizer settings: --tokenizer must be one of regex, whitespace, not 1"),
+        ({"level": "byte"},
+         "bad tokenizer settings: --level must be one of word, char, not 'byte'"),
+        ({"kind": 1},
+         "bad tokenizer settings: --tokenizer must be one of regex, whitespace, not 1"),
         ({"lowercase": 1}, "bad tokenizer settings: --lowercase must be true or false, not 1"),
         ({"lowercase": "false"},
          "bad tokenizer settings: --lowercase must be true or false, not 'false'"),
