@@ -155,7 +155,7 @@ class NgramModel(LanguageModel):
         words[~is_eos] = ids
         words[is_eos] = self.vocab.eos_id
         logprob = tables.logprob[0][words].astype(np.float64)
-        order_used = np.ones(words.size, dtype=np.int8)     # orders up to 127 (--order 1-10)
+        order_used = np.ones(words.size, dtype=np.int8)     # int8: orders up to 127 (--order 1-20)
         if self.order == 1 or words.size == 0:
             return TokenScores(logprob, order_used, ends)
         context = np.empty(words.size, dtype=np.uint64)     # the word before, or <s>
