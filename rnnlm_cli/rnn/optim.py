@@ -3,8 +3,8 @@
 Each optimiser updates the parameters in place, in their own dtype (float32 in
 training), with PyTorch's update rules and default constants, so a run compares with
 a PyTorch run of the same settings. ``state_dict()`` gives the optimiser's state as
-plain arrays (keys like ``"m.layer0.W"``: the slot, then the parameter) for a checkpoint; ``load_state_dict`` takes them
-back. ``clip_gradients`` is the norm-clipping algorithm over the whole gradient.
+plain arrays for a checkpoint (keys like ``"m.layer0.W"``: the slot, then the
+parameter); ``load_state_dict`` takes them back. ``clip_gradients`` is the norm-clipping algorithm over the whole gradient.
 """
 from __future__ import annotations
 
