@@ -4,7 +4,8 @@ Each optimiser updates the parameters in place, in their own dtype (float32 in
 training), with PyTorch's update rules and default constants, so a run compares with
 a PyTorch run of the same settings. ``state_dict()`` gives the optimiser's state as
 plain arrays for a checkpoint (keys like ``"m.layer0.W"``: the slot, then the
-parameter); ``load_state_dict`` takes them back. ``clip_gradients`` is the norm-clipping algorithm over the whole gradient.
+parameter); ``load_state_dict`` takes them back. ``clip_gradients`` is the
+norm-clipping algorithm over the whole gradient.
 """
 from __future__ import annotations
 
