@@ -21,8 +21,8 @@ from rnnlm_cli.rnn.checkpoint import Checkpoint, save_checkpoint
 from rnnlm_cli.rnn.data import TrainingData
 from rnnlm_cli.rnn.initialization import check_network_fits
 from rnnlm_cli.rnn.optim import make_optimizer
-from rnnlm_cli.rnn.training import (Hooks, TrainConfig, TrainState, deferred_interrupts,
-                                    restore_best, train)
+from rnnlm_cli.rnn.training import (Hooks, TrainConfig, Trainer, TrainState,
+                                    deferred_interrupts, restore_best)
 
 VALID_BATCH = 10   # parallel streams when measuring validation perplexity
 
@@ -95,59 +95,95 @@ def plan_batches(data: TrainingData, config: TrainConfig):
 def run_training(data: TrainingData, model_config, config: TrainConfig, options: dict,
                  checkpoint_path: str, resume: Optional[str] = None,
                  hooks: Optional[Hooks] = None, network_class=None) -> TrainingRun:
-    """Train (or resume) a network on ``data``; see the module docstring."""
+    """Train (or resume) a network on ``data``, in four steps:
+
+    1. lay the streams out in chunks (``plan_batches``);
+    2. start afresh from the seed (``_start``), or resume from a checkpoint that fits this
+       run, validated first (``_resume``);
+    3. run the loop (``training.Trainer``) with Ctrl-C and SIGTERM deferred to a chunk
+       boundary and checkpoints on the clock (``_Checkpoints``);
+    4. on an interrupt, save a checkpoint and raise ``TrainingInterrupted``; otherwise put
+       the best epoch's parameters back in the network and return the run.
+    """
     if network_class is None:
         from rnnlm_cli.rnn.network import RnnNetwork as network_class
         check_network_fits(model_config, len(data.vocab))
     keep_freed_memory()   # no page faults for each chunk's temporaries (allocator.py)
     train_batches, valid_batches = plan_batches(data, config)
     fingerprint = data.fingerprint()
-    vocab_size = len(data.vocab)
     if resume:
-        checkpoint = Checkpoint(resume)
-        checkpoint.check_matches(options, fingerprint)
-        network = _restore_network(checkpoint, network_class, model_config, vocab_size)
-        optimizer = make_optimizer(config.optimizer, network.params)
-        checkpoint.validate(network, optimizer, train_batches.batch_size, len(train_batches),
-                            config.epochs)
-        checkpoint.restore_optimizer(optimizer)
-        state = checkpoint.restore_state()
+        network, optimizer, state = _resume(resume, options, fingerprint, network_class,
+                                            model_config, len(data.vocab), config,
+                                            train_batches)
     else:
-        init_rng, dropout_rng = (np.random.default_rng(s) for s in
-                                 np.random.SeedSequence(config.seed).spawn(2))
-        network = network_class(model_config, vocab_size, rng=init_rng, dtype=np.float32)
-        optimizer = make_optimizer(config.optimizer, network.params)
-        state = TrainState.start(config, dropout_rng)
-
-    def save(current: TrainState) -> None:
-        save_checkpoint(checkpoint_path, network, optimizer, current, options, fingerprint)
-
-    def save_on_the_clock(current: TrainState) -> None:
-        """A periodic checkpoint that cannot be written (disk full) costs only itself."""
-        try:
-            save(current)
-        except ModelFileError as exc:
-            hooks.on_warning(f"{exc}; training goes on, the next checkpoint will try again")
-
+        network, optimizer, state = _start(network_class, model_config, len(data.vocab),
+                                           config)
     hooks = hooks or Hooks()
-    hooks.save_checkpoint = save_on_the_clock
+    checkpoints = _Checkpoints(checkpoint_path, network, optimizer, options, fingerprint,
+                               hooks.on_warning)
+    hooks.save_checkpoint = checkpoints.save_on_the_clock
     hooks.checkpoint_seconds = config.checkpoint_every * 60
     try:
         with deferred_interrupts() as requested:
             hooks.interrupt_requested = requested
-            train(network, optimizer, train_batches, valid_batches, config, state, hooks)
+            Trainer(network, optimizer, train_batches, valid_batches, config, state,
+                    hooks).run()
     except KeyboardInterrupt:
         if state.updating:
             raise   # a second Ctrl-C in the middle of an update: nothing consistent to save
-        save(state)
+        checkpoints.save(state)
         raise TrainingInterrupted(checkpoint_path, state) from None
     if config.checkpoint_every and state.stopped != "non-finite":
-        save_on_the_clock(state)   # the finished run: resume it with more --epochs
+        checkpoints.save_on_the_clock(state)   # the finished run: resume with more --epochs
     if state.best_params is None:
         raise TrainingError(f"{state.message}; no epoch had finished, so no model was written")
     restore_best(network, state)
     return TrainingRun(network, state, config, train_batches.batch_size, resume,
                        valid_batches)
+
+
+def _start(network_class, model_config, vocab_size: int, config: TrainConfig):
+    """A new network from ``--seed`` (its first child generator draws the weights, the
+    second drives dropout), its optimiser, and the state of epoch 0."""
+    init_rng, dropout_rng = (np.random.default_rng(s) for s in
+                             np.random.SeedSequence(config.seed).spawn(2))
+    network = network_class(model_config, vocab_size, rng=init_rng, dtype=np.float32)
+    optimizer = make_optimizer(config.optimizer, network.params)
+    return network, optimizer, TrainState.start(config, dropout_rng)
+
+
+def _resume(path: str, options: dict, fingerprint: str, network_class, model_config,
+            vocab_size: int, config: TrainConfig, train_batches: Batches):
+    """The network, optimiser and state of the checkpoint at ``path``, after checking that
+    it was made with these options and this data, and that every field fits this run."""
+    checkpoint = Checkpoint(path)
+    checkpoint.check_matches(options, fingerprint)
+    network = _restore_network(checkpoint, network_class, model_config, vocab_size)
+    optimizer = make_optimizer(config.optimizer, network.params)
+    checkpoint.validate(network, optimizer, train_batches.batch_size, len(train_batches),
+                        config.epochs)
+    checkpoint.restore_optimizer(optimizer)
+    return network, optimizer, checkpoint.restore_state()
+
+
+class _Checkpoints:
+    """Writes this run's checkpoint: on request (an interrupt), and on the clock, where a
+    failure (a full disk) is a warning and training goes on."""
+
+    def __init__(self, path: str, network, optimizer, options: dict, fingerprint: str,
+                 warn):
+        self.path, self.network, self.optimizer = path, network, optimizer
+        self.options, self.fingerprint, self.warn = options, fingerprint, warn
+
+    def save(self, state: TrainState) -> None:
+        save_checkpoint(self.path, self.network, self.optimizer, state, self.options,
+                        self.fingerprint)
+
+    def save_on_the_clock(self, state: TrainState) -> None:
+        try:
+            self.save(state)
+        except ModelFileError as exc:
+            self.warn(f"{exc}; training goes on, the next checkpoint will try again")
 
 
 def _restore_network(checkpoint: Checkpoint, network_class, model_config, vocab_size):

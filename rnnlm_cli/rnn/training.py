@@ -175,91 +175,113 @@ def train(network, optimizer: Optimizer, train_batches: Sequence, valid_batches:
     On a non-finite loss ``state.stopped`` is ``"non-finite"`` and ``state.message``
     says where; the parameters are those of the last good update.
     """
-    hooks = hooks or Hooks()
-    timer = _CheckpointTimer(hooks)
-    try:
-        with np.errstate(all="ignore"):   # overflow is caught as a non-finite loss, once
-            _train_epochs(network, optimizer, train_batches, valid_batches, config, state,
-                          hooks, timer)
-    except NonFiniteLoss as exc:
-        state.stopped = "non-finite"
-        state.message = str(exc)
-    return state
+    return Trainer(network, optimizer, train_batches, valid_batches, config, state,
+                   hooks).run()
 
 
-def _train_epochs(network, optimizer, train_batches, valid_batches, config, state, hooks,
-                  timer) -> None:
-    while state.epoch < config.epochs and state.stopped is None:
-        hooks.on_epoch_start(state.epoch + 1, state.position, len(train_batches))
-        _train_epoch(network, optimizer, train_batches, config, state, hooks, timer)
-        _end_epoch(network, valid_batches, config, state, hooks)
-        timer.maybe_save(state)
+class Trainer:
+    """The loop of one run, top to bottom: epochs of chunks, then validation.
 
+    It owns what every step reads and changes: the network and its optimiser, the
+    training and validation chunks, the configuration, the ``TrainState`` (the only thing
+    that changes, and the whole of what a checkpoint saves) and the ``Hooks`` it reports
+    to. The state changes only inside ``train_chunk`` and ``end_epoch``, each flagged
+    ``state.updating`` while it does; between them it is consistent, and that is where
+    the loop may stop for an interrupt (``KeyboardInterrupt``) or save a checkpoint.
+    """
 
-def _train_epoch(network, optimizer, batches, config, state, hooks, timer) -> None:
-    while state.position < len(batches):
-        _train_chunk(network, optimizer, batches, config, state)
-        hooks.on_chunk(ChunkProgress(state.epoch + 1, state.position, len(batches),
-                                     state.sums.loss / state.sums.targets,
-                                     _rate(state.sums)))
-        timer.maybe_save(state)
-        if hooks.interrupt_requested():
-            raise KeyboardInterrupt
+    def __init__(self, network, optimizer: Optimizer, train_batches: Sequence,
+                 valid_batches: Sequence, config: TrainConfig, state: TrainState,
+                 hooks: Optional[Hooks] = None):
+        self.network, self.optimizer = network, optimizer
+        self.train_batches, self.valid_batches = train_batches, valid_batches
+        self.config, self.state = config, state
+        self.hooks = hooks or Hooks()
+        self.timer = _CheckpointTimer(self.hooks)
 
+    def run(self) -> TrainState:
+        state = self.state
+        try:
+            with np.errstate(all="ignore"):   # overflow is caught as a non-finite loss, once
+                while state.epoch < self.config.epochs and state.stopped is None:
+                    self.hooks.on_epoch_start(state.epoch + 1, state.position,
+                                              len(self.train_batches))
+                    self.train_epoch()
+                    self.end_epoch()
+                    self.timer.maybe_save(state)
+        except NonFiniteLoss as exc:
+            state.stopped = "non-finite"
+            state.message = str(exc)
+        return state
 
-def _train_chunk(network, optimizer, batches, config, state) -> None:
-    started = time.perf_counter()
-    state.updating = True   # the dropout RNG moves from here on
-    inputs, targets = batches[state.position]                       # (T, B), (T, B)
-    hidden = state.hidden if state.hidden is not None else \
-        network.initial_hidden(inputs.shape[1])
-    loss, grads, hidden = network.loss_and_grads(inputs, targets, hidden,
-                                                 dropout_rng=state.rng)
-    loss = float(loss)
-    norm, clipped = clip_gradients(grads, config.clip_norm)
-    if not (math.isfinite(loss) and math.isfinite(norm)):
-        raise NonFiniteLoss(_non_finite_message(state, config, "loss" if not
-                                                math.isfinite(loss) else "gradient"))
-    optimizer.step(network.params, grads, state.lr)
-    sums = state.sums
-    sums.loss += loss * targets.size
-    sums.targets += targets.size
-    sums.grad_norm += norm
-    sums.clipped += clipped
-    sums.updates += 1
-    sums.seconds += time.perf_counter() - started
-    state.hidden = hidden
-    state.position += 1
-    state.updating = False
+    def train_epoch(self) -> None:
+        """The rest of the epoch's chunks (all of them, unless resumed mid-epoch)."""
+        state, batches = self.state, self.train_batches
+        while state.position < len(batches):
+            self.train_chunk()
+            self.hooks.on_chunk(ChunkProgress(state.epoch + 1, state.position, len(batches),
+                                              state.sums.loss / state.sums.targets,
+                                              _rate(state.sums)))
+            self.timer.maybe_save(state)
+            if self.hooks.interrupt_requested():
+                raise KeyboardInterrupt
 
+    def train_chunk(self) -> None:
+        """Forward, backward, clipping and one update, on the chunk at ``state.position``."""
+        state, config = self.state, self.config
+        started = time.perf_counter()
+        state.updating = True   # the dropout RNG moves from here on
+        inputs, targets = self.train_batches[state.position]             # (T, B), (T, B)
+        hidden = state.hidden if state.hidden is not None else \
+            self.network.initial_hidden(inputs.shape[1])
+        loss, grads, hidden = self.network.loss_and_grads(inputs, targets, hidden,
+                                                          dropout_rng=state.rng)
+        loss = float(loss)
+        norm, clipped = clip_gradients(grads, config.clip_norm)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            raise NonFiniteLoss(_non_finite_message(state, config, "loss" if not
+                                                    math.isfinite(loss) else "gradient"))
+        self.optimizer.step(self.network.params, grads, state.lr)
+        sums = state.sums
+        sums.loss += loss * targets.size
+        sums.targets += targets.size
+        sums.grad_norm += norm
+        sums.clipped += clipped
+        sums.updates += 1
+        sums.seconds += time.perf_counter() - started
+        state.hidden = hidden
+        state.position += 1
+        state.updating = False
 
-def _end_epoch(network, valid_batches, config, state, hooks) -> None:
-    started = time.perf_counter()
-    valid_ppl = perplexity(network, valid_batches, hooks.interrupt_requested)
-    if not math.isfinite(valid_ppl):
-        raise NonFiniteLoss(_non_finite_message(state, config, "validation perplexity"))
-    sums = state.sums
-    improved = state.best_valid_ppl is None or valid_ppl < state.best_valid_ppl
-    record = EpochRecord(
-        epoch=state.epoch + 1, train_ppl=_exp(sums.loss / max(sums.targets, 1)),
-        valid_ppl=valid_ppl, grad_norm=sums.grad_norm / max(sums.updates, 1),
-        clipped=sums.clipped / max(sums.updates, 1), lr=state.lr, improved=improved,
-        tokens_per_s=_rate(sums), seconds=sums.seconds + time.perf_counter() - started)
-    state.updating = True
-    if improved:
-        state.best_params = {k: p.copy() for k, p in network.params.items()}
-        state.best_valid_ppl = valid_ppl
-        state.bad_epochs = 0
-    else:
-        state.bad_epochs += 1
-        state.lr *= config.lr_decay
-    state.epoch += 1
-    state.position, state.hidden, state.sums = 0, None, EpochSums()
-    state.history.append(record)
-    if config.patience and state.bad_epochs >= config.patience:
-        state.stopped = "early stop"
-    state.updating = False
-    hooks.on_epoch(record)
+    def end_epoch(self) -> None:
+        """Validation, the best parameters kept, learning-rate decay and early stopping."""
+        state, config = self.state, self.config
+        started = time.perf_counter()
+        valid_ppl = perplexity(self.network, self.valid_batches, self.hooks.interrupt_requested)
+        if not math.isfinite(valid_ppl):
+            raise NonFiniteLoss(_non_finite_message(state, config, "validation perplexity"))
+        sums = state.sums
+        improved = state.best_valid_ppl is None or valid_ppl < state.best_valid_ppl
+        record = EpochRecord(
+            epoch=state.epoch + 1, train_ppl=_exp(sums.loss / max(sums.targets, 1)),
+            valid_ppl=valid_ppl, grad_norm=sums.grad_norm / max(sums.updates, 1),
+            clipped=sums.clipped / max(sums.updates, 1), lr=state.lr, improved=improved,
+            tokens_per_s=_rate(sums), seconds=sums.seconds + time.perf_counter() - started)
+        state.updating = True
+        if improved:
+            state.best_params = {k: p.copy() for k, p in self.network.params.items()}
+            state.best_valid_ppl = valid_ppl
+            state.bad_epochs = 0
+        else:
+            state.bad_epochs += 1
+            state.lr *= config.lr_decay
+        state.epoch += 1
+        state.position, state.hidden, state.sums = 0, None, EpochSums()
+        state.history.append(record)
+        if config.patience and state.bad_epochs >= config.patience:
+            state.stopped = "early stop"
+        state.updating = False
+        self.hooks.on_epoch(record)
 
 
 def perplexity(network, batches: Sequence,
