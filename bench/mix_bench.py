@@ -3,7 +3,8 @@
 
 Run from anywhere, with the interpreter rnnlm is installed in::
 
-    python bench/mix_bench.py                       # everything (about 7 minutes on 2 CPUs)
+    python bench/mix_bench.py                       # everything: about 7 minutes on 2 idle
+                                                    # CPUs, 22 on 2 busy ones
     python bench/mix_bench.py --reuse bench/.mix-work   # keep the models there; a rerun
                                                     # trains only what is missing (seconds)
     python bench/mix_bench.py --repeats 5 --json
@@ -22,9 +23,11 @@ interpreter, each a child process):
    --hidden 200 --epochs 100 --clip-norm 5`` with ``CONVERGENCE`` (``--tie-weights
    --dropout 0.5 --optimizer adam --lr 2e-3 --patience 5``) and ``--valid heldout.txt``
    (so the LSTM sees exactly the lines it saw in rnn_bench.py, where train-rnn held them
-   out itself) ``-o lstm.npz``, about 6 minutes. Also, for comparison with the old setup,
-   ``kn_all.npz``: the same KN model of all of ``valid.txt`` (``--skip-old-kn`` leaves it
-   out).
+   out itself) ``-o lstm.npz``, about 6 minutes on 2 idle CPUs. On a busy machine set
+   ``OPENBLAS_NUM_THREADS=1`` for the whole run (the children inherit it; the script
+   prints it): with the other core taken, one epoch trained at 4,500 tokens/s on 1 BLAS
+   thread and 1,900 on 2. Also, for comparison with the old setup, ``kn_all.npz``: the
+   same KN model of all of ``valid.txt`` (``--skip-old-kn`` leaves it out).
 3. The mixture: ``rnnlm mix kn.npz lstm.npz --tune heldout.txt -o mix.npz`` (EM from equal
    weights; the held-out perplexity of each iteration, which rnnlm prints on stderr, is
    shown, with the final weights).
