@@ -264,10 +264,12 @@ def complete(model: LanguageModel, prompt: Prompt, top: int = 5, max_tokens: int
     0, which needs ``max_tokens`` 1: the whole next-token distribution), by beam search
     of width ``beam`` (default ``max(top, 5)``). Continuations of probability 0 are left
     out. With ``beam >= |V|`` and ``max_tokens <= 2`` the search is exhaustive."""
-    if top < 0 or max_tokens < 1 or (beam is not None and beam < 1):
-        raise OptionError("top must be >= 0, max tokens and beam >= 1")
+    check_whole("top", top, 0, why=" (0: every next token)")
+    check_whole("max_tokens", max_tokens, 1)
+    if beam is not None:
+        check_whole("beam", beam, 1)
     if top == 0 and max_tokens != 1:
-        raise OptionError("top 0 (the whole next-token distribution) needs max tokens 1")
+        raise OptionError("--top 0 (the whole next-token distribution) needs --max-tokens 1")
     beam = beam if beam is not None else max(top, 5)
     widest = BEAM_ELEMENTS // len(model.vocab)
     if max_tokens > 1 and beam > widest:

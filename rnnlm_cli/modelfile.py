@@ -1,4 +1,4 @@
-"""Model files: one ``.npz`` per model, arrays plus JSON metadata.
+"""Model files: one ``.npz`` per model, arrays plus JSON metadata (docs/model-format.md).
 
 Writing goes through ``outputs.atomic_output`` (a temporary file beside the target,
 renamed into place): an interrupted run never leaves a half-written model. Reading never

@@ -5,7 +5,8 @@ The one place that knows which class reads which ``model_type``; the commands ge
 of its kind is opened, so scoring with one does not pay for loading the other.
 
 Opening checks what keeps a model in bounds; ``check_model`` (``rnnlm check``) checks
-everything else a file could get wrong.
+everything else a file could get wrong. docs/model-format.md lists every array and key
+of every kind of file, and which of these checks applies to each.
 """
 from __future__ import annotations
 
