@@ -134,11 +134,13 @@ def network_options(command):
                      default="uniform", show_default=True,
                      help="Of the recurrent matrix W; identity (with zero biases) is the IRNN "
                           "recipe, for --activation relu."),
-        click.option("--init-scale", type=FiniteFloat(min=0, min_open=True), default=None,
+        click.option("--init-scale", type=FiniteFloat(min=0, max=100, min_open=True),
+                     default=None,
                      help="std (normal), bound (uniform), gain (xavier, orthogonal), multiple "
                           "of I (identity)  [default: 1/sqrt(H) for normal and uniform, as "
                           "PyTorch's bound; 1 for the others]"),
-        click.option("--forget-bias", type=FiniteFloat(), default=0.0, show_default=True,
+        click.option("--forget-bias", type=FiniteFloat(min=-100, max=100), default=0.0,
+                     show_default=True,
                      help="Initial LSTM forget-gate bias (1 is Gers et al.'s; 0, PyTorch's, "
                           "learns long gaps sooner: docs/gradients.md)."),
     ]):
@@ -176,12 +178,18 @@ def _parse_weights(ctx, param, value) -> Optional[List[float]]:
     if value is None:
         return None
     try:
-        weights = [float(part) for part in value.replace(",", " ").split()]
+        return [float(part) for part in _list_items(value)]
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a list of numbers") from None
-    if not weights:
-        raise click.BadParameter("no weights given")
-    return weights
+        raise click.BadParameter(f"{value!r} is not a list of numbers (W1,W2,...)") from None
+
+
+def _list_items(value: str) -> List[str]:
+    """The items of a comma- (or space-) separated list; an empty item is an error, not
+    an item silently dropped (``0.5,,0.5``)."""
+    parts = value.split(",")
+    if any(not part.strip() for part in parts):
+        raise click.BadParameter(f"{value!r} has an empty item")
+    return [item for part in parts for item in part.split()]
 
 
 def _open_lm(model: str, mix=(), weights=None, tune=None, encoding_errors="strict"):
@@ -214,7 +222,7 @@ def _tuned(lm, heldout: str, encoding_errors: str):
 def _parse_prune(ctx, param, values) -> List[int]:
     thresholds = []
     for value in values:
-        for part in value.replace(",", " ").split():
+        for part in _list_items(value):
             try:
                 thresholds.append(int(part))
             except ValueError:
@@ -302,7 +310,7 @@ def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_
     config = NgramConfig(order, smoothing, add_k, prune, min_count, max_vocab)
     config.validate()
     check_not_arpa_output(output)
-    check_outputs({"-o": output, "--arpa": arpa})
+    check_outputs({"-o": output, "--arpa": arpa}, inputs=corpus)
     tokenizer = Tokenizer(TokenizerConfig(tokenizer_kind, level, lowercase))
     sentences = tokenizer.tokenize_lines(read_corpus_lines(corpus, encoding_errors))
     with _progress(order + 2, "training") as step:
@@ -312,7 +320,7 @@ def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_
     with atomic_outputs([output, arpa] if arpa else [output], "wb") as files:  # both or neither
         write_model(files[0], model.to_arrays(), model.metadata)
         if arpa:
-            write_arpa(model, files[1], compress=arpa.endswith(".gz"))
+            write_arpa(model, files[1], compress=arpa.lower().endswith(".gz"))
     meta = model.metadata
     click.echo(f"{output}: order-{order} {smoothing} model, {len(model.vocab)} words, "
                f"{sum(meta['ngrams'])} n-grams, trained on {meta['corpus']['tokens']} tokens "
@@ -394,7 +402,8 @@ class _progress:
               help="Same seed, data and options: the same model, byte for byte.")
 @click.option("--checkpoint-every", type=FiniteFloat(min=0), default=0.0,
               metavar="MINUTES", help="Save a checkpoint to MODEL.checkpoint.npz this often, "
-                                      "and when training ends (Ctrl-C always saves one).")
+                                      "and when training ends (0: only on Ctrl-C or "
+                                      "SIGTERM, which always save one).")
 @click.option("--resume", type=click.Path(), default=None, metavar="CHECKPOINT",
               help="Continue a run from its checkpoint (same corpus and options; --epochs "
                    "may grow).")
@@ -435,7 +444,10 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
     model_config.validate()
     config.validate()
     checkpoint = default_path(output)
-    check_outputs({"-o": output, "the checkpoint": checkpoint, "--log": log})
+    check_outputs({"-o": output, "the checkpoint": checkpoint, "--log": log},
+                  inputs=[*corpus, valid])
+    if resume:   # the run's own checkpoint may be resumed (and is then replaced); no other
+        check_outputs({"-o": output, "--log": log}, inputs=[resume])
     stdin_at_most_once(*corpus, valid)
     tokenizer = TokenizerConfig(tokenizer_kind, level, lowercase)
     data = _rnn_data(corpus, valid, tokenizer, min_count, max_vocab, encoding_errors, config)
@@ -571,7 +583,7 @@ def _say_interrupted(ctx, stop) -> None:
     click.echo(f"Interrupted in epoch {state.epoch + 1} after {state.position} chunk(s): "
                f"checkpoint saved to {stop.path}\nTo resume: "
                f"{' '.join(map(shlex.quote, words))}", err=True)
-    ctx.exit(130)
+    ctx.exit(stop.exit_code)
 
 
 def _warn_rnn_training(state, data) -> None:
@@ -865,9 +877,11 @@ def mix_command(models, output, weights, tune, encoding_errors):
         rnnlm perplexity mixed.npz test.txt
     """
     from rnnlm_cli.modelfile import write_model
+    from rnnlm_cli.models import check_not_arpa_output
     from rnnlm_cli.outputs import atomic_output, check_outputs
 
-    check_outputs({"-o": output})
+    check_not_arpa_output(output, hint="")
+    check_outputs({"-o": output}, inputs=[*models, tune])
     lm = _open_lm(models[0], models[1:], weights, tune, encoding_errors)
     if lm.kind != "mixture":   # one model and no weights: a mixture of one all the same
         lm = _open_lm(models[0], (), [1.0], None, encoding_errors)
@@ -1001,4 +1015,20 @@ def main() -> None:
     from rnnlm_cli.process import prepare
     atexit.register(gc.freeze)
     prepare()   # closed standard streams, SIGTERM, one-line warnings (process.py)
-    cli(prog_name="rnnlm")
+    sys.exit(_run_command())
+
+
+def _run_command() -> int:
+    """Click's standalone mode, except that an interrupt before a command runs (while
+    Click parses, say) is the same ``Error:`` line and status as one during it, not
+    Click's "Aborted!" and status 1."""
+    try:
+        code = cli.main(prog_name="rnnlm", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.Abort, KeyboardInterrupt) as exc:
+        stop = exc.__cause__ or exc   # Click wraps a KeyboardInterrupt in Abort
+        click.echo("Error: interrupted; no output file was written", err=True)
+        return getattr(stop, "exit_code", 130)
+    return code if isinstance(code, int) else 0

@@ -57,8 +57,18 @@ class Prompt:
         ``place`` says which prompt (``"'The zebra'"``, ``"<stdin>: line 3"``)."""
         if not self.unknown:
             return None
-        return (f"Warning: {place}: not in the vocabulary, read as {UNK}: "
-                f"{' '.join(self.unknown)}")
+        words = list(dict.fromkeys(self.unknown))          # each once, in order
+        shown = " ".join(_clipped(w) for w in words[:WARN_WORDS])
+        more = f" and {len(words) - WARN_WORDS} more" if len(words) > WARN_WORDS else ""
+        place = _clipped(place, 200)   # (a prompt given on the command line, quoted)
+        return f"Warning: {place}: not in the vocabulary, read as {UNK}: {shown}{more}"
+
+
+WARN_WORDS = 10   # unknown words a warning lists (a huge prompt must not make a huge line)
+
+
+def _clipped(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def encode_prompt(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Prompt:

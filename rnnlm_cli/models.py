@@ -26,15 +26,19 @@ def is_arpa_path(path: str) -> bool:
     return path.lower().endswith(ARPA_SUFFIXES)   # m.ARPA, m.Arpa.gz, m.LM too
 
 
-def check_not_arpa_output(path: str) -> None:
-    """``train-ngram -o`` writes an .npz: refuse an ARPA name there, pointing at ``--arpa``."""
+def check_not_arpa_output(path: str, hint: Optional[str] = None) -> None:
+    """``-o`` writes an .npz: refuse an ARPA name there (with ``hint``; by default, as
+    ``train-ngram`` has it, pointing at ``--arpa``)."""
+    if hint is None:
+        hint = f"; write ARPA with --arpa {path} (and -o MODEL.npz)"
     if is_arpa_path(path):
-        raise OptionError(f"{path}: -o writes an rnnlm .npz model, not an ARPA file; "
-                          f"write ARPA with --arpa {path} (and -o MODEL.npz)")
+        raise OptionError(f"{path}: -o writes an rnnlm .npz model, not an ARPA file{hint}")
 
 
 def open_model(path: str) -> LanguageModel:
     """Load the model at ``path``; a bad file raises ``ModelFileError`` naming it."""
+    if path == "-":
+        raise ModelFileError("-: a model is read from a file, not from standard input")
     if is_arpa_path(path):
         return _open_arpa(path)
     arrays, metadata = load_model(path)

@@ -29,7 +29,7 @@ import stat
 import tempfile
 import threading
 from contextlib import contextmanager
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from rnnlm_cli.errors import ModelFileError, OptionError
 
@@ -41,12 +41,16 @@ written: List[str] = []   # the paths renamed into place by this process, in ord
 
 # -- before the work ---------------------------------------------------------------------------
 
-def check_outputs(outputs: Dict[str, Optional[str]]) -> None:
+def check_outputs(outputs: Dict[str, Optional[str]],
+                  inputs: Sequence[Optional[str]] = ()) -> None:
     """Fail now, not after a long run, if an output cannot be written.
 
     ``outputs`` maps a name for each output (an option, as the user typed it) to its path
-    (``None``: not asked for). Two names for one file are an ``OptionError``.
+    (``None``: not asked for). Two names for one file are an ``OptionError``, and so is an
+    output that is one of the ``inputs`` (files the run reads: a corpus, a model; ``-``
+    and ``None`` are skipped), which the run would replace with what it writes.
     """
+    read = {_identity(path): path for path in inputs if path not in (None, "-")}
     seen: Dict[str, str] = {}
     for name, path in outputs.items():
         if path is None:
@@ -56,6 +60,9 @@ def check_outputs(outputs: Dict[str, Optional[str]]) -> None:
         if identity in seen:
             raise OptionError(f"{seen[identity]} and {name} name the same file ({path}); "
                               "give each its own file")
+        if identity in read:
+            raise OptionError(f"{name} {path} is {read[identity]}, a file this run reads; "
+                              "writing it would destroy it: give another file")
         seen[identity] = name
 
 

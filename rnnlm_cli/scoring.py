@@ -68,7 +68,12 @@ class Summary:
 def _perplexity(logprob: float, count: int) -> float:
     if count == 0:
         return math.nan
-    return math.exp(-logprob / count) if logprob > -math.inf else math.inf
+    if not logprob > -math.inf:
+        return math.inf
+    try:
+        return math.exp(-logprob / count)
+    except OverflowError:   # probabilities below e^-709 per token: as good as zero
+        return math.inf
 
 
 def score_text(model: LanguageModel, tokens: List[List[str]]) -> ScoredText:

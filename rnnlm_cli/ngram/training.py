@@ -4,8 +4,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, List, Optional, Sequence
 
-from rnnlm_cli.errors import CorpusError, OptionError
+import numpy as np
+
+from rnnlm_cli.errors import CorpusError, OptionError, TrainingError
 from rnnlm_cli.ngram.counting import count_ngrams
+from rnnlm_cli.ngram.invariants import LOGPROB_SLACK
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.smoothing import METHODS, estimate
 from rnnlm_cli.options import check_choice, check_number, check_whole
@@ -58,6 +61,7 @@ def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_
     step("smoothing")
     tables = estimate(counts, config.smoothing, vocab.bos_id, config.add_k, config.prune)
     del counts
+    _check_estimate(tables, config)
     metadata = {
         "model_type": "ngram", "order": config.order, "smoothing": config.smoothing,
         "config": asdict(config), "tokenizer": tokenizer,
@@ -67,3 +71,18 @@ def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_
         "smoothing_notes": tables.notes,
     }
     return NgramModel(vocab, tables, metadata)
+
+
+def _check_estimate(tables, config: NgramConfig) -> None:
+    """Never write a model ``rnnlm check`` would refuse: a log-probability that is NaN or
+    above 0, or a back-off that is NaN or +inf (``-inf``, an MLE context with no mass
+    left, is allowed), is a ``TrainingError`` (floating point gives out, e.g. for a tiny
+    ``--add-k``)."""
+    for n, (logprob, backoff) in enumerate(zip(tables.logprob, tables.backoff + [None]), 1):
+        bad = np.isnan(logprob).any() or (logprob > LOGPROB_SLACK).any() or (
+            backoff is not None and (np.isnan(backoff).any() or np.isposinf(backoff).any()))
+        if bad:
+            advice = "; try a larger --add-k" if config.smoothing == "add-k" else ""
+            raise TrainingError(f"the {config.smoothing} estimate of the {n}-grams is not a "
+                                f"probability (floating point gives out{advice}); no model "
+                                "was written")

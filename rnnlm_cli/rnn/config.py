@@ -69,8 +69,8 @@ class RnnConfig:
             raise OptionError(f"--tie-weights needs --embed equal to --hidden "
                               f"({self.embed_size} != {self.hidden})")
         if self.init_scale is not None:
-            check_number("init_scale", self.init_scale, 0.0, low_open=True)
-        check_number("forget_bias", self.forget_bias)
+            check_number("init_scale", self.init_scale, 0.0, 100.0, low_open=True)
+        check_number("forget_bias", self.forget_bias, -100.0, 100.0)
 
     @classmethod
     def from_dict(cls, d: object) -> "RnnConfig":

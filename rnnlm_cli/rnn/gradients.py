@@ -97,8 +97,9 @@ def model_network(lm, name: str, sentences: Sequence[Sequence[str]]
     """A trained model's network and the token stream of ``sentences`` in its vocabulary;
     ``OptionError`` for a model that is not recurrent."""
     if lm.kind != "rnn":
-        raise OptionError(f"{name}: an n-gram model: gradients exist only for recurrent "
-                          f"models (train one with rnnlm train-rnn)")
+        what = {"ngram": "an n-gram model", "mixture": "a mixture"}.get(lm.kind, lm.kind)
+        raise OptionError(f"{name}: {what}: gradients exist only for recurrent models "
+                          "(train one with rnnlm train-rnn)")
     encoded = lm.vocab.encode(sentences)
     return lm.network, token_stream(encoded.ids, encoded.lengths, lm.vocab.eos_id)
 

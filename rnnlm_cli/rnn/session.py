@@ -8,6 +8,7 @@ the best parameters in the network it returns.
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -28,11 +29,13 @@ VALID_BATCH = 10   # parallel streams when measuring validation perplexity
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: a checkpoint was saved at ``path``."""
+    """Ctrl-C or SIGTERM during training: a checkpoint was saved at ``path``;
+    ``exit_code`` is 128 + the signal's number, as a shell reports it."""
 
-    def __init__(self, path: str, state: TrainState):
+    def __init__(self, path: str, state: TrainState, signum: int = signal.SIGINT):
         super().__init__(path)
         self.path, self.state = path, state
+        self.exit_code = 128 + int(signum)
 
 
 @dataclass
@@ -123,16 +126,19 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
                                hooks.on_warning)
     hooks.save_checkpoint = checkpoints.save_on_the_clock
     hooks.checkpoint_seconds = config.checkpoint_every * 60
+    signals = []
     try:
         with deferred_interrupts() as requested:
             hooks.interrupt_requested = requested
+            signals = getattr(requested, "signals", signals)
             Trainer(network, optimizer, train_batches, valid_batches, config, state,
                     hooks).run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if state.updating:
             raise   # a second Ctrl-C in the middle of an update: nothing consistent to save
         checkpoints.save(state)
-        raise TrainingInterrupted(checkpoint_path, state) from None
+        signum = signals[0] if signals else getattr(stop, "exit_code", 130) - 128
+        raise TrainingInterrupted(checkpoint_path, state, signum) from None
     if config.checkpoint_every and state.stopped != "non-finite":
         checkpoints.save_on_the_clock(state)   # the finished run: resume with more --epochs
     if state.best_params is None:

@@ -367,10 +367,14 @@ def deferred_interrupts():
             raise KeyboardInterrupt
         pending.append(signum)
 
+    def requested() -> bool:
+        return bool(pending)
+    requested.signals = pending   # which signal came first (for the exit status)
+
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = [signal.signal(signum, handler) for signum in signals]
     try:
-        yield lambda: bool(pending)
+        yield requested
     finally:
         for signum, before in zip(signals, previous):
             signal.signal(signum, before)
