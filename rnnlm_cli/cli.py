@@ -868,7 +868,7 @@ def mix_command(models, output, weights, tune, encoding_errors):
     The file is self-contained (it holds every model's arrays) and is used like any model
     file. Without a file, perplexity, generate and complete take --mix, --weights and
     --tune themselves. The models must read text alike (the same tokenizer); their
-    vocabularies may differ (README: Mixing models).
+    vocabularies may differ (the README's section on rnnlm mix says how).
 
     \b
     Example:
