@@ -300,7 +300,7 @@ def test_same_seed_same_network_and_from_arrays_round_trip():
     ({"dropout": -0.1}, "--dropout"),
     ({"tie_weights": True, "embed": 10}, "--tie-weights needs --embed equal to --hidden"),
     ({"init": "zeros"}, "--init"),
-    ({"init_scale": 0.0}, "--init-scale must be a number above 0, not 0.0"),
+    ({"init_scale": 0.0}, "--init-scale must be a number in (0, 100], not 0.0"),
     ({"init_scale": float("nan")}, "--init-scale"),
     ({"forget_bias": float("inf")}, "--forget-bias"),
 ])
