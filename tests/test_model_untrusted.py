@@ -322,6 +322,11 @@ def test_an_arpa_file_with_a_nan_unigram_is_refused_at_load(work):
                  contains=["Error: bad.arpa: line ", "log10 probability nan is not at most 0"])
 
 
+# The command line with every model memory-mapped, as models over READ_LIMIT are.
+MAPPED_CLI = [sys.executable, "-c", "import sys, rnnlm_cli.modelfile as m; m.READ_LIMIT = 0; "
+              "from rnnlm_cli.cli import main; sys.argv[0] = 'rnnlm'; main()"]
+
+
 @pytest.mark.parametrize("rewrite", ["truncate", "copy another model over it"])
 def test_a_mapped_model_rewritten_in_place_stops_complete_with_one_line(work, rewrite):
     """A large model is memory-mapped (here: every model, READ_LIMIT 0); rewritten in place
@@ -329,10 +334,8 @@ def test_a_mapped_model_rewritten_in_place_stops_complete_with_one_line(work, re
     anything reads the changed pages (which could kill the process with SIGBUS)."""
     other = work / "other.npz"
     assert_ok(run("train-ngram", "text.txt", "-o", other, "--order", "2"))
-    mapped_cli = ("import sys, rnnlm_cli.modelfile as m; m.READ_LIMIT = 0; "
-                  "from rnnlm_cli.cli import main; sys.argv[0] = 'rnnlm'; main()")
-    process = subprocess.Popen([sys.executable, "-c", mapped_cli, "complete", "kn.npz",
-                                "--top", "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    process = subprocess.Popen(MAPPED_CLI + ["complete", "kn.npz", "--top", "2"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     process.stdin.write("The cat\n")
     process.stdin.flush()
@@ -352,10 +355,8 @@ def test_a_mapped_model_rewritten_in_place_stops_complete_with_one_line(work, re
 
 
 def test_a_mapped_model_replaced_by_a_rename_goes_on(work):
-    mapped_cli = ("import sys, rnnlm_cli.modelfile as m; m.READ_LIMIT = 0; "
-                  "from rnnlm_cli.cli import main; sys.argv[0] = 'rnnlm'; main()")
-    process = subprocess.Popen([sys.executable, "-c", mapped_cli, "complete", "kn.npz",
-                                "--top", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    process = subprocess.Popen(MAPPED_CLI + ["complete", "kn.npz", "--top", "1"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     process.stdin.write("The cat\n")
     process.stdin.flush()
