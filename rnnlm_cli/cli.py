@@ -156,13 +156,10 @@ def encoding_option(command):
              "or read them as U+FFFD and go on (replace).")(command)
 
 
-def mixture_options(command):
-    """``--mix``, ``--weights``, ``--tune``: a mixture of MODEL and other models, given on
-    the command line (``perplexity``, ``generate``, ``complete``; ``mix`` saves one)."""
+def weight_options(command):
+    """``--weights``, ``--tune``: the weights of a mixture, given or tuned (``mix``, and
+    through ``mixture_options`` the commands that mix on the command line)."""
     for option in reversed([
-        click.option("--mix", "mix", multiple=True, metavar="MODEL",
-                     help="Mix MODEL with this model too (repeat for more): P(w|h) = "
-                          "sum_i w_i P_i(w|h), each model keeping its own history."),
         click.option("--weights", callback=_parse_weights, metavar="W1,W2,...",
                      help="The mixture's weights, one per model in order (MODEL first), "
                           "summing to 1  [default: equal; with --tune, where EM starts]"),
@@ -172,6 +169,15 @@ def mixture_options(command):
     ]):
         command = option(command)
     return command
+
+
+def mixture_options(command):
+    """``--mix``, ``--weights``, ``--tune``: a mixture of MODEL and other models, given on
+    the command line (``perplexity``, ``generate``, ``complete``; ``mix`` saves one)."""
+    command = weight_options(command)
+    return click.option("--mix", "mix", multiple=True, metavar="MODEL",
+                        help="Mix MODEL with this model too (repeat for more): P(w|h) = "
+                             "sum_i w_i P_i(w|h), each model keeping its own history.")(command)
 
 
 def _parse_weights(ctx, param, value) -> Optional[List[float]]:
@@ -854,12 +860,7 @@ def _texts_and_lines(texts, path, encoding_errors) -> Iterator[tuple]:
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The mixture file to write (.npz): every model's arrays and the weights.")
-@click.option("--weights", callback=_parse_weights, metavar="W1,W2,...",
-              help="One weight per model, in order, summing to 1  [default: equal; with "
-                   "--tune, where EM starts]")
-@click.option("--tune", type=click.Path(allow_dash=True), metavar="HELDOUT",
-              help="Tune the weights by EM on held-out text (not the text you will score); "
-                   "each iteration's perplexity goes to stderr.")
+@weight_options
 @encoding_option
 def mix_command(models, output, weights, tune, encoding_errors):
     """Mix MODELs (n-gram .npz, RNN .npz, ARPA files, mixtures) into one model file:
@@ -882,9 +883,9 @@ def mix_command(models, output, weights, tune, encoding_errors):
 
     check_not_arpa_output(output, hint="")
     check_outputs({"-o": output}, inputs=[*models, tune])
-    lm = _open_lm(models[0], models[1:], weights, tune, encoding_errors)
-    if lm.kind != "mixture":   # one model and no weights: a mixture of one all the same
-        lm = _open_lm(models[0], (), [1.0], None, encoding_errors)
+    equal = [1 / len(models)] * len(models)   # (so that one model is a mixture of one too)
+    lm = _open_lm(models[0], models[1:], weights if weights is not None else equal, tune,
+                  encoding_errors)
     with atomic_output(output, "wb") as out:
         write_model(out, lm.to_arrays(), lm.metadata)
     click.echo(f"{output}: a mixture of {len(models)} model(s), {len(lm.vocab)} words, "
