@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, List, Optional
 
 import click
 
-from rnnlm_cli import __version__
+from rnnlm_cli import __version__, progress
 from rnnlm_cli.errors import CorpusError, ModelFileError, RnnlmError
 
 ENCODING_ERRORS = ("strict", "replace")   # Python's codec error handlers (tokenizer's too)
@@ -359,10 +359,8 @@ class _progress:
     """A tqdm bar over training stages, on stderr and only when stderr is a terminal."""
 
     def __init__(self, stages: int, description: str):
-        from tqdm import tqdm
-        self.bar = tqdm(total=stages, desc=description, file=sys.stderr, leave=False,
-                        disable=not sys.stderr.isatty(), bar_format="{desc}{n}/{total} "
-                        "[{elapsed}]")
+        self.bar = progress.bar(total=stages, desc=description, leave=False,
+                                bar_format="{desc}{n}/{total} [{elapsed}]")
 
     def __enter__(self):
         def step(message: str) -> None:
@@ -528,10 +526,9 @@ class _EpochReport:
             self.bar.refresh()
 
     def start(self, epoch: int, done: int, chunks: int) -> None:
-        from tqdm import tqdm
         self._close_bar()
-        self.bar = tqdm(total=chunks, initial=done, desc=f"epoch {epoch}", file=sys.stderr,
-                        leave=False, disable=not sys.stderr.isatty(), unit="chunk")
+        self.bar = progress.bar(total=chunks, initial=done, desc=f"epoch {epoch}", leave=False,
+                                unit="chunk")
 
     def chunk(self, progress) -> None:
         self.bar.update(1)
