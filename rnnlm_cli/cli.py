@@ -386,6 +386,14 @@ class _progress:
               show_default=True, help="On embeddings, between layers, before the decoder.")
 @click.option("--tie-weights", is_flag=True, default=False,
               help="The decoder shares the embedding matrix (needs E = H).")
+@click.option("--softmax", type=LibraryChoice("rnnlm_cli.rnn.config", "SOFTMAXES"),
+              default="auto", show_default=True,
+              help="The output layer: full (one softmax over every word) or class (P(class) "
+                   "x P(word | class), Mikolov et al. 2011: far faster on large "
+                   "vocabularies, as exact); auto is class above 20,000 words.")
+@click.option("--classes", type=click.IntRange(min=2), default=None,
+              help="Word classes of --softmax class, by frequency binning  "
+                   "[default: about sqrt(words)]")
 @click.option("--epochs", type=click.IntRange(min=1), default=13, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=20, show_default=True,
               help="B parallel streams of the corpus.")
@@ -417,7 +425,8 @@ class _progress:
 @encoding_option
 @click.pass_context
 def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embed, dropout,
-              tie_weights, init, init_scale, forget_bias, epochs, batch_size, bptt, optimizer,
+              tie_weights, softmax, classes, init, init_scale, forget_bias, epochs,
+              batch_size, bptt, optimizer,
               lr, lr_decay, patience, clip_norm, seed, checkpoint_every, resume, log,
               tokenizer_kind, level, lowercase, min_count, max_vocab, encoding_errors):
     """Train a recurrent (LSTM, GRU or Elman) model on CORPUS files, one sentence per line.
@@ -442,11 +451,10 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
     from rnnlm_cli.tokenizer import TokenizerConfig
 
     model_config = RnnConfig(cell, activation, layers, hidden, embed, dropout, tie_weights,
-                             init, init_scale, forget_bias)
+                             init, init_scale, forget_bias, softmax, classes)
     config = TrainConfig(epochs, batch_size, bptt, optimizer, lr, lr_decay, patience,
                          clip_norm, seed, checkpoint_every, log)
-    model_config.validate()
-    config.validate()
+    _usage_checked(model_config, config)
     checkpoint = default_path(output)
     check_outputs({"-o": output, "the checkpoint": checkpoint, "--log": log},
                   inputs=[*corpus, valid])
@@ -467,9 +475,25 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
     _warn_rnn_training(run.state, data)
     with atomic_output(output, "wb") as out:
         write_model(out, model.to_arrays(), model.metadata)
-    click.echo(f"{output}: {layers}-layer {cell} model, H={hidden}, {len(data.vocab)} words, "
+    settled = model.network.config
+    output_layer = (f"{settled.classes} word classes" if settled.softmax == "class"
+                    else "full softmax")
+    click.echo(f"{output}: {layers}-layer {cell} model, H={hidden}, {len(data.vocab)} words "
+               f"({output_layer}), "
                f"best validation stream perplexity {run.state.best_valid_ppl:.2f} after "
                f"{len(run.state.history)} epoch(s)", err=True)
+
+
+def _usage_checked(*configs) -> None:
+    """Options that cannot go together (``--tie-weights`` with ``--embed 8 --hidden 16``,
+    ``--classes`` with ``--softmax full``) are usage errors (exit 2), as a value out of
+    range is; what only the data can tell (a vocabulary too small) is found later."""
+    from rnnlm_cli.errors import OptionError
+    try:
+        for config in configs:
+            config.validate()
+    except OptionError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _rnn_data(corpus, valid, tokenizer_config, min_count, max_vocab, encoding_errors, config):

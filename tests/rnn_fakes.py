@@ -22,7 +22,7 @@ class FakeConfig:
 
 
 class BigramNetwork:
-    def __init__(self, config, vocab_size, rng=None, dtype=np.float32):
+    def __init__(self, config, vocab_size, rng=None, dtype=np.float32, word_counts=None):
         rng = rng if rng is not None else np.random.default_rng(0)
         self.config, self.vocab_size = config, vocab_size
         self.params = {"W": (0.1 * rng.standard_normal((vocab_size, vocab_size))).astype(dtype),
@@ -53,7 +53,7 @@ class BigramNetwork:
         picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)
         return float(-picked.mean()), new_hidden
 
-    def loss_and_grads(self, inputs, targets, hidden, dropout_rng=None):
+    def loss_and_grads(self, inputs, targets, hidden, dropout_rng=None, row_gradients=False):
         log_probs, mask, new_hidden = self._forward(inputs, hidden, dropout_rng)
         picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)
         n = targets.size

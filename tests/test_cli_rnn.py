@@ -212,7 +212,7 @@ def test_non_finite_option_values_are_usage_errors(work, args, message):
 
 def test_inconsistent_option_values(work):
     assert_fails(run("train-rnn", "corpus.txt", "-o", "m.npz", *SMALL, "--tie-weights",
-                     "--embed", "8"), 1,
+                     "--embed", "8"), 2,
                  "Error: --tie-weights needs --embed equal to --hidden (8 != 16)",
                  absent=["m.npz", "m.checkpoint.npz"])
 

@@ -45,7 +45,7 @@ def loss_at(net, inputs, targets, t, k, state, hidden):
     else:
         hs, _, _ = net.cell.forward(net._layer(layer), x_proj[k + 1:t + 1], tuple(start))
         s_t = hs[-1]
-    logp = log_softmax(net.logits(s_t))
+    logp = net.log_probs(s_t)
     return -logp[np.arange(B), targets[t]].sum()
 
 

@@ -218,7 +218,8 @@ def test_step_is_a_normalised_distribution_after_one_token():
     assert np.allclose(np.exp(logp).sum(axis=1), 1.0, atol=1e-12)
     top, expected = net.outputs(tokens[None], net.initial_hidden(3))
     assert np.array_equal(hidden[1][0], expected[1][0])
-    assert np.allclose(logp, log_softmax(net.logits(top[0]).astype(np.float64)))
+    explicit = top[0] @ net.params["decoder.V"] + net.params["decoder.c"]
+    assert np.allclose(logp, log_softmax(explicit.astype(np.float64)))
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -310,7 +311,14 @@ def test_config_validation_names_the_option(change, message):
 
 
 def test_config_from_dict_refuses_unknown_and_bad_settings():
-    assert RnnConfig.from_dict({"cell": "gru", "hidden": 8}) == RnnConfig(cell="gru", hidden=8)
+    # A file from before --softmax has a full softmax.
+    assert RnnConfig.from_dict({"cell": "gru", "hidden": 8}) == \
+        RnnConfig(cell="gru", hidden=8, softmax="full")
+    assert RnnConfig.from_dict({"softmax": "class", "classes": 7}).classes == 7
+    for settled in ({"softmax": "auto"}, {"softmax": "class"},
+                    {"softmax": "full", "classes": 3}):
+        with pytest.raises(ValueError, match="softmax|--classes"):
+            RnnConfig.from_dict(settled)
     with pytest.raises(ValueError, match="unknown rnn_config setting"):
         RnnConfig.from_dict({"cells": "gru"})
     with pytest.raises(ValueError, match="--hidden"):
@@ -381,17 +389,18 @@ def test_the_decoder_stays_one_array_through_updates_and_replacement():
     config = RnnConfig(cell="lstm", hidden=5)
     net = RnnNetwork(config, 9, np.random.default_rng(0), dtype=np.float64)
     V, c = net.params["decoder.V"], net.params["decoder.c"]
-    joined = net._decoder_with_bias()
+    joined = net.decoder.matrix_with_bias(net.params)
     assert V.base is joined and c.base is joined
     rng = np.random.default_rng(1)
     inputs, targets = rng.integers(0, 9, (4, 2)), rng.integers(0, 9, (4, 2))
     _, grads, _ = net.loss_and_grads(inputs, targets, net.initial_hidden(2))
     for name, p in net.params.items():
         p -= 0.5 * grads[name]                                   # as the optimisers do
-    assert np.array_equal(net._decoder_with_bias(), np.vstack([V, c]))
+    assert np.array_equal(net.decoder.matrix_with_bias(net.params), np.vstack([V, c]))
     states = rng.standard_normal((3, 5))
-    assert np.allclose(net.logits(states), states @ V + c, rtol=1e-13)
+    assert np.allclose(net.log_probs(states), log_softmax(states @ V + c), rtol=1e-13)
     loaded = RnnNetwork.from_arrays(config, net.to_arrays(), 9)
-    assert loaded.params["decoder.V"].base is loaded._decoder_with_bias()
+    assert loaded.params["decoder.V"].base is loaded.decoder.matrix_with_bias(loaded.params)
     loaded.params["decoder.c"] = np.full(9, 2.0)                 # no longer joined
-    assert np.array_equal(loaded._decoder_with_bias(), np.vstack([V, np.full(9, 2.0)]))
+    assert np.array_equal(loaded.decoder.matrix_with_bias(loaded.params),
+                          np.vstack([V, np.full(9, 2.0)]))

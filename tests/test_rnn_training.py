@@ -283,7 +283,7 @@ class Diverging(BigramNetwork):
 
     bad, what, calls = 0, "loss", 0
 
-    def loss_and_grads(self, inputs, targets, hidden, dropout_rng=None):
+    def loss_and_grads(self, inputs, targets, hidden, dropout_rng=None, row_gradients=False):
         loss, grads, hidden = super().loss_and_grads(inputs, targets, hidden, dropout_rng)
         Diverging.calls += 1
         if Diverging.calls >= self.bad:
@@ -542,3 +542,54 @@ def test_training_keeps_freed_memory_with_glibc():
 
     faults_of_one_round()
     assert faults_of_one_round() < 100                # 4 MB is 1,024 pages
+
+
+# -- row gradients (the embedding's) ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "adam"])
+def test_a_row_gradient_updates_as_its_dense_gradient_does(name):
+    """Rows 7, 2, 5 of a (10, 3) parameter: two steps of the optimiser with the sparse
+    gradient leave parameters and state as two steps with the dense one."""
+    from rnnlm_cli.rnn.optim import RowGradient, make_optimizer
+    rng = np.random.default_rng(0)
+    start = {"E": rng.standard_normal((10, 3)).astype(np.float32),
+             "b": rng.standard_normal(4).astype(np.float32)}
+    rows = np.array([7, 2, 5])
+    steps = [(rng.standard_normal((3, 3)).astype(np.float32),
+              rng.standard_normal(4).astype(np.float32)) for _ in range(2)]
+    results = []
+    for sparse in (True, False):
+        params = {k: v.copy() for k, v in start.items()}
+        optimizer = make_optimizer(name, params)
+        for values, bias in steps:
+            g = RowGradient(rows, values.copy(), (10, 3))
+            grads = {"E": g if sparse else g.dense(), "b": bias.copy()}
+            norm, _ = clip_gradients(grads, 1.0)
+            optimizer.step(params, grads, 0.5)
+        results.append((params, optimizer.state_dict(), norm))
+    (sparse_params, sparse_state, n1), (dense_params, dense_state, n2) = results
+    assert n1 == pytest.approx(n2, rel=1e-7)
+    for k in start:
+        np.testing.assert_allclose(sparse_params[k], dense_params[k], rtol=1e-6, atol=1e-7)
+    for k in dense_state:
+        np.testing.assert_allclose(sparse_state[k], dense_state[k], rtol=1e-6, atol=1e-7)
+    untouched = np.setdiff1d(np.arange(10), rows)
+    if name != "adam":                 # Adam's moments move the other rows too
+        assert np.array_equal(sparse_params["E"][untouched], start["E"][untouched])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_the_networks_row_gradient_is_its_dense_gradient(dropout):
+    from rnnlm_cli.rnn.config import RnnConfig
+    from rnnlm_cli.rnn.network import RnnNetwork
+    from rnnlm_cli.rnn.optim import RowGradient
+    net = RnnNetwork(RnnConfig(cell="gru", hidden=6, dropout=dropout), 40,
+                     np.random.default_rng(0), dtype=np.float64)
+    rng = np.random.default_rng(1)
+    inputs, targets = rng.integers(0, 40, (5, 3)), rng.integers(0, 40, (5, 3))
+    run = lambda rows: net.loss_and_grads(inputs, targets, net.initial_hidden(3),
+                                          np.random.default_rng(2), row_gradients=rows)[1]
+    sparse, dense = run(True)["embedding"], run(False)["embedding"]
+    assert isinstance(sparse, RowGradient)
+    assert sorted(sparse.rows.tolist()) == sorted(set(inputs.reshape(-1).tolist()))
+    np.testing.assert_allclose(sparse.dense(), dense, rtol=1e-12, atol=1e-15)

@@ -273,7 +273,7 @@ def _check_sums(sums, position: int) -> None:
 
 def _expected_arrays(network, optimizer, batch_size: int, saved: dict) -> Dict[str, np.ndarray]:
     """An array like each one the checkpoint must hold (name, dtype kind and shape)."""
-    expected = _prefixed("net.", network.params)
+    expected = _prefixed("net.", network.to_arrays())
     expected.update(_prefixed("optim.", optimizer.state_dict()))
     if saved["has_best"]:
         expected.update(_prefixed("best.", network.params))

@@ -6,7 +6,7 @@ a model was trained, not what it is, and a model file must be readable without t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from rnnlm_cli.errors import OptionError
@@ -16,6 +16,8 @@ from rnnlm_cli.rnn.cells import CELLS as CELL_TYPES
 CELLS = tuple(CELL_TYPES)   # each cell is described once, in cells.py
 ACTIVATIONS = ("tanh", "sigmoid", "relu")
 INITS = ("normal", "uniform", "xavier", "orthogonal", "identity")
+SOFTMAXES = ("auto", "full", "class")
+AUTO_CLASS_WORDS = 20_000   # --softmax auto: the class softmax above this many words
 
 
 @dataclass
@@ -34,6 +36,9 @@ class RnnConfig:
                                    # orthogonal), multiple of I (identity); None: the scheme's
                                    # default (``recurrent_scale``)
     forget_bias: float = 0.0       # LSTM forget-gate bias at initialisation (0 = plain)
+    softmax: str = "auto"          # the decoder: "full" | "class" (decoders.py); "auto"
+                                   # until ``resolved`` for a vocabulary
+    classes: Optional[int] = None  # C of the class softmax; None: about sqrt(words)
 
     @property
     def embed_size(self) -> int:
@@ -71,6 +76,42 @@ class RnnConfig:
         if self.init_scale is not None:
             check_number("init_scale", self.init_scale, 0.0, 100.0, low_open=True)
         check_number("forget_bias", self.forget_bias, -100.0, 100.0)
+        check_choice("softmax", self.softmax, SOFTMAXES)
+        if self.classes is not None:
+            check_whole("classes", self.classes, 2)
+            if self.softmax == "full":
+                raise OptionError("--classes needs --softmax class (or auto)")
+        if self.tie_weights and self.softmax == "class":
+            raise OptionError("--tie-weights works with --softmax full only (the class "
+                              "softmax keeps its word matrix in class order)")
+
+    def resolved(self, vocab_size: int) -> "RnnConfig":
+        """This configuration with ``softmax`` and ``classes`` settled for a vocabulary of
+        ``vocab_size`` words (``<s>`` included, never predicted):
+
+        - ``auto`` is ``class`` when ``--classes`` is given, or when the vocabulary has
+          more than ``AUTO_CLASS_WORDS`` words and the weights are not tied; else ``full``;
+        - the class softmax has ``--classes`` classes, by default ``round(sqrt(W))`` for
+          the W = |V| - 1 words it predicts (Mikolov et al. 2011), and needs
+          ``2 <= C <= W / 2``: two classes at least, of two words on average.
+
+        ``OptionError`` if the vocabulary is too small for the classes asked."""
+        self.validate()
+        softmax = self.softmax
+        if softmax == "auto":
+            big = vocab_size > AUTO_CLASS_WORDS and not self.tie_weights
+            softmax = "class" if self.classes is not None or big else "full"
+        if softmax == "full":
+            return replace(self, softmax="full", classes=None)
+        words = vocab_size - 1
+        classes = self.classes if self.classes is not None else max(2, round(math.sqrt(words)))
+        if not 2 <= classes <= words // 2:
+            need = "at least 4 words" if self.classes is None else f"{2 * classes} words"
+            raise OptionError(f"--softmax class with {classes} classes needs {need} to "
+                              f"predict (two per class on average); this vocabulary has "
+                              f"{words} (<unk>, </s> and the words kept): use fewer "
+                              f"--classes or --softmax full")
+        return replace(self, softmax="class", classes=classes)
 
     @classmethod
     def from_dict(cls, d: object) -> "RnnConfig":
@@ -84,9 +125,12 @@ class RnnConfig:
         unknown = sorted(set(d) - {f.name for f in fields(cls)}, key=str)
         if unknown:
             raise ValueError(f"unknown rnn_config setting(s): {', '.join(map(str, unknown))}")
-        config = cls(**d)
+        config = cls(**{"softmax": "full", **d})   # files from before --softmax: full
         try:
             config.validate()
         except OptionError as exc:
             raise ValueError(f"bad rnn_config: {exc}") from None
+        if config.softmax == "auto" or (config.softmax == "class") != (config.classes is not None):
+            raise ValueError(f"bad rnn_config: softmax {config.softmax!r} with classes "
+                             f"{config.classes!r}")
         return config

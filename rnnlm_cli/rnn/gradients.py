@@ -33,7 +33,6 @@ from rnnlm_cli.rnn.batches import Batches, token_stream
 from rnnlm_cli.rnn.cells import CELLS
 from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.initialization import check_network_fits
-from rnnlm_cli.rnn.kernels import log_softmax
 from rnnlm_cli.rnn.network import RnnNetwork
 
 JACOBIAN_STEPS = 256        # (step, stream) positions whose Jacobian is measured, at most
@@ -88,8 +87,10 @@ def untrained_network(config: RnnConfig, sentences: Sequence[Sequence[str]],
     vocab, encoded = Vocabulary.build(sentences)
     check_network_fits(config, len(vocab), copies=2)   # parameters and gradients
     init_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
-    network = RnnNetwork(config, len(vocab), rng=init_rng, dtype=np.float32)
-    return network, token_stream(encoded.ids, encoded.lengths, vocab.eos_id)
+    stream = token_stream(encoded.ids, encoded.lengths, vocab.eos_id)
+    network = RnnNetwork(config, len(vocab), rng=init_rng, dtype=np.float32,
+                         word_counts=np.bincount(stream, minlength=len(vocab)))
+    return network, stream
 
 
 def model_network(lm, name: str, sentences: Sequence[Sequence[str]]
@@ -130,9 +131,9 @@ def measure_gradients(network: RnnNetwork, stream: np.ndarray, max_distance: int
                      f"cannot be measured (asked for {max_distance}); add text or lower "
                      f"--max-distance")
     D = min(max_distance, T - 1)
-    net = RnnNetwork.from_arrays(network.config, {k: np.asarray(v, dtype=np.float64)
-                                                  for k, v in network.params.items()},
-                                 network.vocab_size)
+    arrays = {name: np.asarray(v, dtype=np.float64) if v.dtype.kind == "f" else v
+              for name, v in network.to_arrays().items()}              # weights in float64
+    net = RnnNetwork.from_arrays(network.config, arrays, network.vocab_size)
     batches = Batches(stream, B, T)
     n_chunks = len(batches) if max_chunks is None else min(len(batches), max_chunks)
     sums, counts = np.zeros(D + 1), np.zeros(D + 1, dtype=np.int64)
@@ -161,12 +162,12 @@ def measure_gradients(network: RnnNetwork, stream: np.ndarray, max_distance: int
 
 
 def _output_gradients(net: RnnNetwork, top: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """dJ_t/ds_t for every step and stream: ``(softmax(V s_t + c) - onehot) V^T``."""
+    """dJ_t/ds_t for every step and stream: ``(softmax(V s_t + c) - onehot) V^T`` for the
+    full softmax (the decoder's ``state_gradients``)."""
     Tc, B, H = top.shape
-    logits = net.logits(top.reshape(Tc * B, H))
-    probs = np.exp(log_softmax(logits))
-    probs[np.arange(Tc * B), np.asarray(targets).reshape(-1)] -= 1.0
-    return (probs @ net._decoder().T).reshape(Tc, B, H)
+    dtop = net.decoder.state_gradients(net.params, top.reshape(Tc * B, H),
+                                       np.asarray(targets).reshape(-1))
+    return dtop.reshape(Tc, B, H)
 
 
 def _step_cache(cache: dict, steps: np.ndarray, T: int) -> dict:

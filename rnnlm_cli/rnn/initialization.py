@@ -17,7 +17,8 @@
   gate, which starts at ``forget_bias`` for every ``--init``: 0 by default, as PyTorch
   (whose biases are small and random); 1 is the recipe of Gers et al. (2000) and
   Jozefowicz et al. (2015), which docs/gradients.md found slower to learn long gaps.
-- Decoder ``V`` (H, |V|): uniform in +-1/sqrt(H) (torch.nn.Linear's bound), ``c`` zero.
+- Decoder ``V`` (H, |V|), and the class softmax's ``words.V`` and ``classes.V``: uniform in
+  +-1/sqrt(H) (torch.nn.Linear's bound); the biases ``c`` zero.
 
 Values are drawn in float64 and then cast, so a float32 and a float64 network made with the
 same seed hold the same numbers up to rounding.
@@ -33,12 +34,16 @@ import numpy as np
 from rnnlm_cli.errors import OptionError
 from rnnlm_cli.rnn.cells import CELLS
 from rnnlm_cli.rnn.config import RnnConfig
+from rnnlm_cli.rnn.decoders import decoder_shapes
 
 EMBED_STD = 1.0
 
 
 def param_shapes(config: RnnConfig, vocab_size: int) -> Dict[str, Tuple[int, ...]]:
-    """Name -> shape of every parameter, in a fixed order."""
+    """Name -> shape of every parameter, in a fixed order (``--softmax auto`` as
+    ``resolved`` for the vocabulary)."""
+    if config.softmax == "auto":
+        config = config.resolved(vocab_size)
     H, G, E = config.hidden, config.gates, config.embed_size
     shapes = {"embedding": (vocab_size, E)}
     for layer in range(config.layers):
@@ -48,9 +53,7 @@ def param_shapes(config: RnnConfig, vocab_size: int) -> Dict[str, Tuple[int, ...
         shapes[f"layer{layer}.b"] = (G * H,)
         for name, size in CELLS[config.cell].extra_params.items():
             shapes[f"layer{layer}.{name}"] = (size * H,)
-    if not config.tie_weights:
-        shapes["decoder.V"] = (H, vocab_size)
-    shapes["decoder.c"] = (vocab_size,)
+    shapes.update(decoder_shapes(config, vocab_size))
     return shapes
 
 
@@ -62,6 +65,7 @@ def check_network_fits(config: RnnConfig, vocab_size: int, copies: int = TRAININ
     """``OptionError`` if ``copies`` float32 copies of the network's parameters alone would
     not fit in ``memory`` bytes (default: the machine's): ``--hidden 1000000`` is refused
     with the figures, before NumPy is asked for terabytes."""
+    config = config.resolved(vocab_size)
     count = sum(math.prod(shape) for shape in param_shapes(config, vocab_size).values())
     needed = count * 4 * copies
     memory = memory if memory is not None else _physical_memory()
@@ -102,7 +106,7 @@ def init_params(config: RnnConfig, vocab_size: int, rng: np.random.Generator,
         elif name.endswith(".W"):
             value = np.concatenate([recurrent_block(config.init, config.recurrent_scale, H, rng)
                                     for _ in range(G)], axis=1)
-        elif name == "decoder.V":
+        elif name in ("decoder.V", "words.V", "classes.V"):
             bound = 1 / math.sqrt(H)
             value = rng.uniform(-bound, bound, shape)
         else:

@@ -10,13 +10,13 @@ docs/architecture.md):
   (unsafe rows are detected and recomputed with their maximum subtracted).
 - ``log_softmax``: the stable row-wise form, for decoding; ``picked_log_softmax``: only
   the targets' log-probabilities, for scoring (the big passes in float32).
-- ``distinct_rows``, ``sum_rows_by``, ``scatter_add_rows``: the embedding and
+- ``distinct_rows``, ``sum_rows_by``, ``sum_rows_by_id``: the embedding and
   input-projection gradients summed per distinct word; rely on every row mapping to a
   word slot below ``count``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -77,14 +77,17 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def picked_log_softmax(z: np.ndarray, targets: np.ndarray, excluded: int) -> np.ndarray:
+def picked_log_softmax(z: np.ndarray, targets: np.ndarray,
+                       excluded: Optional[int]) -> np.ndarray:
     """``log softmax(z)[r, targets[r]]`` of each row of the (R, V) logits ``z``, column
-    ``excluded`` left out of the softmax (``<s>``, never predicted); ``z`` is overwritten.
+    ``excluded`` (if not None) left out of the softmax (``<s>``, never predicted); ``z`` is
+    overwritten.
     The big passes stay in ``z``'s float32 (a relative error of about 1e-7, against a
     float64 copy of every logit); only the R results are float64."""
     at = np.arange(z.shape[0])
     picked = z[at, targets].astype(np.float64)
-    z[:, excluded] = -np.inf
+    if excluded is not None:
+        z[:, excluded] = -np.inf
     top = z.max(axis=1, keepdims=True)
     z -= top
     with np.errstate(under="ignore"):
@@ -148,7 +151,8 @@ def _sum_repeated(slot: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
     return np.add.reduceat(rows[order], np.cumsum(sizes) - sizes, axis=0)
 
 
-def scatter_add_rows(out: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
-    """``out[ids[n]] += rows[n]`` for every n, repeated ids summed (the embedding gradient)."""
+def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray):
+    """``(distinct, sums)``: the distinct ``ids`` and, for each, the sum of the ``rows[n]``
+    with that id (the embedding gradient, row by word)."""
     words, where = np.unique(ids, return_inverse=True)
-    out[words] += sum_rows_by(where, rows, words.size)
+    return words, sum_rows_by(where.reshape(-1), rows, words.size)

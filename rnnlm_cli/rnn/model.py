@@ -29,8 +29,8 @@ import numpy as np
 from rnnlm_cli.lm import LanguageModel, TokenScores
 from rnnlm_cli.rnn.cells import CELLS
 from rnnlm_cli.rnn.config import RnnConfig
+from rnnlm_cli.rnn.decoders import STARTS, WORDS
 from rnnlm_cli.rnn.initialization import param_shapes
-from rnnlm_cli.rnn.kernels import log_softmax, picked_log_softmax
 from rnnlm_cli.rnn.network import Hidden, RnnNetwork
 from rnnlm_cli.vocab import Vocabulary
 
@@ -57,7 +57,7 @@ class RnnModel(LanguageModel):
                              f"vocabulary of {len(vocab)} words")
         self.vocab = vocab
         self.network = network
-        self.metadata = metadata
+        self.metadata = {**metadata, "rnn_config": asdict(network.config)}   # as resolved
         self.config = network.config
         self.boundary = None if boundary is None else _checked_boundary(network, boundary)
 
@@ -93,12 +93,7 @@ class RnnModel(LanguageModel):
     def log_probs(self, state: tuple) -> np.ndarray:
         """(B, |V|) float64 natural logs; ``<s>`` is ``-inf``, each row sums to 1."""
         top = state[-self.network.cell.state_size]                       # (B, H)
-        return self._renormalised(self.network.logits(top))
-
-    def _renormalised(self, logits: np.ndarray) -> np.ndarray:
-        z = logits.astype(np.float64)
-        z[:, self.vocab.bos_id] = -np.inf
-        return log_softmax(z)
+        return self.network.log_probs(top, excluded=self.vocab.bos_id)
 
     # -- scoring ---------------------------------------------------------------------------
 
@@ -140,16 +135,15 @@ class RnnModel(LanguageModel):
         states = top[scored]                                             # (P, H)
         targets = words[scored]
         where = (out_starts[None, :] + t)[scored]                        # into out
-        block = max(1, LOGIT_FLOATS // net.vocab_size)
+        block = max(1, LOGIT_FLOATS // net.decoder.width)
         for lo in range(0, targets.size, block):
             out[where[lo:lo + block]] = self._target_log_probs(states[lo:lo + block],
                                                                targets[lo:lo + block])
 
     def _target_log_probs(self, states: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """``log p(target)`` after each of the (R, H) states, ``<s>`` excluded: the
-        renormalised softmax of ``log_probs`` (``kernels.picked_log_softmax``)."""
-        return picked_log_softmax(self.network.logits(states), targets,
-                                  excluded=self.vocab.bos_id)
+        renormalised softmax of ``log_probs``, without the whole rows."""
+        return self.network.target_log_probs(states, targets, excluded=self.vocab.bos_id)
 
     # -- storage ---------------------------------------------------------------------------
 
@@ -165,8 +159,10 @@ class RnnModel(LanguageModel):
     def array_schema(cls, config: RnnConfig, vocab_size: Optional[int] = None) -> dict:
         """Name -> (dtype kind codes, ndim) of every array of a model file of ``config``."""
         schema = {"vocab_words": ("u", 1)}
-        for name, shape in param_shapes(config, vocab_size or 1).items():
+        for name, shape in param_shapes(config, vocab_size or 2).items():
             schema[name] = ("f", len(shape))
+        if config.softmax == "class":
+            schema.update({name: ("iu", 1) for name in (WORDS, STARTS)})
         return schema
 
     @classmethod

@@ -7,6 +7,10 @@ As the textbook writes it, for one stream of T steps and one layer:
     y_t = softmax(V s_t + c)                       decoder                     (3)
     J   = -(1/T) sum_t log y_t[w_{t+1}]            loss                        (4)
 
+The decoder (3) is one of ``decoders.py``: the full softmax as written, or the
+class-factorized softmax (``--softmax class``), which gives the same kind of distribution
+over the vocabulary at a fraction of the cost.
+
 with B streams processed side by side and J averaged over all T*B positions. Layers stack:
 the outputs s_t of layer l are the inputs x_t of layer l+1. Training is truncated
 back-propagation through time: the state at the end of a chunk is handed back, detached,
@@ -14,10 +18,9 @@ for the next chunk, and no gradient flows into it.
 
 The work is arranged for speed, not only for the reader: the input projection (2) of all T
 steps is one matrix product before the time loop, the decoder (3) is one product over all
-T*B positions, and so are both of its gradients. The bias c rides in that product (a column
-of ones beside the states), and the softmax touches the (T*B, |V|) logits in two passes
-only (see ``softmax_cross_entropy``). Those array kernels, and the per-word sums of the
-embedding gradient, live in ``kernels.py``: this file reads as the equations.
+T*B positions, and so are both of its gradients (``decoders.py``). The array kernels, and
+the per-word sums of the embedding gradient, live in ``kernels.py``: this file reads as
+the equations.
 """
 from __future__ import annotations
 
@@ -27,9 +30,10 @@ import numpy as np
 
 from rnnlm_cli.rnn.cells import make_cell
 from rnnlm_cli.rnn.config import RnnConfig
+from rnnlm_cli.rnn.decoders import make_decoder
 from rnnlm_cli.rnn.initialization import init_params, param_shapes
-from rnnlm_cli.rnn.kernels import (distinct_rows, log_softmax, scatter_add_rows,
-                                   softmax_cross_entropy, sum_rows_by, with_ones)
+from rnnlm_cli.rnn.kernels import distinct_rows, sum_rows_by, sum_rows_by_id
+from rnnlm_cli.rnn.optim import RowGradient
 
 Hidden = List[tuple]    # per layer: (h,) or (h, c), each (B, H)
 
@@ -39,27 +43,34 @@ class RnnNetwork:
 
     ``params`` maps names to arrays: ``"embedding"`` (|V|, E); per layer ``l``:
     ``"layer{l}.U"`` (in, G*H), ``"layer{l}.W"`` (H, G*H), ``"layer{l}.b"`` (G*H,), and
-    for the GRU ``"layer{l}.bn"`` (H,); ``"decoder.V"`` (H, |V|) (absent with tied weights,
-    where the decoder is ``embedding.T``) and ``"decoder.c"`` (|V|,). Nothing but the
-    parameters is kept on the object: every call takes and returns the hidden state.
+    for the GRU ``"layer{l}.bn"`` (H,); and the decoder's (``decoders.decoder_shapes``):
+    ``"decoder.V"`` (H, |V|) (absent with tied weights, where the decoder is
+    ``embedding.T``) and ``"decoder.c"`` (|V|,), or those of the class softmax. Nothing but
+    the parameters and the decoder's classes is kept on the object: every call takes and
+    returns the hidden state.
     """
 
     def __init__(self, config: RnnConfig, vocab_size: int,
-                 rng: Optional[np.random.Generator] = None, dtype=np.float32):
-        """A freshly initialised network; ``rng`` defaults to a generator seeded with 0."""
-        config.validate()
-        self._setup(config, vocab_size, dtype)
-        rng = np.random.default_rng(0) if rng is None else rng
-        self.params: Dict[str, np.ndarray] = init_params(config, vocab_size, rng, self.dtype)
-        self._join_decoder()
-
-    def _setup(self, config: RnnConfig, vocab_size: int, dtype) -> None:
+                 rng: Optional[np.random.Generator] = None, dtype=np.float32,
+                 word_counts: Optional[np.ndarray] = None):
+        """A freshly initialised network; ``rng`` defaults to a generator seeded with 0.
+        ``config`` is ``resolved`` for the vocabulary; the class softmax bins the words
+        by ``word_counts`` (the training counts; all equal if None)."""
         if vocab_size < 1:
             raise ValueError(f"vocabulary size must be positive, not {vocab_size}")
+        config = config.resolved(vocab_size)
+        self._setup(config, vocab_size, dtype,
+                    make_decoder(config, vocab_size, word_counts=word_counts))
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.params: Dict[str, np.ndarray] = init_params(config, vocab_size, rng, self.dtype)
+        self.decoder.join(self.params)
+
+    def _setup(self, config: RnnConfig, vocab_size: int, dtype, decoder) -> None:
         self.config = config
         self.vocab_size = int(vocab_size)
         self.dtype = np.dtype(dtype)
         self.cell = make_cell(config)
+        self.decoder = decoder
 
     # -- state -------------------------------------------------------------------------
 
@@ -75,16 +86,11 @@ class RnnNetwork:
         return {"W": self.params[f"layer{layer}.W"],
                 **{name: self.params[f"layer{layer}.{name}"] for name in self.cell.extra_params}}
 
-    def _decoder(self) -> np.ndarray:
-        """The (H, |V|) decoder matrix: ``V``, or the transposed embedding when tied."""
-        if self.config.tie_weights:
-            return self.params["embedding"].T
-        return self.params["decoder.V"]
-
     # -- training ----------------------------------------------------------------------
 
     def loss_and_grads(self, inputs: np.ndarray, targets: np.ndarray, hidden: Hidden,
-                       dropout_rng: Optional[np.random.Generator] = None):
+                       dropout_rng: Optional[np.random.Generator] = None,
+                       row_gradients: bool = False):
         """Loss (4) of one chunk, its gradient for every parameter, and the final state.
 
         ``inputs`` and ``targets`` are (T, B) token ids; ``hidden`` comes from
@@ -92,32 +98,25 @@ class RnnNetwork:
         ``loss`` is the mean of ``-log y_t[target]`` over the T*B positions, ``grads`` has
         exactly the keys of ``params``, ``new_hidden`` is a detached copy of the final
         state. Inverted dropout is applied iff ``dropout_rng`` is given and
-        ``config.dropout > 0``.
+        ``config.dropout > 0``. With ``row_gradients`` the embedding's gradient is an
+        ``optim.RowGradient`` of the rows the chunk read (unless the weights are tied, when
+        the decoder's part makes it dense).
         """
         inputs, targets = self._check_ids(inputs, targets)
         masks = self._dropout_masks(inputs.shape, dropout_rng)
         top, new_hidden, tape = self._forward(inputs, hidden, masks)
         T, B, H = top.shape
-        s1 = with_ones(top.reshape(T * B, H))                           # [s_t, 1]   (N, H+1)
-        dec1 = self._decoder_with_bias()                                 # [V; c]     (H+1, V)
-        logits = s1 @ dec1                                               # V s_t + c  (N, V)
-        loss, row_scale = softmax_cross_entropy(logits, targets.reshape(-1),
-                                                lambda rows: s1[rows] @ dec1)
-        # Now dJ/dlogits = row_scale[:, None] * logits: scale the small factors instead.
-        grads = {}
-        dstates = logits @ dec1[:H].T                                    # (N, H)
-        dstates *= row_scale[:, None]
-        s1 *= row_scale[:, None]
-        if self.config.tie_weights:
-            d_dec1 = logits.T @ s1                                       # (V, H+1): [dE, dc]
-            grads["decoder.c"] = d_dec1[:, H].copy()
-            grads["embedding"] = np.ascontiguousarray(d_dec1[:, :H])
+        loss, dtop, grads = self.decoder.loss_and_grads(self.params, top.reshape(T * B, H),
+                                                        targets.reshape(-1))   # (3), (4)
+        words, rows = self._backward(dtop.reshape(T, B, H), tape, masks, grads)
+        embedding = self.params["embedding"]
+        if "embedding" in grads:                                         # tied: the decoder's
+            grads["embedding"][words] += rows
+        elif row_gradients:
+            grads["embedding"] = RowGradient(words, rows, embedding.shape)
         else:
-            d_dec1 = s1.T @ logits                                       # (H+1, V): [dV; dc]
-            grads["decoder.V"], grads["decoder.c"] = d_dec1[:H], d_dec1[H]
-            grads["embedding"] = np.zeros_like(self.params["embedding"])
-        del logits, d_dec1
-        self._backward(dstates.reshape(T, B, H), tape, masks, grads)
+            grads["embedding"] = np.zeros_like(embedding)
+            grads["embedding"][words] = rows
         return loss, {name: grads[name] for name in self.params}, new_hidden
 
     def loss(self, inputs: np.ndarray, targets: np.ndarray, hidden: Hidden):
@@ -125,40 +124,9 @@ class RnnNetwork:
         inputs, targets = self._check_ids(inputs, targets)
         top, new_hidden = self.outputs(inputs, hidden)
         T, B, H = top.shape
-        s1 = with_ones(top.reshape(T * B, H))
-        dec1 = self._decoder_with_bias()
-        loss, _ = softmax_cross_entropy(s1 @ dec1, targets.reshape(-1),
-                                        lambda rows: s1[rows] @ dec1, grad=False)
+        loss, _, _ = self.decoder.loss_and_grads(self.params, top.reshape(T * B, H),
+                                                 targets.reshape(-1), grad=False)
         return loss, new_hidden
-
-    def _join_decoder(self) -> None:
-        """Keep ``decoder.V`` and ``decoder.c`` as the two parts of one (H+1, |V|) array
-        ``[V; c]``, so that the decoder product (3) needs no copy of V at every chunk (at
-        H=650 a 16 MB copy). The optimisers update both in place, which keeps them joined."""
-        if self.config.tie_weights:
-            return
-        H = self.config.hidden
-        joined = np.empty((H + 1, self.vocab_size), dtype=self.dtype)
-        joined[:H], joined[H] = self.params["decoder.V"], self.params["decoder.c"]
-        self.params["decoder.V"], self.params["decoder.c"] = joined[:H], joined[H]
-
-    def _decoder_with_bias(self) -> np.ndarray:
-        """``[V; c]`` (H+1, |V|): one product with ``[s, 1]`` gives ``V s + c`` (3). Untied,
-        it is the array the two parameters are parts of (``_join_decoder``); with tied
-        weights it is the transposed view of ``[E, c]`` (|V|, H+1), made without a
-        transposing copy."""
-        H, c = self.config.hidden, self.params["decoder.c"]
-        if self.config.tie_weights:
-            dec1 = np.empty((self.vocab_size, H + 1), dtype=self.dtype)
-            dec1[:, :H], dec1[:, H] = self.params["embedding"], c
-            return dec1.T
-        joined = self.params["decoder.V"].base          # still joined (not replaced)?
-        if joined is not None and joined is c.base and joined.dtype == self.dtype \
-                and joined.shape == (H + 1, self.vocab_size):
-            return joined
-        dec1 = np.empty((H + 1, self.vocab_size), dtype=self.dtype)
-        dec1[:H], dec1[H] = self.params["decoder.V"], c
-        return dec1
 
     def _check_ids(self, inputs, targets) -> Tuple[np.ndarray, np.ndarray]:
         inputs, targets = np.asarray(inputs), np.asarray(targets)
@@ -222,10 +190,10 @@ class RnnNetwork:
                              f"{self.cell.state_size} x ({batch}, {H})")
         return state
 
-    def _backward(self, dtop: np.ndarray, tape: list, masks: list, grads: dict) -> None:
+    def _backward(self, dtop: np.ndarray, tape: list, masks: list, grads: dict):
         """From dJ/d(top outputs) (T, B, H) down through the layers to the embeddings;
-        fills ``grads`` with the layers' gradients and adds the embeddings' to
-        ``grads["embedding"]``."""
+        fills ``grads`` with the layers' gradients and returns the embeddings' as
+        ``(words, rows)``: distinct word ids and the gradient of each one's row."""
         T, B, _ = dtop.shape
         words, where = tape[-1]
         dhs = dtop.reshape(T * B, -1)
@@ -247,9 +215,8 @@ class RnnNetwork:
         if masks[0] is not None:
             dhs *= masks[0].reshape(T * B, -1)
         if where is not None:
-            grads["embedding"][words] += dhs                             # one row per word
-        else:
-            scatter_add_rows(grads["embedding"], words, dhs)
+            return words, dhs                                            # one row per word
+        return sum_rows_by_id(words, dhs)
 
     # -- inference -----------------------------------------------------------------------
 
@@ -273,30 +240,39 @@ class RnnNetwork:
         _, new_hidden = self.outputs(np.asarray(token_ids).reshape(1, -1), hidden)
         return new_hidden
 
-    def logits(self, states: np.ndarray) -> np.ndarray:
-        """``V s + c`` for (N, H) top-layer states: (N, |V|), in the network's dtype."""
-        out = np.asarray(states, dtype=self.dtype) @ self._decoder()
-        out += self.params["decoder.c"]
-        return out
+    def log_probs(self, states: np.ndarray, excluded: Optional[int] = None) -> np.ndarray:
+        """The decoder's distribution (3) after each of the (N, H) top-layer states: (N, |V|)
+        float64 natural logs, word ``excluded`` (``<s>``) given 0 and the rest
+        renormalised (the class softmax predicts no ``<s>`` in any case)."""
+        return self.decoder.log_probs(self.params, np.asarray(states, dtype=self.dtype),
+                                      excluded)
+
+    def target_log_probs(self, states: np.ndarray, targets: np.ndarray,
+                         excluded: Optional[int] = None) -> np.ndarray:
+        """``log_probs(states)[r, targets[r]]`` of each row, without the whole rows."""
+        return self.decoder.target_log_probs(self.params, np.asarray(states, dtype=self.dtype),
+                                             np.asarray(targets), excluded)
 
     def step(self, token_ids: np.ndarray, hidden: Hidden):
         """Read one token per stream: ``(log_probs, new_hidden)``, log_probs (B, |V|) float64
-        natural logs of the softmax (3) over the whole vocabulary."""
+        natural logs of the decoder's distribution over the whole vocabulary."""
         new_hidden = self.advance(token_ids, hidden)
-        return log_softmax(self.logits(new_hidden[-1][0]).astype(np.float64)), new_hidden
+        return self.log_probs(new_hidden[-1][0]), new_hidden
 
     # -- storage ---------------------------------------------------------------------------
 
     def to_arrays(self) -> Dict[str, np.ndarray]:
-        """The parameters under their own names (what a model file stores)."""
-        return dict(self.params)
+        """The parameters under their own names, and the decoder's classes (what a model
+        file stores)."""
+        return {**self.params, **self.decoder.to_arrays()}
 
     @classmethod
     def from_arrays(cls, config: RnnConfig, arrays: dict, vocab_size: int) -> "RnnNetwork":
         """A network of ``config`` holding copies of ``arrays`` (writable, even when the
         arrays are memory-mapped from a file); ``ValueError`` if one is missing or of the
         wrong shape or type."""
-        config.validate()
+        config = config.resolved(vocab_size)
+        decoder = make_decoder(config, vocab_size, arrays=arrays)
         shapes = param_shapes(config, vocab_size)
         for name, shape in shapes.items():
             if name not in arrays:
@@ -307,7 +283,7 @@ class RnnNetwork:
                                  f"{tuple(value.shape)}, not float and {shape}")
         dtype = np.result_type(*(arrays[name].dtype for name in shapes))
         net = cls.__new__(cls)
-        net._setup(config, vocab_size, dtype)
+        net._setup(config, vocab_size, dtype, decoder)
         net.params = {name: np.array(arrays[name], dtype=dtype) for name in shapes}  # own, writable
-        net._join_decoder()
+        decoder.join(net.params)
         return net

@@ -6,15 +6,52 @@ a PyTorch run of the same settings. ``state_dict()`` gives the optimiser's state
 plain arrays for a checkpoint (keys like ``"m.layer0.W"``: the slot, then the
 parameter); ``load_state_dict`` takes them back. ``clip_gradients`` is the
 norm-clipping algorithm over the whole gradient.
+
+A gradient is an array like its parameter, or a ``RowGradient``: the gradient of an
+embedding matrix is zero but for the rows of the words a chunk reads (a few hundred of
+60,000), so it is kept as those rows only. Norms, clipping, SGD and Adagrad touch those
+rows alone (for both, a zero gradient changes neither the parameter nor the state, so the
+update is the dense one exactly); Adam, whose moments move with a zero gradient too,
+takes it dense.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Dict, Mapping, Tuple
 
 import numpy as np
 
 Arrays = Dict[str, np.ndarray]
+
+
+@dataclass
+class RowGradient:
+    """The gradient of a (n, ...) parameter: ``values[i]`` at row ``rows[i]`` (distinct
+    rows), zero elsewhere."""
+
+    rows: np.ndarray
+    values: np.ndarray
+    shape: Tuple[int, ...]
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.shape, dtype=self.values.dtype)
+        out[self.rows] = self.values
+        return out
+
+
+def dense(g) -> np.ndarray:
+    """``g`` as an array like its parameter."""
+    return g.dense() if isinstance(g, RowGradient) else g
+
+
+def _stored(g) -> np.ndarray:
+    """The values ``g`` holds (all of an array; the rows of a ``RowGradient``)."""
+    return g.values if isinstance(g, RowGradient) else g
 
 
 def clip_gradients(grads: Mapping[str, np.ndarray], threshold: float) -> Tuple[float, bool]:
@@ -28,7 +65,8 @@ def clip_gradients(grads: Mapping[str, np.ndarray], threshold: float) -> Tuple[f
         return norm, False
     scale = threshold / norm
     for g in grads.values():
-        g *= g.dtype.type(scale)
+        values = _stored(g)
+        values *= values.dtype.type(scale)
     return norm, True
 
 
@@ -43,7 +81,7 @@ def global_norm(arrays: Mapping[str, np.ndarray]) -> float:
     """
     total = 0.0
     for a in arrays.values():
-        flat = a.reshape(-1)
+        flat = _stored(a).reshape(-1)
         for start in range(0, flat.size, NORM_BLOCK):
             block = flat[start:start + NORM_BLOCK]
             total += float(np.dot(block, block))
@@ -99,8 +137,12 @@ class SGD(Optimizer):
     def step(self, params, grads, lr):
         for k, p in params.items():
             g = grads[k]
-            g *= p.dtype.type(lr)
-            p -= g
+            values = _stored(g)
+            values *= p.dtype.type(lr)
+            if isinstance(g, RowGradient):
+                p[g.rows] -= values
+            else:
+                p -= values
 
 
 class Adagrad(Optimizer):
@@ -115,6 +157,12 @@ class Adagrad(Optimizer):
     def step(self, params, grads, lr):
         for k, p in params.items():
             g, s = grads[k], self.sum[f"sum.{k}"]
+            if isinstance(g, RowGradient):
+                rows, g = g.rows, g.values
+                s_rows = s[rows] + g * g
+                s[rows] = s_rows
+                p[rows] -= p.dtype.type(lr) * g / (np.sqrt(s_rows) + p.dtype.type(self.eps))
+                continue
             s += g * g
             denom = np.sqrt(s)
             denom += p.dtype.type(self.eps)
@@ -150,7 +198,7 @@ class Adam(Optimizer):
         root_correction = math.sqrt(1 - b2 ** self.t)
         for k, p in params.items():
             f = p.dtype.type
-            g, m, v = grads[k], self.m[f"m.{k}"], self.v[f"v.{k}"]
+            g, m, v = dense(grads[k]), self.m[f"m.{k}"], self.v[f"v.{k}"]
             m *= f(b1)
             m += f(1 - b1) * g
             v *= f(b2)

@@ -110,6 +110,7 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
     """
     if network_class is None:
         from rnnlm_cli.rnn.network import RnnNetwork as network_class
+        model_config = model_config.resolved(len(data.vocab))   # --softmax auto settled
         check_network_fits(model_config, len(data.vocab))
     keep_freed_memory()   # no page faults for each chunk's temporaries (allocator.py)
     train_batches, valid_batches = plan_batches(data, config)
@@ -120,7 +121,8 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
                                             train_batches)
     else:
         network, optimizer, state = _start(network_class, model_config, len(data.vocab),
-                                           config)
+                                           config, np.bincount(data.train,
+                                                               minlength=len(data.vocab)))
     hooks = hooks or Hooks()
     checkpoints = _Checkpoints(checkpoint_path, network, optimizer, options, fingerprint,
                                hooks.on_warning)
@@ -148,12 +150,15 @@ def run_training(data: TrainingData, model_config, config: TrainConfig, options:
                        valid_batches)
 
 
-def _start(network_class, model_config, vocab_size: int, config: TrainConfig):
+def _start(network_class, model_config, vocab_size: int, config: TrainConfig,
+           word_counts: np.ndarray):
     """A new network from ``--seed`` (its first child generator draws the weights, the
-    second drives dropout), its optimiser, and the state of epoch 0."""
+    second drives dropout), its optimiser, and the state of epoch 0. The class softmax
+    bins the words by their ``word_counts`` in the training stream."""
     init_rng, dropout_rng = (np.random.default_rng(s) for s in
                              np.random.SeedSequence(config.seed).spawn(2))
-    network = network_class(model_config, vocab_size, rng=init_rng, dtype=np.float32)
+    network = network_class(model_config, vocab_size, rng=init_rng, dtype=np.float32,
+                            word_counts=word_counts)
     optimizer = make_optimizer(config.optimizer, network.params)
     return network, optimizer, TrainState.start(config, dropout_rng)
 

@@ -235,7 +235,8 @@ class Trainer:
         hidden = state.hidden if state.hidden is not None else \
             self.network.initial_hidden(inputs.shape[1])
         loss, grads, hidden = self.network.loss_and_grads(inputs, targets, hidden,
-                                                          dropout_rng=state.rng)
+                                                          dropout_rng=state.rng,
+                                                          row_gradients=True)
         loss = float(loss)
         norm, clipped = clip_gradients(grads, config.clip_norm)
         if not (math.isfinite(loss) and math.isfinite(norm)):
