@@ -357,6 +357,7 @@ def main(argv=None) -> int:
         print(f"skipped: {missing}")
         return 0
     started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     print("rnnlm class-factorized softmax: speed and memory on a 60k vocabulary (issue #15)")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           + " ".join(f"{k}={v}" for k, v in BLAS_THREADS.items()))
@@ -380,7 +381,9 @@ def main(argv=None) -> int:
                 rss.append(bench_rss(spec, tmp, softmax))
         print_report(speed, ptb, rss, spec, repeats)
         report.update(speed=speed, ptb=ptb, rss=rss)
-    print(f"total {time.perf_counter() - started:.0f} s")
+    print(f"total {time.perf_counter() - started:.0f} s; load average at the start "
+          f"{load_at_start:.1f}, at the end {os.getloadavg()[0]:.1f} (1-minute, "
+          f"{os.cpu_count()} CPUs: others' work shares the machine)")
     if args.json:
         print(json.dumps(report))
     return 0
