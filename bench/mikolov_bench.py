@@ -73,13 +73,15 @@ ISSUE_TEST_TOKENS = 82430
 MIKOLOV_TRAIN = ["-hidden", "100", "-class", "100", "-bptt", "4", "-bptt-block", "10",
                  "-rand-seed", "1", "-binary"]
 
-# rnnlm's command lines, tuned on the validation file (never on the test set): see
-# bench/README.md for what was tried.
+# rnnlm's command lines, chosen on the validation file (never on the test set); what was
+# tried is in bench/README.md. The Elman cell: SGD at lr 4 (lr 10 learned more slowly, B 10
+# no better), halved after an epoch without improvement, 20 epochs (40 gained 0.5% on
+# validation). The LSTM: the Zaremba et al. small-model recipe (lr 1), untuned.
 COMMON = ["--tokenizer", "whitespace", "--hidden", "100", "--softmax", "class",
           "--classes", "100", "--seed", "0"]
 RNNLM_RUNS: Dict[str, List[str]] = {
     "rnn": ["--cell", "rnn", "--activation", "sigmoid", "--batch-size", "20", "--bptt", "20",
-            "--lr", "1", "--lr-decay", "0.5", "--patience", "3", "--epochs", "20",
+            "--lr", "4", "--lr-decay", "0.5", "--patience", "3", "--epochs", "20",
             "--clip-norm", "5"],
     "lstm": ["--cell", "lstm", "--batch-size", "20", "--bptt", "20", "--lr", "1",
              "--lr-decay", "0.5", "--patience", "3", "--epochs", "20", "--clip-norm", "5"],
