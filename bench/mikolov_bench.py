@@ -200,9 +200,11 @@ def mikolov_train(peer: Path, work: Path) -> dict:
 # --------------------------------------------------------------------------------- rnnlm
 
 def rnnlm_train(cell: str, work: Path) -> dict:
+    from rnnlm_cli.rnn.checkpoint import default_path
     model, log = work / f"rnnlm_{cell}.npz", work / f"rnnlm_{cell}.jsonl"
-    if log.exists():
-        log.unlink()
+    for stale in (log, Path(default_path(str(model)))):   # an interrupted run's leftovers
+        if stale.exists():
+            stale.unlink()
     args = RNNLM + ["train-rnn", str(work / "train.txt"), "--valid", str(work / "valid.txt"),
                     *COMMON, *RNNLM_RUNS[cell], "--log", str(log), "-o", str(model)]
     run = run_child(args, env=BLAS_THREADS)
