@@ -10,7 +10,7 @@ of every kind of file, and which of these checks applies to each.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from rnnlm_cli.errors import ModelFileError, OptionError
 from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.modelfile import check_arrays, load_model, open_regular, verify_archive
 from rnnlm_cli.tokenizer import TokenizerConfig
+from rnnlm_cli.vocab import Vocabulary
 
 ARPA_SUFFIXES = (".arpa", ".arpa.gz", ".lm", ".lm.gz")
 
@@ -76,21 +77,86 @@ def _from_arrays(path: str, arrays: dict, metadata: dict) -> LanguageModel:
 def _open_mixture(path: str, arrays: dict, metadata: dict):
     """A mixture file: each component's arrays under ``component<i>.``, its metadata in
     ``components[i]``, and the ``weights``."""
-    from rnnlm_cli.mixture import COMPONENT_PREFIX, MixtureModel
+    from rnnlm_cli.mixture import MixtureModel
+    parts, weights = _mixture_parts(path, arrays, metadata)
+    components = [_from_arrays(name, part, meta) for name, part, meta in parts]
+    try:
+        return MixtureModel(components, weights)
+    except OptionError as exc:
+        raise ModelFileError(f"{path}: corrupt mixture: {exc}") from None
+
+
+def _mixture_parts(path: str, arrays: dict, metadata: dict):
+    """``([(name, arrays, metadata) of each component], weights)`` of a mixture file."""
+    from rnnlm_cli.mixture import COMPONENT_PREFIX
     described, weights = metadata.get("components"), metadata.get("weights")
     if not (isinstance(described, list) and described and isinstance(weights, list)
             and all(isinstance(m, dict) for m in described)
             and all(isinstance(w, (int, float)) for w in weights)):
         raise ModelFileError(f"{path}: corrupt mixture: no list of components and weights")
-    components = []
+    parts = []
     for i, component_metadata in enumerate(described):
         prefix = COMPONENT_PREFIX.format(i)
         part = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-        components.append(_from_arrays(f"{path} (model {i + 1})", part, component_metadata))
+        parts.append((f"{path} (model {i + 1})", part, component_metadata))
+    return parts, weights
+
+
+# -- a model's vocabulary alone ----------------------------------------------------------------
+
+def open_vocabulary(path: str) -> Tuple[Vocabulary, TokenizerConfig]:
+    """The vocabulary of the model at ``path`` and the tokenizer settings it reads text
+    with (``--vocab-from``), without loading the model: an ``.npz``'s vocabulary arrays
+    alone (the others stay unread, memory-mapped in a large file), an ARPA file's
+    1-grams alone. A mixture's is the union of its models' (``mixture.py``). A bad
+    file, or one that is not a model, raises ``ModelFileError`` naming it."""
+    if path == "-":
+        raise ModelFileError("-: a model is read from a file, not from standard input")
+    if is_arpa_path(path):
+        from rnnlm_cli.ngram.arpa import TOKENIZER, read_arpa_vocabulary
+        with open_regular(path):      # (refuses a FIFO or a device before it can block)
+            pass
+        return _checked_words(path, read_arpa_vocabulary(path)), TokenizerConfig(**TOKENIZER)
+    arrays, metadata = load_model(path)
+    if metadata.get("model_type") == "rnn-checkpoint":
+        raise ModelFileError(f"{path}: a training checkpoint, not a model: take the "
+                             "vocabulary of the model file (-o) it belongs to")
+    tokenizer, vocab = _stored_vocabulary(path, arrays, metadata)
+    return _checked_words(path, vocab), tokenizer
+
+
+def _stored_vocabulary(path: str, arrays: dict, metadata: dict):
+    """``(TokenizerConfig, Vocabulary)`` of a model file's (or mixture member's) arrays."""
     try:
-        return MixtureModel(components, weights)
-    except OptionError as exc:
-        raise ModelFileError(f"{path}: corrupt mixture: {exc}") from None
+        tokenizer = TokenizerConfig.from_dict(metadata.get("tokenizer"))
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+    model_type = metadata.get("model_type")
+    if model_type == "mixture":
+        from rnnlm_cli.mixture import union_vocabulary
+        parts = _mixture_parts(path, arrays, metadata)[0]
+        found = [_stored_vocabulary(name, part, meta) for name, part, meta in parts]
+        if any(other != tokenizer for other, _ in found):
+            raise ModelFileError(f"{path}: corrupt mixture: its models read text with "
+                                 "other tokenizers than the mixture")
+        return tokenizer, union_vocabulary([vocab for _, vocab in found])
+    if model_type not in ("ngram", "rnn"):
+        raise ModelFileError(f"{path}: unknown model type {model_type!r}")
+    check_arrays(path, arrays, {"vocab_words": ("u", 1)})
+    try:
+        return tokenizer, Vocabulary.from_arrays(arrays)
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+
+
+def _checked_words(path: str, vocab: Vocabulary) -> Vocabulary:
+    """``vocab``, after ``rnnlm check``'s test that no word is there twice (a stored
+    index is adopted at load unchecked): a new model is built on these words."""
+    try:
+        vocab.check()
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+    return vocab
 
 
 def _open_arpa(path: str):
