@@ -106,10 +106,12 @@ def _mixture_parts(path: str, arrays: dict, metadata: dict):
 
 def open_vocabulary(path: str) -> Tuple[Vocabulary, TokenizerConfig]:
     """The vocabulary of the model at ``path`` and the tokenizer settings it reads text
-    with (``--vocab-from``), without loading the model: an ``.npz``'s vocabulary arrays
-    alone (the others stay unread, memory-mapped in a large file), an ARPA file's
-    1-grams alone. A mixture's is the union of its models' (``mixture.py``). A bad
-    file, or one that is not a model, raises ``ModelFileError`` naming it."""
+    with (``--vocab-from``), without loading the model: of an ``.npz``, the checks that
+    read no array data (metadata, names, dtypes and ranks of the arrays), then the
+    vocabulary arrays alone (the others stay unread, memory-mapped in a large file); of
+    an ARPA file, its 1-grams alone. A mixture's is the union of its models'
+    (``mixture.py``). A bad file, or one that is not a model, raises ``ModelFileError``
+    naming it."""
     if path == "-":
         raise ModelFileError("-: a model is read from a file, not from standard input")
     if is_arpa_path(path):
@@ -140,9 +142,12 @@ def _stored_vocabulary(path: str, arrays: dict, metadata: dict):
             raise ModelFileError(f"{path}: corrupt mixture: its models read text with "
                                  "other tokenizers than the mixture")
         return tokenizer, union_vocabulary([vocab for _, vocab in found])
-    if model_type not in ("ngram", "rnn"):
+    if model_type == "ngram":
+        _check_ngram_arrays(path, arrays, metadata)
+    elif model_type == "rnn":
+        _check_rnn_arrays(path, arrays, metadata)
+    else:
         raise ModelFileError(f"{path}: unknown model type {model_type!r}")
-    check_arrays(path, arrays, {"vocab_words": ("u", 1)})
     try:
         return tokenizer, Vocabulary.from_arrays(arrays)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -173,15 +178,10 @@ def _open_arpa(path: str):
 
 
 def _open_ngram(path: str, arrays: dict, metadata: dict):
-    from rnnlm_cli.ngram.invariants import check_at_load, check_order
+    from rnnlm_cli.ngram.invariants import check_at_load
     from rnnlm_cli.ngram.model import NgramModel
-    from rnnlm_cli.ngram.training import MAX_ORDER
-    order = metadata.get("order")
-    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
-        raise ModelFileError(f"{path}: corrupt model: bad order {order!r}")
-    check_arrays(path, arrays, NgramModel.array_schema(order))
+    _check_ngram_arrays(path, arrays, metadata)
     try:
-        check_order(order, arrays)
         model = NgramModel.from_arrays(arrays, metadata)
         check_at_load(model.tables)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -190,6 +190,33 @@ def _open_ngram(path: str, arrays: dict, metadata: dict):
 
 
 def _open_rnn(path: str, arrays: dict, metadata: dict):
+    from rnnlm_cli.rnn.model import RnnModel
+    _check_rnn_arrays(path, arrays, metadata)
+    try:
+        return RnnModel.from_arrays(arrays, metadata)
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+
+
+def _check_ngram_arrays(path: str, arrays: dict, metadata: dict) -> None:
+    """The checks of an n-gram file that read no array data: a valid order, and the
+    arrays of that order, and no other, each with its dtype and rank."""
+    from rnnlm_cli.ngram.invariants import check_order
+    from rnnlm_cli.ngram.model import NgramModel
+    from rnnlm_cli.ngram.training import MAX_ORDER
+    order = metadata.get("order")
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+        raise ModelFileError(f"{path}: corrupt model: bad order {order!r}")
+    check_arrays(path, arrays, NgramModel.array_schema(order))
+    try:
+        check_order(order, arrays)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+
+
+def _check_rnn_arrays(path: str, arrays: dict, metadata: dict) -> None:
+    """The checks of a recurrent model file that read no array data: a valid network
+    configuration, and its arrays, each with its dtype and rank."""
     from rnnlm_cli.rnn.config import RnnConfig
     from rnnlm_cli.rnn.model import RnnModel
     try:
@@ -197,10 +224,6 @@ def _open_rnn(path: str, arrays: dict, metadata: dict):
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: corrupt model: {exc}") from None
     check_arrays(path, arrays, RnnModel.array_schema(config))
-    try:
-        return RnnModel.from_arrays(arrays, metadata)
-    except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
 
 
 def check_model(path: str) -> str:
