@@ -109,8 +109,8 @@ def tokenizer_options(command):
         click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Words seen fewer times become <unk>."),
         click.option("--max-vocab", type=click.IntRange(min=4), default=None,
-                     help="Keep at most this many words (specials included); the rest "
-                          "become <unk>."),
+                     help="Keep at most this many words (specials included; a tie at the "
+                          "cut goes to the word seen first); the rest become <unk>."),
         click.option("--vocab-from", type=click.Path(), default=None, metavar="MODEL",
                      help="Take the words, with their ids, of MODEL (n-gram, RNN or mixture "
                           ".npz, or ARPA), and its tokenizer settings; other words become "
@@ -484,7 +484,7 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
     The defaults follow the small LSTM of Zaremba et al. (2014) on the Penn Treebank
     (SGD, learning rate 1, clipping at 5, 20 streams of 20 steps, 13 epochs), with one
     layer of 200 units. A progress bar per epoch (on a terminal) and a line per epoch go
-    to stderr.
+    to stderr, and at the end (on a terminal) a chart of the perplexities per epoch.
 
     \b
     Example:
