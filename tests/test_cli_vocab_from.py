@@ -302,3 +302,91 @@ def test_on_a_terminal_the_chart_follows_the_summary(work):
         assert row[17:28].strip() == f"{record['valid_ppl']:.2f}"
         assert "█" in row
     assert len(after) == 5
+
+
+# -- the vocabulary alone is read -------------------------------------------------------------
+
+ARPA = """\\data\\
+ngram 1=5
+ngram 2=2
+
+\\1-grams:
+-1.0\t<unk>\t0
+-99\t<s>\t-0.5
+-0.5\t</s>
+-0.7\tb\t-0.3
+-0.8\ta\t-0.2
+
+\\2-grams:
+-0.3\t<s> b
+{bigram}
+
+\\end\\
+"""
+
+
+def test_an_arpa_files_words_come_from_its_1_grams_alone(work):
+    """A fault past the 1-grams (here a bigram whose probability is not a number) stops
+    read_arpa, not read_arpa_vocabulary; a fault in the 1-grams stops both."""
+    from rnnlm_cli.errors import ModelFileError
+    from rnnlm_cli.models import open_vocabulary
+    from rnnlm_cli.ngram.arpa import read_arpa
+    write(work / "good.arpa", ARPA.format(bigram="-0.2\tb a"))
+    write(work / "late.arpa", ARPA.format(bigram="x\tb a"))
+    vocab, tokenizer = open_vocabulary("good.arpa")
+    assert vocab.words == read_arpa("good.arpa").vocab.words == SPECIALS + ["b", "a"]
+    assert tokenizer.kind == "whitespace"
+    with pytest.raises(ModelFileError):
+        read_arpa("late.arpa")
+    assert open_vocabulary("late.arpa")[0].words == SPECIALS + ["b", "a"]
+    for name, text, message in [
+            ("short.arpa", ARPA.replace("ngram 1=5", "ngram 1=6"),
+             "short.arpa: \\data\\ declares 6 1-grams, found 5"),
+            ("twice.arpa", ARPA.replace("-0.8\ta", "-0.8\tb"),
+             "twice.arpa: line 10: the 1-gram 'b' again (first on line 9)"),
+            ("cut.arpa", ARPA[:ARPA.index("\\2-grams")],
+             "cut.arpa: no \\end\\ line: the file is truncated")]:
+        write(work / name, text.format(bigram="-0.2\tb a"))
+        with pytest.raises(ModelFileError) as error:
+            open_vocabulary(name)
+        assert str(error.value) == message
+
+
+def test_an_npz_models_words_are_read_without_building_the_model(sources, monkeypatch):
+    """Neither backend builds its model (the n-gram tables, the RNN's network), nor is an
+    ARPA file's n-gram table made: the words are read from the vocabulary arrays."""
+    from rnnlm_cli.models import open_vocabulary
+    from rnnlm_cli.ngram import arpa
+    from rnnlm_cli.ngram.model import NgramModel
+    from rnnlm_cli.rnn.model import RnnModel
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built")
+    for owner, name in ((NgramModel, "from_arrays"), (RnnModel, "from_arrays"),
+                        (arpa, "_tables")):
+        monkeypatch.setattr(owner, name, refuse)
+    for source, expected in sources.items():
+        assert open_vocabulary(source)[0].words == SPECIALS + expected
+
+
+@pytest.mark.parametrize("smoothing", ["kneser-ney", "witten-bell", "add-k", "mle"])
+def test_words_the_corpus_lacks_get_a_share_of_probability_that_sums_to_one(smoothing):
+    """The words a, q of the fixed vocabulary never occur in 'd e e / b e': every method
+    but MLE still gives them probability; every distribution sums to one. MLE by hand:
+    after <s>, <unk> (d) and b half each; after b, <unk> (e) always."""
+    from rnnlm_cli.ngram.training import NgramConfig, train_ngram
+    from rnnlm_cli.vocab import Vocabulary
+    fixed = Vocabulary(SPECIALS + ["a", "b", "q"])
+    model = train_ngram([["d", "e", "e"], ["b", "e"]],
+                        NgramConfig(order=2, smoothing=smoothing, vocab_from="fixed.npz"),
+                        "corpus", {}, vocab=fixed)
+    start = model.initial_state(1)
+    after_b = model.advance(start, np.array([4]))
+    for state in (start, after_b):
+        p = np.exp(model.log_probs(state))[0]
+        assert p.sum() == pytest.approx(1.0)
+        unseen = p[[3, 5]]
+        assert (unseen == 0).all() if smoothing == "mle" else (unseen > 0).all()
+    if smoothing == "mle":
+        assert np.exp(model.log_probs(start))[0] == pytest.approx([0.5, 0, 0, 0, 0.5, 0])
+        assert np.exp(model.log_probs(after_b))[0] == pytest.approx([1, 0, 0, 0, 0, 0])

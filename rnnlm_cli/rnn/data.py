@@ -1,9 +1,10 @@
 """From tokenized text to the training and validation streams of a recurrent model.
 
 The vocabulary is built from the training text only (or taken from a model file,
-``--vocab-from``); validation text is encoded with it (unknown words become ``<unk>``). Without a validation file, the last 5% of the
-training lines are held out. A fingerprint of both streams and the vocabulary lets a
-checkpoint tell whether it is resumed on the same data.
+``--vocab-from``); validation text is encoded with it (unknown words become ``<unk>``).
+Without a validation file, the last 5% of the training lines are held out. A fingerprint
+of both streams and the vocabulary lets a checkpoint tell whether it is resumed on the
+same data.
 """
 from __future__ import annotations
 
