@@ -10,7 +10,7 @@ import json
 import math
 import os
 import sys
-from typing import Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import click
 
@@ -283,9 +283,8 @@ def _name(path: str) -> str:
 
 # -- the words of a training command -------------------------------------------------------
 
-# Parameters of the tokenizer options -> fields of TokenizerConfig; the counting options.
+# The parameters of the tokenizer options -> the fields of TokenizerConfig.
 TOKENIZER_FIELDS = {"tokenizer_kind": "kind", "level": "level", "lowercase": "lowercase"}
-VOCABULARY_COUNTS = {"min_count": "min_count", "max_vocab": "max_vocab"}
 
 
 def _training_words(ctx, vocab_from, tokenizer_kind, level, lowercase):
@@ -299,14 +298,16 @@ def _training_words(ctx, vocab_from, tokenizer_kind, level, lowercase):
     asked = TokenizerConfig(tokenizer_kind, level, lowercase)
     if vocab_from is None:
         return asked, None
-    counted = _given(ctx, VOCABULARY_COUNTS)
+    counted = _given(ctx, ("min_count", "max_vocab"))
     if counted:
         raise click.UsageError(f"--vocab-from takes the words of {vocab_from} as they are: "
-                               f"give it without {' and '.join(counted)}")
+                               f"give it without {' and '.join(counted.values())}")
     from rnnlm_cli.models import open_vocabulary
     vocab, tokenizer = open_vocabulary(vocab_from)
+    fields = {option: TOKENIZER_FIELDS[name] for name, option in
+              _given(ctx, TOKENIZER_FIELDS).items()}
     differ = [option if field == "lowercase" else f"{option} {getattr(asked, field)}"
-              for option, field in _given(ctx, TOKENIZER_FIELDS).items()
+              for option, field in fields.items()
               if getattr(asked, field) != getattr(tokenizer, field)]
     if differ:
         raise click.UsageError(f"{vocab_from} reads text with {_tokenizer_flags(tokenizer)}, "
@@ -315,14 +316,13 @@ def _training_words(ctx, vocab_from, tokenizer_kind, level, lowercase):
     return tokenizer, vocab
 
 
-def _given(ctx, names: dict) -> dict:
-    """``{flag: names[parameter]}`` for each parameter of ``names`` that the command line
-    (or the environment) set, in the order of ``names``."""
+def _given(ctx, names) -> Dict[str, str]:
+    """``{parameter: its flag}`` for each of the parameters ``names`` that the command
+    line (or the environment) set, in the order of ``names``."""
     from click.core import ParameterSource
     given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     flags = {param.name: param.opts[0] for param in ctx.command.params}
-    return {flags[name]: value for name, value in names.items()
-            if ctx.get_parameter_source(name) in given}
+    return {name: flags[name] for name in names if ctx.get_parameter_source(name) in given}
 
 
 def _tokenizer_flags(config) -> str:
@@ -1008,7 +1008,6 @@ def gradients(ctx, files, max_distance, chunks, streams, as_json, plot, cell, ac
         rnnlm gradients --cell rnn --activation tanh --init normal --hidden 200 text.txt
         rnnlm gradients --cell lstm --hidden 64 text.txt --json
     """
-    from click.core import ParameterSource
     from rnnlm_cli.rnn import gradients as grad
     from rnnlm_cli.rnn.config import RnnConfig
     from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
@@ -1016,8 +1015,7 @@ def gradients(ctx, files, max_distance, chunks, streams, as_json, plot, cell, ac
     if len(files) > 2:
         raise click.UsageError(f"give [MODEL] TEXT: one or two files, not {len(files)}")
     model, text = (None,) + files if len(files) == 1 else files
-    given = [f"--{name.replace('_', '-')}" for name in NETWORK_PARAMS
-             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    given = list(_given(ctx, NETWORK_PARAMS).values())
     if model is not None and given:
         raise click.UsageError(f"give a MODEL or the network options of an untrained model, "
                                f"not both (MODEL {model} with {', '.join(given)})")
