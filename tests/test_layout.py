@@ -20,7 +20,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "rnnlm_cli"
 GROUND_FLOOR = {"errors", "options", "tokenizer", "vocab", "hashing", "modelfile", "outputs",
-                "parallel", "allocator", "progress"}
+                "parallel", "allocator", "progress", "charts"}
 THROUGH_LM = {"lm", "scoring", "decoding", "mixture"}
 BACKENDS = ("ngram", "rnn")
 
