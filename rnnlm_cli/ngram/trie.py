@@ -1,0 +1,72 @@
+"""Where each context's continuations start: the child pointers of the n-gram trie.
+
+A table's keys are ``row(context) * |V| + word``, sorted (``model.py``), so the n-grams
+that continue a context row ``r`` of order n-1 are the run ``[first[r], first[r + 1])``
+of the order-n table, ascending by word. ``first`` is the trie's child-pointer array
+(KenLM's trie keeps the same one); it is made here from the sorted keys in one pass
+(the count of each context row, then their running sum). ``train-ngram`` stores it in
+the model file (``children_n``, n >= 3); a file without it has it made on first use.
+
+A lookup of ``(r, w)`` then reads ``first[r]`` and ``first[r + 1]`` and searches ``w``
+within that run only, which is usually a handful of n-grams, for a whole array of
+queries at once (``find``): independent reads the processor overlaps, where a binary
+search over the whole table (``np.searchsorted``) makes ~22 dependent reads per query,
+most of them cache misses when the queries are sparse in the table (a block of text
+against a large model).
+
+The search within a run is binary lifting: from ``lo = first[r]``, for ``h`` = the
+largest power of two below the run's size down to 1, step to ``lo + h`` if the key
+there is at most the query. A position past the run holds a key of a later context,
+greater than the query, so the run's end needs no test; only the table's end is
+clipped. Queries are taken in order of falling run size, so the queries still stepping
+at a level are always a prefix: each level is a few array operations on that prefix.
+
+A damaged file (keys out of order, a stored ``first`` of any values) gives wrong rows but
+never a read out of bounds: every read of the table is clipped to it, and so is every
+row found; ``first`` itself is read only at context rows, which its length (checked at
+load) covers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def child_starts(keys: np.ndarray, contexts: int, vocab_size: int) -> np.ndarray:
+    """``first`` (``contexts + 1`` entries, int32 where the table allows): the n-grams
+    continuing context row ``r`` are ``keys[first[r]:first[r + 1]]``. ``keys`` sorted; a
+    key naming a context row past ``contexts`` (a damaged file) is counted with the last."""
+    rows = keys // np.uint64(vocab_size)
+    counts = np.bincount(np.minimum(rows, np.uint64(max(contexts - 1, 0))).astype(np.intp),
+                         minlength=contexts)
+    first = np.zeros(contexts + 1, dtype=np.int32 if keys.size < 2 ** 31 else np.int64)
+    np.cumsum(counts[:contexts], out=first[1:])
+    return first
+
+
+def find(keys: np.ndarray, first: np.ndarray, context_rows: np.ndarray,
+         queries: np.ndarray) -> np.ndarray:
+    """The row in ``keys`` of each query ``context_rows[i] * |V| + word`` (given whole, as
+    ``queries``), -1 where absent; ``first`` from ``child_starts``."""
+    lo = first.take(context_rows)
+    size = first.take(context_rows + 1) - lo
+    longer = np.flatnonzero(size > 1)                     # runs to search in
+    if longer.size:
+        levels = _levels(size.take(longer))
+        by_size = longer.take(np.argsort(-levels, kind="stable"))  # (radix sort of int8)
+        top = int(levels.max())
+        at_least = np.cumsum(np.bincount(levels, minlength=top + 1)[::-1])[::-1]
+        stepping, wanted = lo.take(by_size), queries.take(by_size)
+        for level in range(top, 0, -1):
+            head = stepping[:int(at_least[level])]        # the queries with this step
+            step = head + (1 << (level - 1))
+            np.copyto(head, step, where=keys.take(step, mode="clip") <= wanted[:head.size])
+        lo[by_size] = stepping
+    hit = (size > 0) & (keys.take(lo, mode="clip") == queries) if keys.size else size < 0
+    return np.where(hit, np.clip(lo, 0, keys.size - 1), -1)
+
+
+def _levels(size: np.ndarray) -> np.ndarray:
+    """The steps a run of ``size`` needs: the bit length of ``size - 1`` (0 for sizes 0
+    and 1), as int8; steps of 2^(levels-1) .. 1 reach every offset below ``size``."""
+    _, exponent = np.frexp(np.maximum(size - 1, 0).astype(np.float64))
+    return exponent.astype(np.int8)
