@@ -103,10 +103,11 @@ def score_spans(model: LanguageModel, spans) -> ScoredText:
 
 def _scored(model: LanguageModel, corpus: EncodedCorpus, tokens) -> ScoredText:
     scores = model.score(corpus.ids, corpus.lengths)
-    # Place each word's OOV flag among the scores, which also hold one </s> per sentence.
-    sentence_of_word = np.repeat(np.arange(corpus.lengths.size), corpus.lengths)
+    # Place each OOV among the scores, which also hold one </s> per sentence: word i of
+    # the text is score i + (the number of sentences ended before it).
     oov = np.zeros(scores.logprob.size, dtype=bool)
-    oov[np.arange(corpus.ids.size) + sentence_of_word] = corpus.oov
+    words = np.flatnonzero(corpus.oov)
+    oov[words + np.searchsorted(np.cumsum(corpus.lengths), words, side="right")] = True
     return ScoredText(tokens, corpus, scores, oov)
 
 

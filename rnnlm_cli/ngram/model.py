@@ -162,42 +162,66 @@ class NgramModel(LanguageModel):
         child pointers (``trie.py``: a handful of n-grams per context). The n-grams found
         come out in the order of their rows, so every later order reads its tables from
         start to end rather than at random.
+
+        A found n-gram's probability is read only once it is known to be the longest
+        match (``found``: its row, until then): most positions go on to find a longer
+        one, and each read of a probability table is a cache miss. The values, and the
+        order in which back-offs are added to them, are those of the rule as stated.
         """
         tables, v = self.tables, self._v
         ends = np.cumsum(lengths + 1)                       # of each sentence, </s> included
         is_eos = np.zeros(int(ends[-1]) if ends.size else 0, dtype=bool)
         is_eos[ends - 1] = True
-        words = np.empty(is_eos.size, dtype=np.int64)
+        words = np.empty(is_eos.size, dtype=np.uint64)
         words[~is_eos] = ids
         words[is_eos] = self.vocab.eos_id
         logprob = tables.logprob[0].take(words).astype(np.float64, copy=False)
         order_used = np.ones(words.size, dtype=np.int8)     # int8: orders up to 127 (--order 1-20)
         if self.order == 1 or words.size == 0:
             return TokenScores(logprob, order_used, ends)
+        found = np.full(words.size, -1, dtype=np.int64)     # row of a match not yet read
         context = np.empty(words.size, dtype=np.uint64)     # the word before, or <s>
         context[1:] = words[:-1]
         context[ends - lengths - 1] = self.vocab.bos_id
-        positions, queries = _sorted_with_positions(context * v + words.astype(np.uint64))
+        positions, queries = _sorted_with_positions(context * v + words)
         context_rows = context.take(positions).astype(np.int64)
+        goes_on = ~is_eos                                   # </s> is no context
         for n in range(2, self.order + 1):
             if n == 2:
                 rows = _search_ascending(tables.keys[1], queries)
             else:
                 rows = trie.find(tables.keys[n - 1], self.child_starts(n), context_rows, queries)
             # (Compacting with flatnonzero + take: several times faster than a boolean mask.)
-            missed = np.flatnonzero(rows < 0)
-            logprob[positions.take(missed)] += tables.backoff[n - 2].take(
-                context_rows.take(missed))
-            found = np.flatnonzero(rows >= 0)
-            positions, rows = positions.take(found), rows.take(found)
-            logprob[positions] = tables.logprob[n - 1].take(rows)
+            hit = np.flatnonzero(rows >= 0)
+            if hit.size < rows.size:
+                missed = np.flatnonzero(rows < 0)
+                at = positions.take(missed)
+                self._read_found(logprob, found, order_used, at)
+                logprob[at] += tables.backoff[n - 2].take(context_rows.take(missed))
+                positions, rows = positions.take(hit), rows.take(hit)
+            found[positions] = rows
             order_used[positions] = n
             if n == self.order:
                 break
-            go_on = np.flatnonzero(~is_eos.take(positions))   # </s> is no context
+            go_on = np.flatnonzero(goes_on.take(positions))
             positions, context_rows = positions.take(go_on) + 1, rows.take(go_on)
-            queries = context_rows.astype(np.uint64) * v + words.take(positions).astype(np.uint64)
+            queries = context_rows.astype(np.uint64) * v + words.take(positions)
+        self._read_found(logprob, found, order_used, np.flatnonzero(found >= 0))
         return TokenScores(logprob, order_used, ends)
+
+    def _read_found(self, logprob, found, order_used, positions) -> None:
+        """``logprob[p]`` = the probability of the match found at each of ``positions``
+        whose row is still pending in ``found`` (of order ``order_used[p]``); then none is
+        pending there."""
+        positions = positions.take(np.flatnonzero(found.take(positions) >= 0))
+        if positions.size == 0:
+            return
+        orders = order_used.take(positions)
+        for n in range(int(orders.min()), int(orders.max()) + 1):
+            at = positions.take(np.flatnonzero(orders == n)) if orders.min() < n or \
+                orders.max() > n else positions
+            logprob[at] = self.tables.logprob[n - 1].take(found.take(at))
+        found[positions] = -1
 
     def child_starts(self, n: int) -> np.ndarray:
         """``trie.child_starts`` of order n >= 3: from the model file, or made on first

@@ -46,23 +46,37 @@ def child_starts(keys: np.ndarray, contexts: int, vocab_size: int) -> np.ndarray
 def find(keys: np.ndarray, first: np.ndarray, context_rows: np.ndarray,
          queries: np.ndarray) -> np.ndarray:
     """The row in ``keys`` of each query ``context_rows[i] * |V| + word`` (given whole, as
-    ``queries``), -1 where absent; ``first`` from ``child_starts``."""
-    lo = first.take(context_rows)
-    size = first.take(context_rows + 1) - lo
+    ``queries``), -1 where absent; ``first`` from ``child_starts``.
+
+    (An empty run needs no test of its own: ``first[r]`` is then the start of a later
+    context's run, whose key is not the query, or the table's end, clipped to the last
+    key, of an earlier context.)"""
+    if keys.size == 0:
+        return np.full(queries.size, -1, dtype=np.int64)
+    lo = first.take(context_rows).astype(np.intp)
+    size = first[1:].take(context_rows) - lo
     longer = np.flatnonzero(size > 1)                     # runs to search in
     if longer.size:
-        levels = _levels(size.take(longer))
-        by_size = longer.take(np.argsort(-levels, kind="stable"))  # (radix sort of int8)
-        top = int(levels.max())
-        at_least = np.cumsum(np.bincount(levels, minlength=top + 1)[::-1])[::-1]
-        stepping, wanted = lo.take(by_size), queries.take(by_size)
-        for level in range(top, 0, -1):
-            head = stepping[:int(at_least[level])]        # the queries with this step
-            step = head + (1 << (level - 1))
-            np.copyto(head, step, where=keys.take(step, mode="clip") <= wanted[:head.size])
-        lo[by_size] = stepping
-    hit = (size > 0) & (keys.take(lo, mode="clip") == queries) if keys.size else size < 0
-    return np.where(hit, np.clip(lo, 0, keys.size - 1), -1)
+        lo[longer] = _lift(keys, lo.take(longer), size.take(longer), queries.take(longer))
+    lo = np.minimum(np.maximum(lo, 0, out=lo), keys.size - 1, out=lo)
+    return np.where(keys.take(lo) == queries, lo, -1)
+
+
+def _lift(keys: np.ndarray, lo: np.ndarray, size: np.ndarray,
+          queries: np.ndarray) -> np.ndarray:
+    """For each run ``keys[lo:lo + size]``, the last position holding a key at most the
+    query (or ``lo``), by binary lifting (the module docstring)."""
+    levels = _levels(size)
+    by_size = np.argsort(-levels, kind="stable")          # (a radix sort of int8: cheap)
+    top = int(levels.max())
+    at_least = np.cumsum(np.bincount(levels, minlength=top + 1)[::-1])[::-1]
+    stepping, wanted = lo.take(by_size), queries.take(by_size)
+    for level in range(top, 0, -1):
+        head = stepping[:int(at_least[level])]            # the queries with this step
+        step = head + (1 << (level - 1))
+        np.copyto(head, step, where=keys.take(step, mode="clip") <= wanted[:head.size])
+    lo[by_size] = stepping
+    return lo
 
 
 def _levels(size: np.ndarray) -> np.ndarray:
