@@ -98,7 +98,6 @@ _COMPOSING_STARTERS = frozenset(
 _LONG_TEXT = 10_000     # characters: from here on, ``_is_nfc`` looks at distinct characters
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _may_change_in_nfc(ch: str) -> bool:
     """Whether NFC can change a text because it holds ``ch``: a combining mark (reordered or
     composed), a starter that composes with what precedes it, or a character NFC replaces."""
@@ -281,11 +280,11 @@ def nfc_bytes(raw: bytes) -> Optional[bytes]:
     if found is None:
         return None
     starts, code = found
-    changing = [c for c in distinct(code[code >= 0x300]).tolist() if _may_change_in_nfc(chr(c))]
-    if not changing:
+    changing = np.flatnonzero(_nfc_may_change(code))
+    if changing.size == 0:
         return raw
     newlines = np.flatnonzero(data[:len(raw)] == 0x0A)
-    lines = np.unique(np.searchsorted(newlines, starts[np.isin(code, changing)]))
+    lines = np.unique(np.searchsorted(newlines, starts.take(changing)))
     line_starts = np.concatenate(([0], newlines + 1))[lines].tolist()
     line_ends = np.append(newlines, len(raw))[lines].tolist()
     pieces, done = [], 0
@@ -295,6 +294,24 @@ def nfc_bytes(raw: bytes) -> Optional[bytes]:
             pieces += [raw[done:a], unicodedata.normalize("NFC", line).encode("utf-8")]
             done = b
     return b"".join(pieces + [raw[done:]]) if pieces else raw
+
+
+# What _may_change_in_nfc says of each code point, filled in as characters are met: 0 not
+# asked yet, 1 no, 2 yes (characters below U+0300 never change). Threads may fill it in at
+# once: each writes the same answer.
+_NFC_ANSWERS = np.zeros(0x110000, dtype=np.int8)
+_NFC_ANSWERS[:0x300] = 1
+
+
+def _nfc_may_change(code: np.ndarray) -> np.ndarray:
+    """``_may_change_in_nfc`` of each code point of ``code`` (int), as a bool array."""
+    answers = _NFC_ANSWERS.take(code)
+    new = answers == 0
+    if new.any():
+        for c in distinct(code[new]).tolist():
+            _NFC_ANSWERS[c] = 2 if _may_change_in_nfc(chr(c)) else 1
+        answers = _NFC_ANSWERS.take(code)
+    return answers == 2
 
 
 # --- the tokenizer -----------------------------------------------------------------

@@ -192,12 +192,12 @@ class NgramModel(LanguageModel):
             else:
                 rows = trie.find(tables.keys[n - 1], self.child_starts(n), context_rows, queries)
             # (Compacting with flatnonzero + take: several times faster than a boolean mask.)
-            hit = np.flatnonzero(rows >= 0)
-            if hit.size < rows.size:
+            if rows.size and rows.min() < 0:
                 missed = np.flatnonzero(rows < 0)
                 at = positions.take(missed)
                 self._read_found(logprob, found, order_used, at)
                 logprob[at] += tables.backoff[n - 2].take(context_rows.take(missed))
+                hit = np.flatnonzero(rows >= 0)
                 positions, rows = positions.take(hit), rows.take(hit)
             found[positions] = rows
             order_used[positions] = n

@@ -68,13 +68,14 @@ def _lift(keys: np.ndarray, lo: np.ndarray, size: np.ndarray,
     query (or ``lo``), by binary lifting (the module docstring)."""
     levels = _levels(size)
     by_size = np.argsort(-levels, kind="stable")          # (a radix sort of int8: cheap)
-    top = int(levels.max())
-    at_least = np.cumsum(np.bincount(levels, minlength=top + 1)[::-1])[::-1]
+    falling = -levels.take(by_size)                       # ascending
     stepping, wanted = lo.take(by_size), queries.take(by_size)
-    for level in range(top, 0, -1):
-        head = stepping[:int(at_least[level])]            # the queries with this step
-        step = head + (1 << (level - 1))
-        np.copyto(head, step, where=keys.take(step, mode="clip") <= wanted[:head.size])
+    for level in range(-int(falling[0]), 0, -1):
+        # the queries with this step: a prefix (np.searchsorted, unlike np.bincount, lets
+        # other threads run)
+        head = stepping[:int(np.searchsorted(falling, -level, side="right"))]
+        h = 1 << (level - 1)
+        head += (keys.take(head + h, mode="clip") <= wanted[:head.size]) * h
     lo[by_size] = stepping
     return lo
 
