@@ -17,7 +17,8 @@ probing binary of the same ARPA file (``build_binary probing``), and scores ``--
   also writes a line per sentence).
 
 Each figure is the median of ``--repeats`` runs, rnnlm and query alternating so that
-both meet the same load: wall time, tokens/s (tokens including ``</s>``) and the child's
+both meet the same load: wall time, CPU time (user + system: what a loaded machine
+inflates least), tokens/s (tokens including ``</s>``, over the wall time) and the child's
 peak RSS (``os.wait4``'s ``ru_maxrss``). Before them, one unmeasured run of each warms
 the page cache and Python's bytecode cache (the children run without
 ``PYTHONDONTWRITEBYTECODE``, as an installed package does). ``--also-python`` adds the
@@ -56,6 +57,7 @@ RSS_TARGET = 1.5       # rnnlm peak RSS over query's, at most
 @dataclass
 class Run:
     seconds: float
+    cpu_seconds: float  # user + system
     peak_rss: int      # bytes
     stdout: str
 
@@ -66,12 +68,14 @@ def child_env() -> dict:
     return env
 
 
-def run_child(args: List[str], stdin: Optional[Path] = None) -> Run:
-    """Run a command, wait for it with os.wait4: wall time and the child's peak RSS."""
+def run_child(args: List[str], stdin: Optional[Path] = None, cwd: Path = PROJECT) -> Run:
+    """Run a command, wait for it with os.wait4: wall time, CPU time and the child's peak
+    RSS. (Run ``python -m rnnlm_cli`` from a folder holding no ``rnnlm_cli``: ``-m`` looks
+    in the working folder first.)"""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             open(stdin if stdin else os.devnull, "rb") as source:
         start = time.perf_counter()
-        proc = subprocess.Popen(args, stdin=source, stdout=out, stderr=err, cwd=PROJECT,
+        proc = subprocess.Popen(args, stdin=source, stdout=out, stderr=err, cwd=cwd,
                                 env=child_env())
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
@@ -81,7 +85,8 @@ def run_child(args: List[str], stdin: Optional[Path] = None) -> Run:
         stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, args))} exited {proc.returncode}:\n{stderr}")
-    return Run(seconds, usage.ru_maxrss * 1024, stdout)     # ru_maxrss is in KiB on Linux
+    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,  # (KiB)
+               stdout)
 
 
 # -- the two commands -----------------------------------------------------------------------
@@ -117,7 +122,7 @@ def prepare(work: Path, corpus: Path, python: str, name: str, arpa: bool) -> Pat
         extra = ["--arpa", work / f"{name}.arpa"] if arpa else []
         subprocess.run(rnnlm(python, "train-ngram", corpus, "--tokenizer", "whitespace",
                              "--order", ORDER, "-o", model, *extra),
-                       check=True, capture_output=True, env=child_env())
+                       check=True, capture_output=True, env=child_env(), cwd=work)
     return model
 
 
@@ -132,15 +137,15 @@ def prepare_probing(work: Path, kenlm: Path) -> Path:
 
 # -- measuring -----------------------------------------------------------------------------
 
-def measure(commands: Dict[str, tuple], repeats: int) -> Dict[str, dict]:
+def measure(commands: Dict[str, tuple], repeats: int, cwd: Path) -> Dict[str, dict]:
     """Each ``name: (args, stdin, parse)`` run once unmeasured, then ``repeats`` times,
-    the commands alternating; medians of wall time, tokens/s and peak RSS."""
+    the commands alternating; medians of wall time, CPU time, tokens/s and peak RSS."""
     for args, stdin, _ in commands.values():
-        run_child(args, stdin)
+        run_child(args, stdin, cwd)
     runs: Dict[str, List[Run]] = {name: [] for name in commands}
     for _ in range(repeats):
         for name, (args, stdin, _) in commands.items():
-            runs[name].append(run_child(args, stdin))
+            runs[name].append(run_child(args, stdin, cwd))
     results = {}
     for name, (_, _, parse) in commands.items():
         tokens, ppl = parse(runs[name][0])
@@ -148,6 +153,7 @@ def measure(commands: Dict[str, tuple], repeats: int) -> Dict[str, dict]:
         results[name] = {
             "tokens": tokens, "perplexity": ppl, "seconds": seconds,
             "median_s": statistics.median(seconds),
+            "cpu_s": statistics.median(r.cpu_seconds for r in runs[name]),
             "tokens_per_s": tokens / statistics.median(seconds),
             "peak_rss": statistics.median(r.peak_rss for r in runs[name]),
         }
@@ -157,11 +163,11 @@ def measure(commands: Dict[str, tuple], repeats: int) -> Dict[str, dict]:
 def print_results(results: Dict[str, dict], text: Path) -> None:
     print(f"\nScoring {text} with an order-{ORDER} Kneser-Ney model "
           "(whole processes; medians)")
-    print(f"  {'':<22} {'wall s':>7} {'range':>13} {'tokens/s':>11} {'peak RSS':>10} "
-          f"{'perplexity':>12}")
+    print(f"  {'':<22} {'wall s':>7} {'range':>13} {'CPU s':>6} {'tokens/s':>11} "
+          f"{'peak RSS':>10} {'perplexity':>12}")
     for name, r in results.items():
         print(f"  {name:<22} {r['median_s']:7.3f} {min(r['seconds']):6.3f}-"
-              f"{max(r['seconds']):<6.3f} {r['tokens_per_s'] / 1e6:9.2f} M "
+              f"{max(r['seconds']):<6.3f} {r['cpu_s']:6.2f} {r['tokens_per_s'] / 1e6:9.2f} M "
               f"{r['peak_rss'] / 2 ** 20:7.0f} MB {r['perplexity']:12.6f}")
     query = results.get("KenLM query")
     if query is None:
@@ -206,6 +212,7 @@ def main(argv=None) -> int:
     if not corpus.is_file():
         print(f"skipped: the shared corpora are not at {CORPORA}")
         return 0
+    args.work, args.text = args.work.resolve(), args.text.resolve()   # (children run in work)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"{cpu_model()}, {os.cpu_count()} CPUs (shared: other work on the machine "
           f"slows both sides); {args.repeats} runs each")
@@ -228,7 +235,7 @@ def main(argv=None) -> int:
         commands["KenLM query"] = ([kenlm / "query", "-v", "summary",
                                     prepare_probing(args.work, kenlm)], args.text,
                                    query_tokens_and_ppl)
-    results = measure(commands, args.repeats)
+    results = measure(commands, args.repeats, args.work)
     print_results(results, args.text)
     if args.json:
         print(json.dumps(results))
