@@ -172,7 +172,7 @@ class ExactSum:
         return self
 
     def __float__(self) -> float:
-        if self.special != 0.0 or math.isnan(self.special):
+        if self.special != 0.0:                    # (NaN != 0.0 too)
             return self.special
         return self.units / (1 << self.UNITS)      # int / int is correctly rounded
 
