@@ -10,7 +10,7 @@ import json
 import math
 import os
 import sys
-from typing import Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import click
 
@@ -95,7 +95,8 @@ class FiniteFloat(click.FloatRange):
 
 
 def tokenizer_options(command):
-    """``--tokenizer``, ``--level``, ``--lowercase``: how training text is cut into tokens."""
+    """``--tokenizer``, ``--level``, ``--lowercase``: how training text is cut into tokens;
+    ``--min-count``, ``--max-vocab`` or ``--vocab-from``: which tokens are words."""
     for option in reversed([
         click.option("--tokenizer", "tokenizer_kind",
                      type=LibraryChoice("rnnlm_cli.tokenizer", "KINDS"), default="regex",
@@ -108,8 +109,12 @@ def tokenizer_options(command):
         click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Words seen fewer times become <unk>."),
         click.option("--max-vocab", type=click.IntRange(min=4), default=None,
-                     help="Keep at most this many words (specials included); the rest "
-                          "become <unk>."),
+                     help="Keep at most this many words (specials included; a tie at the "
+                          "cut goes to the word seen first); the rest become <unk>."),
+        click.option("--vocab-from", type=click.Path(), default=None, metavar="MODEL",
+                     help="Take the words, with their ids, of MODEL (n-gram, RNN or mixture "
+                          ".npz, or ARPA), and its tokenizer settings; other words become "
+                          "<unk>. Not with --min-count or --max-vocab."),
     ]):
         command = option(command)
     return command
@@ -257,23 +262,72 @@ def read_corpus_lines(paths: Iterable[str], encoding_errors: str) -> Iterator[st
         yield from lines
 
 
-def read_corpus_text(paths: Iterable[str], encoding_errors: str) -> str:
-    """The text of each file in turn, as one string whose lines (``split_lines``) are
-    those of ``read_corpus_lines``; an empty file is an error."""
-    from rnnlm_cli.tokenizer import read_text
+def read_corpus_blocks(paths: Iterable[str], encoding_errors: str):
+    """The text of each file in turn in blocks of whole lines (``tokenizer.read_blocks``),
+    the lines of ``read_corpus_lines``; an empty file is an error."""
+    from rnnlm_cli.tokenizer import read_blocks
     paths = list(paths)
     stdin_at_most_once(*paths)
-    parts = []
     for path in paths:
-        text = read_text(path, encoding_errors)
-        if not text:
+        empty = True
+        for block in read_blocks(path, encoding_errors):
+            empty = False
+            yield block
+        if empty:
             raise CorpusError(f"{_name(path)}: file is empty")
-        parts.append(text if text.endswith("\n") else text + "\n")
-    return "".join(parts)
 
 
 def _name(path: str) -> str:
     return "<stdin>" if path == "-" else path
+
+
+# -- the words of a training command -------------------------------------------------------
+
+# The parameters of the tokenizer options -> the fields of TokenizerConfig.
+TOKENIZER_FIELDS = {"tokenizer_kind": "kind", "level": "level", "lowercase": "lowercase"}
+
+
+def _training_words(ctx, vocab_from, tokenizer_kind, level, lowercase):
+    """``(TokenizerConfig, Vocabulary or None)``: how a training command reads its corpus,
+    and the words it must keep. Without ``--vocab-from``, the tokenizer options and None
+    (the words come from the corpus by ``--min-count`` and ``--max-vocab``). With
+    ``--vocab-from MODEL``, MODEL's words and MODEL's tokenizer settings, since its words
+    are what that tokenizer cut: a tokenizer option given here must agree with them, and
+    ``--min-count`` or ``--max-vocab`` may not be given (usage errors)."""
+    from rnnlm_cli.tokenizer import TokenizerConfig
+    asked = TokenizerConfig(tokenizer_kind, level, lowercase)
+    if vocab_from is None:
+        return asked, None
+    counted = _given(ctx, ("min_count", "max_vocab"))
+    if counted:
+        raise click.UsageError(f"--vocab-from takes the words of {vocab_from} as they are: "
+                               f"give it without {' and '.join(counted.values())}")
+    from rnnlm_cli.models import open_vocabulary
+    vocab, tokenizer = open_vocabulary(vocab_from)
+    fields = {option: TOKENIZER_FIELDS[name] for name, option in
+              _given(ctx, TOKENIZER_FIELDS).items()}
+    differ = [option if field == "lowercase" else f"{option} {getattr(asked, field)}"
+              for option, field in fields.items()
+              if getattr(asked, field) != getattr(tokenizer, field)]
+    if differ:
+        raise click.UsageError(f"{vocab_from} reads text with {_tokenizer_flags(tokenizer)}, "
+                               f"and --vocab-from reads the corpus the same way: "
+                               f"{', '.join(differ)} disagrees")
+    return tokenizer, vocab
+
+
+def _given(ctx, names) -> Dict[str, str]:
+    """``{parameter: its flag}`` for each of the parameters ``names`` that the command
+    line (or the environment) set, in the order of ``names``."""
+    from click.core import ParameterSource
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    return {name: flags[name] for name in names if ctx.get_parameter_source(name) in given}
+
+
+def _tokenizer_flags(config) -> str:
+    return (f"--tokenizer {config.kind} --level {config.level}"
+            f"{' --lowercase' if config.lowercase else ' (no --lowercase)'}")
 
 
 # -- train-ngram ---------------------------------------------------------------------------
@@ -297,31 +351,35 @@ def _name(path: str) -> str:
                    "gzipped if FILE ends in .gz.")
 @tokenizer_options
 @encoding_option
-def train_ngram(corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_kind, level,
-                lowercase, min_count, max_vocab, encoding_errors):
+@click.pass_context
+def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_kind,
+                level, lowercase, min_count, max_vocab, vocab_from, encoding_errors):
     """Train an n-gram model on CORPUS files (- for stdin), one sentence per line.
 
     \b
     Example:
         rnnlm train-ngram corpora/en/sentences.txt --order 3 -o en.npz
         rnnlm train-ngram train.txt --tokenizer whitespace --order 5 -o m.npz --arpa m.arpa
+        rnnlm train-ngram train.txt --vocab-from lstm.npz -o kn.npz
     """
     from rnnlm_cli.modelfile import write_model
     from rnnlm_cli.models import check_not_arpa_output
     from rnnlm_cli.ngram.arpa import write_arpa
     from rnnlm_cli.ngram.training import NgramConfig, train_ngram as train
     from rnnlm_cli.outputs import atomic_outputs, check_outputs
-    from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
+    from rnnlm_cli.tokenizer import Tokenizer
 
-    config = NgramConfig(order, smoothing, add_k, prune, min_count, max_vocab)
+    tokenizer_config, words = _training_words(ctx, vocab_from, tokenizer_kind, level,
+                                              lowercase)
+    config = NgramConfig(order, smoothing, add_k, prune, min_count, max_vocab, vocab_from)
     config.validate()
     check_not_arpa_output(output)
-    check_outputs({"-o": output, "--arpa": arpa}, inputs=corpus)
-    tokenizer = Tokenizer(TokenizerConfig(tokenizer_kind, level, lowercase))
+    check_outputs({"-o": output, "--arpa": arpa}, inputs=[*corpus, vocab_from])
+    tokenizer = Tokenizer(tokenizer_config)
     sentences = tokenizer.tokenize_lines(read_corpus_lines(corpus, encoding_errors))
     with _progress(order + 2, "training") as step:
         model = train(sentences, config, ", ".join(map(_name, corpus)),
-                      tokenizer.config.to_dict(), progress=step)
+                      tokenizer.config.to_dict(), progress=step, vocab=words)
     _warn_training(model.metadata)
     with atomic_outputs([output, arpa] if arpa else [output], "wb") as files:  # both or neither
         write_model(files[0], model.to_arrays(), model.metadata)
@@ -428,13 +486,14 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
               tie_weights, softmax, classes, init, init_scale, forget_bias, epochs,
               batch_size, bptt, optimizer,
               lr, lr_decay, patience, clip_norm, seed, checkpoint_every, resume, log,
-              tokenizer_kind, level, lowercase, min_count, max_vocab, encoding_errors):
+              tokenizer_kind, level, lowercase, min_count, max_vocab, vocab_from,
+              encoding_errors):
     """Train a recurrent (LSTM, GRU or Elman) model on CORPUS files, one sentence per line.
 
     The defaults follow the small LSTM of Zaremba et al. (2014) on the Penn Treebank
     (SGD, learning rate 1, clipping at 5, 20 streams of 20 steps, 13 epochs), with one
     layer of 200 units. A progress bar per epoch (on a terminal) and a line per epoch go
-    to stderr.
+    to stderr, and at the end (on a terminal) a chart of the perplexities per epoch.
 
     \b
     Example:
@@ -448,7 +507,6 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
     from rnnlm_cli.rnn.config import RnnConfig
     from rnnlm_cli.rnn.session import TrainingInterrupted, option_flags, run_training
     from rnnlm_cli.rnn.training import TrainConfig
-    from rnnlm_cli.tokenizer import TokenizerConfig
 
     model_config = RnnConfig(cell, activation, layers, hidden, embed, dropout, tie_weights,
                              init, init_scale, forget_bias, softmax, classes)
@@ -457,14 +515,14 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
     _usage_checked(model_config, config)
     checkpoint = default_path(output)
     check_outputs({"-o": output, "the checkpoint": checkpoint, "--log": log},
-                  inputs=[*corpus, valid])
+                  inputs=[*corpus, valid, vocab_from])
     if resume:   # the run's own checkpoint may be resumed (and is then replaced); no other
         check_outputs({"-o": output, "--log": log}, inputs=[resume])
     stdin_at_most_once(*corpus, valid)
-    tokenizer = TokenizerConfig(tokenizer_kind, level, lowercase)
-    data = _rnn_data(corpus, valid, tokenizer, min_count, max_vocab, encoding_errors, config)
-    options = option_flags(model_config, config, tokenizer.to_dict(),
-                           {"min_count": min_count, "max_vocab": max_vocab})
+    tokenizer, words = _training_words(ctx, vocab_from, tokenizer_kind, level, lowercase)
+    vocabulary = {"min_count": min_count, "max_vocab": max_vocab, "vocab_from": vocab_from}
+    data = _rnn_data(corpus, valid, tokenizer, vocabulary, words, encoding_errors, config)
+    options = option_flags(model_config, config, tokenizer.to_dict(), vocabulary)
     try:
         with _EpochReport(log, append=bool(resume)) as report:
             run = run_training(data, model_config, config, options, checkpoint, resume,
@@ -482,6 +540,8 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
                f"({output_layer}), "
                f"best validation stream perplexity {run.state.best_valid_ppl:.2f} after "
                f"{len(run.state.history)} epoch(s)", err=True)
+    if progress.on_terminal():   # the numbers are in the lines above, and in --log
+        click.echo(_epoch_chart(run.state.history), err=True)
 
 
 def _usage_checked(*configs) -> None:
@@ -496,8 +556,19 @@ def _usage_checked(*configs) -> None:
         raise click.UsageError(str(exc)) from None
 
 
-def _rnn_data(corpus, valid, tokenizer_config, min_count, max_vocab, encoding_errors, config):
-    """The training data (rnn/data.py), and what the user should hear of it."""
+def _epoch_chart(history) -> str:
+    """The chart of training and validation perplexity per epoch (``charts.py``)."""
+    from rnnlm_cli.charts import perplexity_chart
+    best = min(history, key=lambda record: record.valid_ppl).epoch
+    return perplexity_chart([r.epoch for r in history], [r.train_ppl for r in history],
+                            [r.valid_ppl for r in history], best)
+
+
+def _rnn_data(corpus, valid, tokenizer_config, vocabulary: dict, words, encoding_errors,
+              config):
+    """The training data (rnn/data.py), and what the user should hear of it. The words
+    are chosen by ``vocabulary`` (``min_count``, ``max_vocab``, ``vocab_from``), ``words``
+    being the vocabulary of ``vocab_from``."""
     from rnnlm_cli.rnn.batches import fit_batch_size
     from rnnlm_cli.rnn.data import read_training_data
 
@@ -505,7 +576,7 @@ def _rnn_data(corpus, valid, tokenizer_config, min_count, max_vocab, encoding_er
     valid_lines = list(read_corpus_lines([valid], encoding_errors)) if valid else None
     data = read_training_data(lines, valid_lines, tokenizer_config,
                               ", ".join(map(_name, corpus)), _name(valid) if valid else None,
-                              min_count, max_vocab)
+                              **vocabulary, vocab=words)
     if data.held_out:
         click.echo(f"Holding out the last {data.held_out} of {len(lines)} lines for "
                    "validation (--valid FILE to choose)", err=True)
@@ -656,58 +727,91 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
         rnnlm perplexity kn.npz --mix lstm.npz --tune valid.txt test.txt
     """
     from rnnlm_cli.allocator import keep_freed_memory
-    from rnnlm_cli.models import is_arpa_path
-    from rnnlm_cli.scoring import score_spans, score_text, summarize
-    from rnnlm_cli.tokenizer import split_lines, untokenized_example
+    from rnnlm_cli.scoring import Totals, score_blocks
 
     keep_freed_memory()   # the lookups' temporaries are reused, not faulted in (allocator.py)
     stdin_at_most_once(*(text or ("-",)), tune)
     lm = _open_lm(model, mix, weights, tune, encoding_errors)
-    tokenizer = lm.tokenizer
     paths = text or ("-",)
-    whole = read_corpus_text(paths, encoding_errors)
-    if not whole.strip():
+    details = per_sentence or per_token
+    blocks = _WatchedBlocks(read_corpus_blocks(paths, encoding_errors), model)
+    totals, held, index = Totals(), [], 0
+    for block in score_blocks(lm, blocks, keep_lines=details):
+        totals += block.totals
+        if details:   # (held back while every line so far is blank: that is an error)
+            held.append(block.scored)
+            if blocks.seen_words:
+                for scored in held:
+                    index = _print_details(lm, scored, index, per_sentence, per_token,
+                                           as_json)
+                held.clear()
+    if not blocks.seen_words:
         raise CorpusError(f"{', '.join(map(_name, paths))}: only blank lines; nothing to score")
-    glued = untokenized_example(whole) if is_arpa_path(model) else None
-    if glued:   # an ARPA file does not say how its text was tokenized: the README's advice
-        click.echo(f"Warning: the text looks untokenized (punctuation glued to words, as in "
-                   f"'{glued}') but an ARPA model splits it at spaces only: tokenize it as "
-                   "the model's training text was, or score with the .npz model", err=True)
-    # The totals alone need no token strings: the fast path where the tokenizer has one.
-    spans = None if per_sentence or per_token else tokenizer.token_spans(whole)
-    if spans is not None:
-        scored = score_spans(lm, spans)
-    else:
-        lines = split_lines(whole)
-        scored = score_text(lm, list(tokenizer.tokenize_lines(lines)))
-    if per_sentence or per_token:
-        _print_details(lm, scored, lines, per_sentence, per_token, as_json)
-    summary = summarize(scored)
+    summary = totals.summary()
     _print_summary(summary, as_json)
     if summary.zero_prob:
         click.echo(f"Warning: the model gives probability zero to {summary.zero_prob} "
                    "token(s): perplexity is infinite", err=True)
 
 
-def _print_details(lm, scored, lines, per_sentence, per_token, as_json) -> None:
+class _WatchedBlocks:
+    """The blocks of the text to score, passed on as they are, looked at on the way:
+    whether a line so far holds a word (``seen_words``), and, for an ARPA model, whether
+    the text's start looks untokenized (a warning, once)."""
+
+    def __init__(self, blocks, model: str):
+        from rnnlm_cli.models import is_arpa_path
+        self.blocks = blocks
+        self.seen_words = False
+        self.sample = "" if is_arpa_path(model) else None   # the text's first characters
+
+    def __iter__(self):
+        from rnnlm_cli.tokenizer import UNTOKENIZED_SAMPLE
+        for block in self.blocks:
+            if not self.seen_words:
+                self.seen_words = not block.is_blank()
+            if self.sample is not None:
+                self.sample += block.text()
+                if len(self.sample) >= UNTOKENIZED_SAMPLE:
+                    self._warn_if_untokenized()
+            yield block
+        if self.sample is not None:
+            self._warn_if_untokenized()
+
+    def _warn_if_untokenized(self) -> None:
+        """An ARPA file does not say how its text was tokenized: the README's advice."""
+        from rnnlm_cli.tokenizer import untokenized_example
+        glued = untokenized_example(self.sample)
+        self.sample = None
+        if glued:
+            click.echo(f"Warning: the text looks untokenized (punctuation glued to words, as "
+                       f"in '{glued}') but an ARPA model splits it at spaces only: tokenize "
+                       "it as the model's training text was, or score with the .npz model",
+                       err=True)
+
+
+def _print_details(lm, scored, index: int, per_sentence, per_token, as_json) -> int:
+    """Print the sentences of one block, numbered from ``index``; the next number."""
     from rnnlm_cli.scoring import sentence_summaries, token_rows
     sentences = sentence_summaries(scored)
     tokens = token_rows(lm, scored) if per_token else itertools.repeat(None)
-    for index, (summary, rows) in enumerate(zip(sentences, tokens)):
+    for line, summary, rows in zip(scored.lines, sentences, tokens):
         if as_json:
-            record = {"sentence": index, "text": lines[index], **summary.to_dict()}
+            record = {"sentence": index, "text": line, **summary.to_dict()}
             del record["sentences"]
             if rows is not None:
                 record["token_scores"] = rows
             click.echo(_json(record))
-            continue
-        if per_token:
-            click.echo("\t".join(f"{r['token']}={r['id']} {r['order']} {r['log10prob']:.6g}"
-                                 for r in rows) +
-                       f"\tTotal: {summary.log10prob:.6g} OOV: {summary.oovs}")
-        if per_sentence:
-            click.echo(f"{summary.log10prob:.6g}\t{summary.tokens}\t{summary.oovs}\t"
-                       f"{summary.perplexity:.6g}\t{lines[index]}")
+        else:
+            if per_token:
+                click.echo("\t".join(f"{r['token']}={r['id']} {r['order']} "
+                                     f"{r['log10prob']:.6g}" for r in rows) +
+                           f"\tTotal: {summary.log10prob:.6g} OOV: {summary.oovs}")
+            if per_sentence:
+                click.echo(f"{summary.log10prob:.6g}\t{summary.tokens}\t{summary.oovs}\t"
+                           f"{summary.perplexity:.6g}\t{line}")
+        index += 1
+    return index
 
 
 def _print_summary(summary, as_json: bool) -> None:
@@ -961,7 +1065,6 @@ def gradients(ctx, files, max_distance, chunks, streams, as_json, plot, cell, ac
         rnnlm gradients --cell rnn --activation tanh --init normal --hidden 200 text.txt
         rnnlm gradients --cell lstm --hidden 64 text.txt --json
     """
-    from click.core import ParameterSource
     from rnnlm_cli.rnn import gradients as grad
     from rnnlm_cli.rnn.config import RnnConfig
     from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
@@ -969,8 +1072,7 @@ def gradients(ctx, files, max_distance, chunks, streams, as_json, plot, cell, ac
     if len(files) > 2:
         raise click.UsageError(f"give [MODEL] TEXT: one or two files, not {len(files)}")
     model, text = (None,) + files if len(files) == 1 else files
-    given = [f"--{name.replace('_', '-')}" for name in NETWORK_PARAMS
-             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+    given = list(_given(ctx, NETWORK_PARAMS).values())
     if model is not None and given:
         raise click.UsageError(f"give a MODEL or the network options of an untrained model, "
                                f"not both (MODEL {model} with {', '.join(given)})")

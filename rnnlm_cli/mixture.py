@@ -67,7 +67,7 @@ class MixtureModel(LanguageModel):
         self.components = list(components)
         self.weights = np.array(check_weights(weights, len(self.components)))
         self._check_tokenizers()
-        self.vocab = _union_vocabulary([c.vocab for c in self.components])
+        self.vocab = union_vocabulary([c.vocab for c in self.components])
         self._maps = [_id_map(self.vocab, c.vocab) for c in self.components]     # (|V|,) each
         self._shares = [_unk_share(self.vocab, c.vocab, m) for c, m in
                         zip(self.components, self._maps)]                      # (|V|,) each
@@ -141,7 +141,7 @@ class MixtureModel(LanguageModel):
 
 # -- the vocabulary ----------------------------------------------------------------------------
 
-def _union_vocabulary(vocabularies: Sequence[Vocabulary]) -> Vocabulary:
+def union_vocabulary(vocabularies: Sequence[Vocabulary]) -> Vocabulary:
     """The words of the first vocabulary in its order, then each other's new words."""
     if all(v is vocabularies[0] for v in vocabularies):
         return vocabularies[0]

@@ -10,7 +10,7 @@ of every kind of file, and which of these checks applies to each.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from rnnlm_cli.errors import ModelFileError, OptionError
 from rnnlm_cli.lm import LanguageModel
 from rnnlm_cli.modelfile import check_arrays, load_model, open_regular, verify_archive
 from rnnlm_cli.tokenizer import TokenizerConfig
+from rnnlm_cli.vocab import Vocabulary
 
 ARPA_SUFFIXES = (".arpa", ".arpa.gz", ".lm", ".lm.gz")
 
@@ -76,21 +77,91 @@ def _from_arrays(path: str, arrays: dict, metadata: dict) -> LanguageModel:
 def _open_mixture(path: str, arrays: dict, metadata: dict):
     """A mixture file: each component's arrays under ``component<i>.``, its metadata in
     ``components[i]``, and the ``weights``."""
-    from rnnlm_cli.mixture import COMPONENT_PREFIX, MixtureModel
+    from rnnlm_cli.mixture import MixtureModel
+    parts, weights = _mixture_parts(path, arrays, metadata)
+    components = [_from_arrays(name, part, meta) for name, part, meta in parts]
+    try:
+        return MixtureModel(components, weights)
+    except OptionError as exc:
+        raise ModelFileError(f"{path}: corrupt mixture: {exc}") from None
+
+
+def _mixture_parts(path: str, arrays: dict, metadata: dict):
+    """``([(name, arrays, metadata) of each component], weights)`` of a mixture file."""
+    from rnnlm_cli.mixture import COMPONENT_PREFIX
     described, weights = metadata.get("components"), metadata.get("weights")
     if not (isinstance(described, list) and described and isinstance(weights, list)
             and all(isinstance(m, dict) for m in described)
             and all(isinstance(w, (int, float)) for w in weights)):
         raise ModelFileError(f"{path}: corrupt mixture: no list of components and weights")
-    components = []
+    parts = []
     for i, component_metadata in enumerate(described):
         prefix = COMPONENT_PREFIX.format(i)
         part = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-        components.append(_from_arrays(f"{path} (model {i + 1})", part, component_metadata))
+        parts.append((f"{path} (model {i + 1})", part, component_metadata))
+    return parts, weights
+
+
+# -- a model's vocabulary alone ----------------------------------------------------------------
+
+def open_vocabulary(path: str) -> Tuple[Vocabulary, TokenizerConfig]:
+    """The vocabulary of the model at ``path`` and the tokenizer settings it reads text
+    with (``--vocab-from``), without loading the model: of an ``.npz``, the checks that
+    read no array data (metadata, names, dtypes and ranks of the arrays), then the
+    vocabulary arrays alone (the others stay unread, memory-mapped in a large file); of
+    an ARPA file, its 1-grams alone. A mixture's is the union of its models'
+    (``mixture.py``). A bad file, or one that is not a model, raises ``ModelFileError``
+    naming it."""
+    if path == "-":
+        raise ModelFileError("-: a model is read from a file, not from standard input")
+    if is_arpa_path(path):
+        from rnnlm_cli.ngram.arpa import TOKENIZER, read_arpa_vocabulary
+        with open_regular(path):      # (refuses a FIFO or a device before it can block)
+            pass
+        return _checked_words(path, read_arpa_vocabulary(path)), TokenizerConfig(**TOKENIZER)
+    arrays, metadata = load_model(path)
+    if metadata.get("model_type") == "rnn-checkpoint":
+        raise ModelFileError(f"{path}: a training checkpoint, not a model: take the "
+                             "vocabulary of the model file (-o) it belongs to")
+    tokenizer, vocab = _stored_vocabulary(path, arrays, metadata)
+    return _checked_words(path, vocab), tokenizer
+
+
+def _stored_vocabulary(path: str, arrays: dict, metadata: dict):
+    """``(TokenizerConfig, Vocabulary)`` of a model file's (or mixture member's) arrays."""
     try:
-        return MixtureModel(components, weights)
-    except OptionError as exc:
-        raise ModelFileError(f"{path}: corrupt mixture: {exc}") from None
+        tokenizer = TokenizerConfig.from_dict(metadata.get("tokenizer"))
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+    model_type = metadata.get("model_type")
+    if model_type == "mixture":
+        from rnnlm_cli.mixture import union_vocabulary
+        parts = _mixture_parts(path, arrays, metadata)[0]
+        found = [_stored_vocabulary(name, part, meta) for name, part, meta in parts]
+        if any(other != tokenizer for other, _ in found):
+            raise ModelFileError(f"{path}: corrupt mixture: its models read text with "
+                                 "other tokenizers than the mixture")
+        return tokenizer, union_vocabulary([vocab for _, vocab in found])
+    if model_type == "ngram":
+        _check_ngram_arrays(path, arrays, metadata)
+    elif model_type == "rnn":
+        _check_rnn_arrays(path, arrays, metadata)
+    else:
+        raise ModelFileError(f"{path}: unknown model type {model_type!r}")
+    try:
+        return tokenizer, Vocabulary.from_arrays(arrays)
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+
+
+def _checked_words(path: str, vocab: Vocabulary) -> Vocabulary:
+    """``vocab``, after ``rnnlm check``'s test that no word is there twice (a stored
+    index is adopted at load unchecked): a new model is built on these words."""
+    try:
+        vocab.check()
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+    return vocab
 
 
 def _open_arpa(path: str):
@@ -107,15 +178,10 @@ def _open_arpa(path: str):
 
 
 def _open_ngram(path: str, arrays: dict, metadata: dict):
-    from rnnlm_cli.ngram.invariants import check_at_load, check_order
+    from rnnlm_cli.ngram.invariants import check_at_load
     from rnnlm_cli.ngram.model import NgramModel
-    from rnnlm_cli.ngram.training import MAX_ORDER
-    order = metadata.get("order")
-    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
-        raise ModelFileError(f"{path}: corrupt model: bad order {order!r}")
-    check_arrays(path, arrays, NgramModel.array_schema(order))
+    _check_ngram_arrays(path, arrays, metadata)
     try:
-        check_order(order, arrays)
         model = NgramModel.from_arrays(arrays, metadata)
         check_at_load(model.tables)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
@@ -124,6 +190,33 @@ def _open_ngram(path: str, arrays: dict, metadata: dict):
 
 
 def _open_rnn(path: str, arrays: dict, metadata: dict):
+    from rnnlm_cli.rnn.model import RnnModel
+    _check_rnn_arrays(path, arrays, metadata)
+    try:
+        return RnnModel.from_arrays(arrays, metadata)
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+
+
+def _check_ngram_arrays(path: str, arrays: dict, metadata: dict) -> None:
+    """The checks of an n-gram file that read no array data: a valid order, and the
+    arrays of that order, and no other, each with its dtype and rank."""
+    from rnnlm_cli.ngram.invariants import check_order
+    from rnnlm_cli.ngram.model import NgramModel
+    from rnnlm_cli.ngram.training import MAX_ORDER
+    order = metadata.get("order")
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+        raise ModelFileError(f"{path}: corrupt model: bad order {order!r}")
+    check_arrays(path, arrays, NgramModel.array_schema(order))
+    try:
+        check_order(order, arrays)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
+
+
+def _check_rnn_arrays(path: str, arrays: dict, metadata: dict) -> None:
+    """The checks of a recurrent model file that read no array data: a valid network
+    configuration, and its arrays, each with its dtype and rank."""
     from rnnlm_cli.rnn.config import RnnConfig
     from rnnlm_cli.rnn.model import RnnModel
     try:
@@ -131,10 +224,6 @@ def _open_rnn(path: str, arrays: dict, metadata: dict):
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: corrupt model: {exc}") from None
     check_arrays(path, arrays, RnnModel.array_schema(config))
-    try:
-        return RnnModel.from_arrays(arrays, metadata)
-    except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: corrupt model: {exc}") from None
 
 
 def check_model(path: str) -> str:
@@ -159,8 +248,9 @@ def _check_everything(model) -> None:
             _check_everything(component)
         return
     if model.kind == "ngram":
-        from rnnlm_cli.ngram.invariants import check_all
+        from rnnlm_cli.ngram.invariants import check_all, check_children
         check_all(model.tables)
+        check_children(model.tables, model.stored_children)
     model.vocab.check()
 
 

@@ -58,6 +58,14 @@ def check_flag(field: str, value: object) -> None:
         raise OptionError(f"{flag(field)} must be true or false, not {value!r}")
 
 
+def check_vocab_source(min_count: object, max_vocab: object) -> None:
+    """``--vocab-from`` takes a model's words as they are: no ``--min-count`` (beyond its
+    default 1) or ``--max-vocab`` beside it."""
+    if min_count != 1 or max_vocab is not None:
+        raise OptionError("--vocab-from takes the words of a model as they are: give it "
+                          "without --min-count and --max-vocab")
+
+
 def _range(low, high, low_open, high_open) -> str:
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"

@@ -33,9 +33,14 @@ class NoBar:
         pass
 
 
+def on_terminal() -> bool:
+    """Whether stderr is a terminal, where bars (and ``train-rnn``'s chart) are drawn."""
+    return sys.stderr.isatty()
+
+
 def bar(**options):
     """A tqdm bar on stderr with ``options`` if stderr is a terminal, else a ``NoBar``."""
-    if not sys.stderr.isatty():
+    if not on_terminal():
         return NoBar()
     from tqdm import tqdm
     made = tqdm.__new__(tqdm)

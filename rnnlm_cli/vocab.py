@@ -117,11 +117,16 @@ class Vocabulary:
 
     @classmethod
     def build(cls, sentences: Iterable[Sequence[str]], min_count: int = 1,
-              max_vocab: Optional[int] = None) -> Tuple["Vocabulary", EncodedCorpus]:
+              max_vocab: Optional[int] = None, fixed: Optional["Vocabulary"] = None
+              ) -> Tuple["Vocabulary", EncodedCorpus]:
         """Build the vocabulary of ``sentences`` and encode them with it, in one pass.
 
         Words seen fewer than ``min_count`` times, or beyond the ``max_vocab`` most
-        frequent (specials included in that size), become ``<unk>``.
+        frequent (specials included in that size), become ``<unk>``. With ``fixed`` (a
+        model's vocabulary, ``--vocab-from``), the words are exactly ``fixed``'s, with
+        its ids, whatever the counts: a word of ``fixed`` absent from ``sentences`` keeps
+        its id (count 0), a word of ``sentences`` absent from ``fixed`` becomes ``<unk>``.
+        The counts are those of ``sentences`` in every case.
         """
         first_seen = {UNK: 0, BOS: 1, EOS: 2}
         setdefault = first_seen.setdefault
@@ -133,12 +138,19 @@ class Vocabulary:
         provisional, lengths, skipped = _drop_markers(np.array(flat, dtype=np.int64),
                                                       np.array(lengths, dtype=np.int64))
         counts = np.bincount(provisional, minlength=len(first_seen))
-        keep = _choose_words(counts, min_count, max_vocab)
         words_by_id = list(first_seen)
-        new_id = np.full(len(words_by_id), cls.unk_id, dtype=np.int64)
-        new_id[keep] = np.arange(len(keep))
-        final_counts = np.bincount(new_id, weights=counts, minlength=len(keep)).astype(np.int64)
-        vocab = cls([words_by_id[i] for i in keep], final_counts)
+        if fixed is None:
+            keep = _choose_words(counts, min_count, max_vocab)
+            words = [words_by_id[i] for i in keep]
+            new_id = np.full(len(words_by_id), cls.unk_id, dtype=np.int64)
+            new_id[keep] = np.arange(len(keep))
+        else:
+            words = fixed.words
+            lookup = fixed.index.get
+            new_id = np.fromiter((lookup(w, cls.unk_id) for w in words_by_id), dtype=np.int64,
+                                 count=len(words_by_id))
+        final_counts = np.bincount(new_id, weights=counts, minlength=len(words)).astype(np.int64)
+        vocab = cls(words, final_counts)
         ids = new_id[provisional].astype(np.int32)
         corpus = EncodedCorpus(ids, lengths, np.zeros(ids.size, dtype=bool), skipped)
         return vocab, corpus

@@ -146,3 +146,26 @@ def test_a_stored_index_that_does_not_fit_is_refused(damage):
         index[key_of_word] = word.astype(np.int32)
     with pytest.raises(ValueError, match="index does not fit"):
         Vocabulary.from_arrays({**arrays, **index})
+
+
+def test_build_with_a_fixed_vocabulary_keeps_its_words_and_ids():
+    """--vocab-from: exactly the model's words with its ids, whatever the counts; words
+    outside it are <unk>; the counts are the new corpus's (a=0: never seen here)."""
+    fixed, _ = Vocabulary.build([["a", "b", "a", "c"], ["b", "a", "d"]], min_count=2)
+    assert fixed.words == ["<unk>", "<s>", "</s>", "a", "b"]
+    vocab, corpus = Vocabulary.build([["d", "e", "e"], ["b", "<s>", "e", "<unk>"]],
+                                     fixed=fixed)
+    assert vocab.words == fixed.words
+    assert vocab.counts.tolist() == [5, 0, 0, 0, 1]     # <unk>: d, e, e, e and the literal
+    assert corpus.ids.tolist() == [0, 0, 0, 4, 0, 0] and corpus.lengths.tolist() == [3, 3]
+    assert corpus.skipped_markers == 1
+    assert "a" in vocab and "e" not in vocab and "<unk>" in vocab
+
+
+def test_a_fixed_vocabulary_equals_the_one_built_on_the_same_text():
+    sentences = [["x", "y", "z", "w"], ["z", "y", "v"]]
+    built, built_corpus = Vocabulary.build(sentences, max_vocab=5)
+    again, again_corpus = Vocabulary.build(sentences, fixed=built)
+    assert again.words == built.words == ["<unk>", "<s>", "</s>", "y", "z"]
+    assert again.counts.tolist() == built.counts.tolist() == [3, 0, 0, 2, 2]
+    assert again_corpus.ids.tolist() == built_corpus.ids.tolist()

@@ -60,10 +60,38 @@ def _open_text(path: str) -> TextIO:
 
 def read_arpa(path: str) -> NgramModel:
     """Load an ARPA file as an ``NgramModel``; a malformed file raises ``ModelFileError``."""
+    declared, sections = _read(path, _parse)
+    order = len(declared)
+    for n in range(1, order + 1):
+        _check_count(path, n, declared, sections[n])
+    vocab = _vocabulary(path, sections[1])
+    tables = _tables(path, vocab, order, sections)
+    metadata = {"model_type": "ngram", "order": order, "smoothing": "arpa",
+                "source": path, "tokenizer": dict(TOKENIZER)}
+    return NgramModel(vocab, tables, metadata)
+
+
+# How an ARPA model reads text: it does not say, so split at spaces, as KenLM does.
+TOKENIZER = {"kind": "whitespace", "level": "word", "lowercase": False}
+
+
+def read_arpa_vocabulary(path: str) -> Vocabulary:
+    """The vocabulary ``read_arpa`` gives the file at ``path``, read from ``\\data\\`` and
+    the 1-grams alone: the longer sections, most of a large file, are not read."""
+    declared, unigrams = _read(path, _parse_unigrams, whole=False)
+    _check_count(path, 1, declared, unigrams)
+    return _vocabulary(path, unigrams)
+
+
+def _read(path: str, parse, whole: bool = True):
+    """``parse(path, text)`` of the file's text (then the rest of the file read, if
+    ``whole``), its failures as ``ModelFileError``."""
     try:
         with _open_text(path) as text:
-            declared, sections = _parse(path, text)
-            _read_to_the_end(text)
+            parsed = parse(path, text)
+            if whole:
+                _read_to_the_end(text)
+            return parsed
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -73,18 +101,13 @@ def read_arpa(path: str) -> NgramModel:
             from None
     except (OSError, EOFError, zlib.error) as exc:
         raise ModelFileError(f"{path}: cannot read ARPA file ({exc})") from None
-    order = len(declared)
-    for n in range(1, order + 1):
-        found = len(sections[n].grams)
-        if found != declared[n]:
-            raise ModelFileError(f"{path}: \\data\\ declares {declared[n]} {n}-grams, "
-                                 f"found {found}")
-    vocab = _vocabulary(path, sections[1])
-    tables = _tables(path, vocab, order, sections)
-    metadata = {"model_type": "ngram", "order": order, "smoothing": "arpa",
-                "source": path, "tokenizer": {"kind": "whitespace", "level": "word",
-                                              "lowercase": False}}
-    return NgramModel(vocab, tables, metadata)
+
+
+def _check_count(path: str, n: int, declared: Dict[int, int], section: "_Section") -> None:
+    found = len(section.grams)
+    if found != declared[n]:
+        raise ModelFileError(f"{path}: \\data\\ declares {declared[n]} {n}-grams, "
+                             f"found {found}")
 
 
 def _read_to_the_end(text: TextIO) -> None:
@@ -125,6 +148,22 @@ def _parse(path: str, text: TextIO):
         raise ModelFileError(f"{path}: \\data\\ declares {missing}-grams but there is no "
                              f"\\{missing}-grams: section")
     return declared, sections
+
+
+def _parse_unigrams(path: str, text: TextIO):
+    """``(declared counts by order, the 1-gram section)``: ``_parse`` up to the end of the
+    1-grams (which must be followed by another section or ``\\end\\``)."""
+    lines = enumerate(text, 1)
+    _skip_preamble(path, lines)
+    declared, header = _read_counts(path, lines)
+    if header is None:
+        raise ModelFileError(f"{path}: no \\end\\ line: the file is truncated")
+    lineno, line = header
+    _section_order(path, lineno, line, declared, 1)
+    unigrams = _Section()
+    if _read_entries(path, lines, 1, unigrams) is None:
+        raise ModelFileError(f"{path}: no \\end\\ line: the file is truncated")
+    return declared, unigrams
 
 
 def _skip_preamble(path: str, lines) -> None:

@@ -11,7 +11,7 @@ from rnnlm_cli.ngram.counting import count_ngrams
 from rnnlm_cli.ngram.invariants import LOGPROB_SLACK
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.smoothing import METHODS, estimate
-from rnnlm_cli.options import check_choice, check_number, check_whole
+from rnnlm_cli.options import check_choice, check_number, check_vocab_source, check_whole
 from rnnlm_cli.vocab import Vocabulary
 
 MAX_ORDER = 20
@@ -27,6 +27,7 @@ class NgramConfig:
     prune: List[int] = field(default_factory=list)   # count thresholds for orders 2, 3, ...
     min_count: int = 1
     max_vocab: Optional[int] = None
+    vocab_from: Optional[str] = None   # the model file the words came from (--vocab-from)
 
     def validate(self) -> None:
         """Raise ``OptionError`` naming the option if any value is out of range."""
@@ -44,16 +45,21 @@ class NgramConfig:
         check_whole("min_count", self.min_count, 1)
         if self.max_vocab is not None:
             check_whole("max_vocab", self.max_vocab, 4, why=" (3 specials and a word)")
+        if self.vocab_from is not None:
+            check_vocab_source(self.min_count, self.max_vocab)
 
 
 def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_name: str,
-                tokenizer: dict, progress: Optional[Callable[[str], None]] = None
-                ) -> NgramModel:
-    """Build the vocabulary of ``sentences``, count, smooth: the trained model."""
+                tokenizer: dict, progress: Optional[Callable[[str], None]] = None,
+                vocab: Optional[Vocabulary] = None) -> NgramModel:
+    """Build the vocabulary of ``sentences`` (or take ``vocab``'s words, those of the
+    model ``config.vocab_from``), count, smooth: the trained model."""
     config.validate()
+    if (vocab is None) != (config.vocab_from is None):
+        raise ValueError("give a vocabulary and the file it came from, or neither")
     step = progress or (lambda message: None)
     step("reading the corpus")
-    vocab, corpus = Vocabulary.build(sentences, config.min_count, config.max_vocab)
+    vocab, corpus = Vocabulary.build(sentences, config.min_count, config.max_vocab, vocab)
     if corpus.num_tokens == 0:
         raise CorpusError(f"{corpus_name}: no words to train on (empty, or only blank lines)")
     counts = count_ngrams(corpus.ids, corpus.lengths, config.order, len(vocab),

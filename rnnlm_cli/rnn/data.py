@@ -1,19 +1,21 @@
 """From tokenized text to the training and validation streams of a recurrent model.
 
-The vocabulary is built from the training text only; validation text is encoded with
-it (unknown words become ``<unk>``). Without a validation file, the last 5% of the
-training lines are held out. A fingerprint of both streams and the vocabulary lets a
-checkpoint tell whether it is resumed on the same data.
+The vocabulary is built from the training text only (or taken from a model file,
+``--vocab-from``); validation text is encoded with it (unknown words become ``<unk>``).
+Without a validation file, the last 5% of the training lines are held out. A fingerprint
+of both streams and the vocabulary lets a checkpoint tell whether it is resumed on the
+same data.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from rnnlm_cli.errors import CorpusError
+from rnnlm_cli.options import check_vocab_source
 from rnnlm_cli.rnn.batches import token_stream
 from rnnlm_cli.vocab import EncodedCorpus, Vocabulary
 
@@ -41,6 +43,7 @@ class TrainingData:
     train_name: str = ""    # the files, for messages and the model's metadata
     valid_name: str = ""
     held_out: int = 0       # lines held out of the training text for validation (0: a file)
+    vocabulary: dict = field(default_factory=dict)   # how the words were chosen
 
     def fingerprint(self) -> str:
         """SHA-256 of the vocabulary and both streams (not of the file names)."""
@@ -57,15 +60,18 @@ class TrainingData:
                 "skipped_markers": self.train_corpus.skipped_markers,
                 "valid": {"name": self.valid_name,
                           "sentences": int(self.valid_corpus.lengths.size),
-                          "tokens": self.valid_corpus.num_tokens}}
+                          "tokens": self.valid_corpus.num_tokens},
+                "vocabulary": self.vocabulary}
 
 
 def read_training_data(lines: List[str], valid_lines: Optional[List[str]], tokenizer_config,
                        train_name: str, valid_name: Optional[str], min_count: int = 1,
-                       max_vocab: Optional[int] = None) -> "TrainingData":
+                       max_vocab: Optional[int] = None, vocab: Optional[Vocabulary] = None,
+                       vocab_from: Optional[str] = None) -> "TrainingData":
     """Text to streams, as ``train-rnn`` reads it: the corpus ``lines`` and the validation
     ``valid_lines`` (``None``: the last 5% of ``lines``, held out; ``held_out`` then says
-    how many), tokenized with ``tokenizer_config`` (a ``TokenizerConfig``)."""
+    how many), tokenized with ``tokenizer_config`` (a ``TokenizerConfig``). The words are
+    chosen as ``prepare_data`` says."""
     from rnnlm_cli.tokenizer import Tokenizer
     held = 0
     if valid_lines is None:
@@ -73,16 +79,25 @@ def read_training_data(lines: List[str], valid_lines: Optional[List[str]], token
         held, valid_name = len(valid_lines), "held-out text"
     tokenize = Tokenizer(tokenizer_config).tokenize_lines
     data = prepare_data(list(tokenize(lines)), list(tokenize(valid_lines)), train_name,
-                        valid_name, min_count, max_vocab)
+                        valid_name, min_count, max_vocab, vocab, vocab_from)
     data.held_out = held
     return data
 
 
 def prepare_data(train_sentences: Sequence[Sequence[str]],
                  valid_sentences: Sequence[Sequence[str]], train_name: str, valid_name: str,
-                 min_count: int = 1, max_vocab: Optional[int] = None) -> TrainingData:
-    """Build the vocabulary of the training sentences; encode both sides as streams."""
-    vocab, train = Vocabulary.build(train_sentences, min_count, max_vocab)
+                 min_count: int = 1, max_vocab: Optional[int] = None,
+                 vocab: Optional[Vocabulary] = None, vocab_from: Optional[str] = None
+                 ) -> TrainingData:
+    """Build the vocabulary of the training sentences (``Vocabulary.build``: by
+    ``min_count`` and ``max_vocab``, or exactly the words of ``vocab``, the vocabulary of
+    the model file ``vocab_from``); encode both sides as streams."""
+    if (vocab is None) != (vocab_from is None):
+        raise ValueError("give a vocabulary and the file it came from, or neither")
+    if vocab is not None:
+        check_vocab_source(min_count, max_vocab)
+    chosen = {"min_count": min_count, "max_vocab": max_vocab, "vocab_from": vocab_from}
+    vocab, train = Vocabulary.build(train_sentences, min_count, max_vocab, vocab)
     if train.num_tokens == 0:
         raise CorpusError(f"{train_name}: no words to train on (empty, or only blank lines)")
     valid = vocab.encode(list(valid_sentences))
@@ -91,4 +106,4 @@ def prepare_data(train_sentences: Sequence[Sequence[str]],
     eos = vocab.eos_id
     return TrainingData(vocab, token_stream(train.ids, train.lengths, eos),
                         token_stream(valid.ids, valid.lengths, eos), train, valid,
-                        train_name, valid_name)
+                        train_name, valid_name, vocabulary=chosen)

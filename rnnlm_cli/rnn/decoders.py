@@ -190,10 +190,10 @@ def frequency_classes(counts: np.ndarray, classes: int, outside: int):
 
     Words sorted by falling count (ties by id) fill the classes in turn; a class is closed
     once the mass of the words so far reaches its share, ``(k + 1) / C`` of the total (the
-    rule of Mikolov's rnnlm, which waits for more than the share), except that a class is also closed when the words left are
-    just enough to give each remaining class one. So there are exactly C classes, none
-    empty, when C is at most the number of words. Returns the word ids in class order and
-    the C+1 offsets of the classes in it.
+    rule of Mikolov's rnnlm, which waits for more than the share), and also when the words
+    left are just enough to give each remaining class one. So there are exactly C classes,
+    none empty, when C is at most the number of words. Returns the word ids in class order
+    and the C+1 offsets of the classes in it.
     """
     counts = np.asarray(counts, dtype=np.float64)
     ids = np.delete(np.arange(counts.size), outside)

@@ -28,6 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from rnnlm_cli.charts import bar
 from rnnlm_cli.errors import CorpusError, OptionError
 from rnnlm_cli.rnn.batches import Batches, token_stream
 from rnnlm_cli.rnn.cells import CELLS
@@ -251,19 +252,6 @@ def elman_jacobian(W: np.ndarray, s: np.ndarray, activation: str) -> np.ndarray:
 
 # -- output -------------------------------------------------------------------------------
 
-BLOCKS = " ▏▎▍▌▋▊▉█"
-
-
-def chart_bar(value: float, low: float, high: float, width: int) -> str:
-    """A bar of eighth blocks, ``width`` cells long at ``high``, empty at ``low``."""
-    if not np.isfinite(value):
-        return ""
-    fraction = 1.0 if high <= low else (value - low) / (high - low)
-    eighths = int(round(min(max(fraction, 0.0), 1.0) * width * 8))
-    full, part = divmod(eighths, 8)
-    return "█" * full + (BLOCKS[part] if part else "")
-
-
 def format_report(report: GradientReport, width: int = 40) -> str:
     """The table (distance, mean norm, log10) with a log-scale bar on every row."""
     with np.errstate(divide="ignore"):
@@ -286,7 +274,7 @@ def format_report(report: GradientReport, width: int = 40) -> str:
     ]
     for d, value, log in zip(report.distances, report.mean_norm, logs):
         lines.append(f"{d:>8}  {value:>11.4e}  {log:>7.3f}  "
-                     f"{chart_bar(log, low, high, width)}")
+                     f"{bar(log, low, high, width)}")
     lines.append(f"mean spectral norm of the Jacobian d{report.jacobian_state}_t/"
                  f"d{report.jacobian_state}_(t-1) (top layer): {report.jacobian_norm:.4f} "
                  f"(largest {report.jacobian_max:.4f}, over {report.jacobian_steps} steps)")
