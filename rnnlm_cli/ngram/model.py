@@ -175,7 +175,7 @@ class NgramModel(LanguageModel):
         words = np.empty(is_eos.size, dtype=np.uint64)
         words[~is_eos] = ids
         words[is_eos] = self.vocab.eos_id
-        logprob = tables.logprob[0].take(words).astype(np.float64, copy=False)
+        logprob = tables.logprob[0].take(words.view(np.int64)).astype(np.float64, copy=False)
         order_used = np.ones(words.size, dtype=np.int8)     # int8: orders up to 127 (--order 1-20)
         if self.order == 1 or words.size == 0:
             return TokenScores(logprob, order_used, ends)
