@@ -146,7 +146,7 @@ def atomic_outputs(paths: List[str], mode: str = "w"):
                 item.finish()
         except OSError as exc:
             raise ModelFileError(f"{last[0]}: cannot write: {exc.strerror or exc}") from None
-        with _interrupts_held():
+        with interrupts_held():
             _replace_all(pending)
     finally:
         for item in pending:
@@ -262,7 +262,7 @@ def _restore(item: _Pending, backup: Optional[str]) -> None:
 
 
 @contextmanager
-def _interrupts_held():
+def interrupts_held():
     """Ctrl-C and SIGTERM wait until the block is done (the renames of one group)."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -427,15 +427,57 @@ def _open_binary(path: str, name: str) -> BinaryIO:
         raise CorpusError(f"{name}: {e.strerror or e}") from None
 
 
-def _decode(data: bytes, name: str, errors: str) -> str:
+def _decode(data: bytes, name: str, errors: str, first_line: int = 1) -> str:
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
-        line_number = data.count(b"\n", 0, e.start) + 1
+        line_number = data.count(b"\n", 0, e.start) + first_line
         raise CorpusError(
             f"{name}: line {line_number}: invalid UTF-8 "
             "(use --encoding-errors replace to go on)"
         ) from None
+
+
+def read_line_blocks(path: str, encoding_errors: str = "strict",
+                     block_bytes: int = 1 << 24) -> Iterator[tuple]:
+    """The lines of a text file (``"-"``: stdin) as ``read_lines`` gives them, a block
+    of about ``block_bytes`` bytes at a time (at least one whole line): ``(lines, bytes)``
+    pairs, ``bytes`` the size of the block in the file. The file is never in memory whole.
+
+    A block ends after a ``\n``: no UTF-8 sequence spans one, so decoding block by block
+    gives the text that decoding the whole would (``errors="replace"`` too).
+    """
+    _check_encoding_errors(encoding_errors)
+    name = "<stdin>" if path == "-" else path
+    stream = _stdin() if path == "-" else _open_binary(path, name)
+    rest, first_line = b"", 1
+    try:
+        data = _read_some(stream, name, max(block_bytes, len(codecs.BOM_UTF8)))
+        if data.startswith(codecs.BOM_UTF8):
+            data = data[len(codecs.BOM_UTF8):]
+        while True:
+            data = data or _read_some(stream, name, block_bytes)
+            if not data:
+                break
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            block, rest = data[:cut], data[cut:]
+            if block:
+                yield split_lines(_decode(block, name, encoding_errors, first_line)), cut
+                first_line += block.count(b"\n")
+            data = b""
+        if rest:
+            yield split_lines(_decode(rest, name, encoding_errors, first_line)), len(rest)
+    finally:
+        if path != "-":
+            stream.close()
+
+
+def _read_some(stream: BinaryIO, name: str, size: int) -> bytes:
+    try:
+        return stream.read(size)
+    except OSError as e:   # an I/O error while reading (a failing disk, EISDIR, ...)
+        raise CorpusError(f"{name}: cannot read: {e.strerror or e}") from None
 
 
 def read_lines_lazily(path: str, encoding_errors: str = "strict") -> Iterator[str]:
