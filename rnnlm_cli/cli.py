@@ -94,6 +94,36 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+class MemorySize(click.ParamType):
+    """A memory budget: ``500M``, ``4G``, ``50%`` (``options.parse_size``), at least the
+    least that works."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        from rnnlm_cli.errors import OptionError
+        from rnnlm_cli.ngram.training import LEAST_MEMORY
+        from rnnlm_cli.options import parse_size
+        try:
+            return parse_size(value, least=LEAST_MEMORY)
+        except OptionError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _check_temp_dir(ctx, param, value: Optional[str]) -> Optional[str]:
+    """A folder where temporary files can be made, or a usage error."""
+    if value is not None:
+        from rnnlm_cli.errors import OptionError
+        from rnnlm_cli.ngram.scratch import check_folder
+        try:
+            check_folder(value)
+        except OptionError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def tokenizer_options(command):
     """``--tokenizer``, ``--level``, ``--lowercase``: how training text is cut into tokens;
     ``--min-count``, ``--max-vocab`` or ``--vocab-from``: which tokens are words."""
@@ -262,6 +292,29 @@ def read_corpus_lines(paths: Iterable[str], encoding_errors: str) -> Iterator[st
         yield from lines
 
 
+def read_corpus_blocks(paths: Iterable[str], encoding_errors: str, block_bytes: int
+                       ) -> Iterator[tuple]:
+    """``read_corpus_lines`` a block of about ``block_bytes`` at a time: ``(lines, bytes)``."""
+    from rnnlm_cli.tokenizer import read_line_blocks
+    for path in paths:
+        empty = True
+        for lines, size in read_line_blocks(path, encoding_errors, block_bytes):
+            empty = empty and not lines
+            yield lines, size
+        if empty:
+            raise CorpusError(f"{_name(path)}: file is empty")
+
+
+def _total_size(paths: Iterable[str]) -> Optional[int]:
+    """The bytes of the files, if all are regular files (not stdin, not a pipe)."""
+    try:
+        sizes = [os.stat(path).st_size for path in paths if path != "-"
+                 and os.path.isfile(path)]
+    except OSError:
+        return None
+    return sum(sizes) if len(sizes) == len(list(paths)) else None
+
+
 def read_corpus_text(paths: Iterable[str], encoding_errors: str) -> str:
     """The text of each file in turn, as one string whose lines (``split_lines``) are
     those of ``read_corpus_lines``; an empty file is an error."""
@@ -349,11 +402,20 @@ def _tokenizer_flags(config) -> str:
 @click.option("--arpa", type=click.Path(dir_okay=False), default=None,
               help="Also write the model in ARPA format (read by KenLM and SRILM); "
                    "gzipped if FILE ends in .gz.")
+@click.option("--memory", type=MemorySize(), default=None, metavar="SIZE",
+              help="Memory for counting and estimating, besides the vocabulary: 500M, 4G, "
+                   "50% (of the machine's); past it, sorted tables go to --temp-dir. The "
+                   "model is the same whatever the size.  [default: half the free memory]")
+@click.option("--temp-dir", type=click.Path(file_okay=False), default=None,
+              callback=_check_temp_dir, metavar="DIR",
+              help="Where temporary tables go (removed at the end, whatever happens). "
+                   "[default: the system's, $TMPDIR or /tmp]")
 @tokenizer_options
 @encoding_option
 @click.pass_context
-def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_kind,
-                level, lowercase, min_count, max_vocab, vocab_from, encoding_errors):
+def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memory, temp_dir,
+                tokenizer_kind, level, lowercase, min_count, max_vocab, vocab_from,
+                encoding_errors):
     """Train an n-gram model on CORPUS files (- for stdin), one sentence per line.
 
     \b
@@ -361,11 +423,13 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, token
         rnnlm train-ngram corpora/en/sentences.txt --order 3 -o en.npz
         rnnlm train-ngram train.txt --tokenizer whitespace --order 5 -o m.npz --arpa m.arpa
         rnnlm train-ngram train.txt --vocab-from lstm.npz -o kn.npz
+        rnnlm train-ngram big.txt --order 5 --memory 2G --temp-dir /scratch -o big.npz
     """
     from rnnlm_cli.modelfile import write_model
     from rnnlm_cli.models import check_not_arpa_output
     from rnnlm_cli.ngram.arpa import write_arpa
-    from rnnlm_cli.ngram.training import NgramConfig, train_ngram as train
+    from rnnlm_cli.ngram.scratch import Scratch
+    from rnnlm_cli.ngram.training import NgramConfig, default_memory, train_ngram_bounded
     from rnnlm_cli.outputs import atomic_outputs, check_outputs
     from rnnlm_cli.tokenizer import Tokenizer
 
@@ -375,16 +439,22 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, token
     config.validate()
     check_not_arpa_output(output)
     check_outputs({"-o": output, "--arpa": arpa}, inputs=[*corpus, vocab_from])
+    stdin_at_most_once(*corpus)
     tokenizer = Tokenizer(tokenizer_config)
-    sentences = tokenizer.tokenize_lines(read_corpus_lines(corpus, encoding_errors))
-    with _progress(order + 2, "training") as step:
-        model = train(sentences, config, ", ".join(map(_name, corpus)),
-                      tokenizer.config.to_dict(), progress=step, vocab=words)
-    _warn_training(model.metadata)
-    with atomic_outputs([output, arpa] if arpa else [output], "wb") as files:  # both or neither
-        write_model(files[0], model.to_arrays(), model.metadata)
-        if arpa:
-            write_arpa(model, files[1], compress=arpa.lower().endswith(".gz"))
+
+    def sentence_blocks(block_bytes):
+        for lines, size in read_corpus_blocks(corpus, encoding_errors, block_bytes):
+            yield tokenizer.tokenize_lines(lines), size
+    with Scratch(temp_dir) as scratch:   # removed on success, error, Ctrl-C and SIGTERM
+        model = train_ngram_bounded(sentence_blocks, config, ", ".join(map(_name, corpus)),
+                                    tokenizer.config.to_dict(), memory or default_memory(),
+                                    scratch, _total_size(corpus), vocab=words)
+        _warn_training(model.metadata)
+        with atomic_outputs([output, arpa] if arpa else [output], "wb") as files, \
+                model.writing_progress(arpa is not None):             # both or neither
+            write_model(files[0], model.to_arrays(), model.metadata)
+            if arpa:
+                write_arpa(model, files[1], compress=arpa.lower().endswith(".gz"))
     meta = model.metadata
     click.echo(f"{output}: order-{order} {smoothing} model, {len(model.vocab)} words, "
                f"{sum(meta['ngrams'])} n-grams, trained on {meta['corpus']['tokens']} tokens "
@@ -411,24 +481,6 @@ def _one_blas_thread() -> None:
     if "numpy" not in sys.modules:
         for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, "1")
-
-
-class _progress:
-    """A tqdm bar over training stages, on stderr and only when stderr is a terminal."""
-
-    def __init__(self, stages: int, description: str):
-        self.bar = progress.bar(total=stages, desc=description, leave=False,
-                                bar_format="{desc}{n}/{total} [{elapsed}]")
-
-    def __enter__(self):
-        def step(message: str) -> None:
-            self.bar.set_description(message)
-            self.bar.update(1)
-        return step
-
-    def __exit__(self, *exc):
-        self.bar.close()
-        return False
 
 
 # -- train-rnn -------------------------------------------------------------------------------

@@ -180,6 +180,25 @@ class NgramModel(LanguageModel):
             context_bow = tables.backoff[n - 1].take(rows)
         return TokenScores(logprob, order_used, ends)
 
+    # -- the n-grams, for the ARPA file -----------------------------------------------------
+
+    def ngram_sizes(self) -> list:
+        return [int(keys.size) for keys in self.tables.keys]
+
+    def ngram_sections(self):
+        """For each order in turn, its n-grams as ``(word ids (rows, n), log p, log bow or
+        None)`` chunks (here one chunk an order): an n-gram's words are its prefix's
+        words, found by the prefix row in its key, and its last word."""
+        tables, size = self.tables, self._v
+        grams = np.arange(len(self.vocab), dtype=np.int64)[:, None]
+        for n in range(1, tables.order + 1):
+            if n > 1:
+                keys = tables.keys[n - 1]
+                grams = np.concatenate([grams[(keys // size).astype(np.int64)],
+                                        (keys % size).astype(np.int64)[:, None]], 1)
+            backoff = tables.backoff[n - 1] if n < tables.order else None
+            yield [(grams, tables.logprob[n - 1], backoff)]
+
     # -- storage -------------------------------------------------------------------------
 
     def to_arrays(self) -> dict:

@@ -71,10 +71,12 @@ def dtype_of(packing: Packing, **fields) -> np.dtype:
 
 
 def lex_order(keys: np.ndarray) -> np.ndarray:
-    """The permutation that sorts the rows of ``keys`` lexicographically (stable)."""
-    if keys.shape[1] == 1:
-        return np.argsort(keys[:, 0], kind="stable")
-    return np.lexsort(keys.T[::-1])
+    """The permutation that sorts the rows of ``keys`` lexicographically (stable): a
+    stable sort by each word, last word first (faster than ``np.lexsort``)."""
+    order = np.argsort(keys[:, -1], kind="stable")
+    for w in range(keys.shape[1] - 2, -1, -1):
+        order = order[np.argsort(keys[order, w], kind="stable")]
+    return order
 
 
 def row_starts(keys: np.ndarray) -> np.ndarray:
@@ -97,23 +99,25 @@ def less(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def count_at_most(keys: np.ndarray, bound: np.ndarray) -> int:
     """How many rows of the sorted ``keys`` are at most the row ``bound``."""
-    if keys.shape[1] == 1:
-        return int(np.searchsorted(keys[:, 0], bound[0], side="right"))
-    return int(np.count_nonzero(~less(bound[None, :], keys)))
+    return int(searchsorted(keys, bound[None, :], side="right")[0])
 
 
-def searchsorted(table: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """For each query row, the first row of the sorted ``table`` that is not less than it
-    (``np.searchsorted``, side left, on rows): a binary search run for every query at
-    once, one vector step per halving."""
+def searchsorted(table: np.ndarray, queries: np.ndarray, side: str = "left") -> np.ndarray:
+    """``np.searchsorted`` on rows: for each query row, the first row of the sorted
+    ``table`` that is not less than it (side left) or greater than it (side right). For
+    keys of several words, a binary search run for every query at once, one vector step
+    per halving."""
     if table.shape[1] == 1:
-        return np.searchsorted(table[:, 0], queries[:, 0]).astype(np.int64)
+        return np.searchsorted(table[:, 0], queries[:, 0], side=side).astype(np.int64)
     low = np.zeros(queries.shape[0], dtype=np.int64)
     high = np.full(queries.shape[0], table.shape[0], dtype=np.int64)
     for _ in range(int(table.shape[0]).bit_length()):
         middle = (low + high) >> 1
         active = low < high
-        below = active & less(table[np.minimum(middle, table.shape[0] - 1)], queries)
-        low = np.where(below, middle + 1, low)
-        high = np.where(active & ~below, middle, high)
+        row = table[np.minimum(middle, table.shape[0] - 1)]
+        # Go right past rows less than the query (left), or not greater than it (right).
+        right = less(row, queries) if side == "left" else ~less(queries, row)
+        right &= active
+        low = np.where(right, middle + 1, low)
+        high = np.where(active & ~right, middle, high)
     return low

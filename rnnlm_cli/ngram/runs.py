@@ -53,18 +53,28 @@ class RunSorter:
     def __init__(self, scratch: Scratch, name: str, dtype: np.dtype, buffer_rows: int,
                  sum_field: Optional[str] = None):
         self.scratch, self.name, self.sum_field = scratch, name, sum_field
-        self.buffer = np.empty(max(MIN_BUFFER, buffer_rows), dtype=dtype)
+        self.buffer_rows = max(MIN_BUFFER, buffer_rows)
+        self.buffer = np.empty(0, dtype=dtype)     # grows to buffer_rows as records come
         self.filled = 0
         self.runs: List[str] = []
 
     def add(self, records: np.ndarray) -> None:
         while records.size:
+            needed = self.filled + records.size
+            if needed > self.buffer.size and self.buffer.size < self.buffer_rows:
+                self._grow(needed)
             room = self.buffer.size - self.filled
             part, records = records[:room], records[room:]
             self.buffer[self.filled:self.filled + part.size] = part
             self.filled += part.size
-            if self.filled == self.buffer.size:
+            if self.filled == self.buffer_rows:
                 self._spill()
+
+    def _grow(self, needed: int) -> None:
+        size = min(self.buffer_rows, max(needed, 2 * self.buffer.size))
+        grown = np.empty(size, dtype=self.buffer.dtype)
+        grown[:self.filled] = self.buffer[:self.filled]
+        self.buffer = grown
 
     def _spill(self) -> None:
         sorted_part = sort_records(self.buffer[:self.filled], self.sum_field)
@@ -137,3 +147,64 @@ def _take_round(buffers: List[np.ndarray], more: List[bool]) -> List[np.ndarray]
     taken = [b[:c] for b, c in zip(buffers, counts)]
     buffers[:] = [b[c:] for b, c in zip(buffers, counts)]
     return taken
+
+
+class AlignedReader:
+    """Reads a sorted table alongside a stream of keys that are its rows, in the same
+    order: no search, rows are taken as they come and their keys checked against the
+    stream's. (Each n-gram's left extensions beside the n-grams; the suffixes of the
+    n-grams in suffix order beside the table of the order below: the stages of an
+    estimate are built so that their tables line up, as lmplz's streams do.)
+
+    ``skip`` drops the table's rows that have no counterpart in the stream (a mask of a
+    chunk of records: the n-grams starting with ``<s>``, which are nobody's suffix).
+    """
+
+    def __init__(self, path: str, buffer_rows: int,
+                 skip: Optional[Callable[[np.ndarray], np.ndarray]] = None):
+        self.reader = TableReader(path)
+        self.buffer_rows, self.skip = max(MIN_BUFFER, buffer_rows), skip
+        self.buffer = self.reader.read(0)
+        self.last: Optional[np.ndarray] = None     # the row of the last group (``for_groups``)
+
+    def take(self, keys: np.ndarray) -> np.ndarray:
+        """The table's next rows, one for each row of ``keys`` (and checked to be theirs)."""
+        parts, needed = [], keys.shape[0]
+        while needed:
+            if not self.buffer.size:
+                if not self.reader.remaining:
+                    raise RuntimeError(f"{self.reader.path} ends before the rows it should "
+                                       "hold")
+                chunk = self.reader.read(max(self.buffer_rows, needed))
+                self.buffer = chunk[~self.skip(chunk)] if self.skip else chunk
+                continue
+            parts.append(self.buffer[:needed])
+            self.buffer = self.buffer[needed:]
+            needed -= parts[-1].size
+        rows = np.concatenate(parts) if parts else self.buffer[:0]
+        if not np.array_equal(rows["key"], keys):
+            raise RuntimeError(f"{self.reader.path} is out of step with the rows read beside it")
+        return rows
+
+    def for_groups(self, keys: np.ndarray) -> np.ndarray:
+        """For sorted ``keys`` with repeats, whose distinct keys are the table's next rows
+        (the first one may be the last of the previous call's): each key's row."""
+        if keys.shape[0] == 0:
+            return self.buffer[:0]
+        starts = packed.row_starts(keys)
+        continued = self.last is not None and np.array_equal(keys[0], self.last["key"])
+        starts[0] = not continued
+        new = self.take(keys[starts])
+        rows = np.concatenate([self.last[None], new]) if continued else new
+        self.last = rows[-1].copy()
+        return rows[np.cumsum(starts) - (0 if continued else 1)]
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> "AlignedReader":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False

@@ -17,11 +17,11 @@ import itertools
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from rnnlm_cli.errors import TrainingError
+from rnnlm_cli.errors import OptionError, TrainingError
 from rnnlm_cli.outputs import interrupts_held
 
 PREFIX = "rnnlm-train-"
@@ -29,6 +29,16 @@ _HEADER_SIZE = 256        # bytes of a table's .npy header (a multiple of 64, as
 _ADVICE = {errno.ENOSPC: "; give --temp-dir on a disk with more room",
            errno.EDQUOT: "; give --temp-dir on a disk with more room",
            errno.EFBIG: " (a file-size limit: ulimit -f)"}
+
+
+def check_folder(path: str) -> None:
+    """``OptionError`` unless ``path`` is a folder where temporary files can be made."""
+    if not os.path.exists(path):
+        raise OptionError(f"{path}: no such directory")
+    if not os.path.isdir(path):
+        raise OptionError(f"{path}: not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OptionError(f"{path}: not writable (permission denied)")
 
 
 class Scratch:
@@ -201,6 +211,22 @@ class TableReader:
     def __exit__(self, *exc) -> bool:
         self.close()
         return False
+
+
+class TableArray:
+    """A one-column table as a *chunked array* (``modelfile.write_model`` writes it to a
+    model file a chunk at a time)."""
+
+    def __init__(self, path: str, chunk_bytes: int, meter: Callable[[int], None]):
+        self.path, self.chunk_bytes, self.meter = path, chunk_bytes, meter
+        with TableReader(path) as reader:
+            self.dtype, self.shape = reader.dtype, (reader.rows,)
+
+    def chunks(self):
+        with TableReader(self.path) as reader:
+            for chunk in reader.chunks(max(1, self.chunk_bytes // self.dtype.itemsize)):
+                self.meter(chunk.nbytes)
+                yield chunk
 
 
 def read_table(path: str) -> np.ndarray:

@@ -21,11 +21,13 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from rnnlm_cli.errors import TrainingError
 from rnnlm_cli.ngram.counting import NgramCounts
 
 METHODS = ("kneser-ney", "witten-bell", "add-k", "mle")
 # lmplz --discount_fallback: what KenLM uses when discounts cannot be estimated.
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+LOGPROB_SLACK = 1e-6     # rounding may make log p(w | h) = log 1 a hair above 0
 
 
 @dataclass
@@ -52,6 +54,21 @@ def estimate(counts: NgramCounts, method: str, bos: int, add_k: float = 1.0,
     if method == "mle":
         return _mle(counts, bos)
     raise ValueError(f"unknown smoothing method {method!r}")
+
+
+def check_estimate(n: int, logprob: np.ndarray, backoff: Optional[np.ndarray],
+                   method: str) -> None:
+    """Never write a model ``rnnlm check`` would refuse: a log-probability of order n that
+    is NaN or above 0, or a back-off that is NaN or +inf (``-inf``, an MLE context with no
+    mass left, is allowed), is a ``TrainingError`` (floating point gives out, e.g. for a
+    tiny ``--add-k``)."""
+    bad = np.isnan(logprob).any() or (logprob > LOGPROB_SLACK).any() or (
+        backoff is not None and (np.isnan(backoff).any() or np.isposinf(backoff).any()))
+    if bad:
+        advice = "; try a larger --add-k" if method == "add-k" else ""
+        raise TrainingError(f"the {method} estimate of the {n}-grams is not a "
+                            f"probability (floating point gives out{advice}); no model "
+                            "was written")
 
 
 # -- helpers shared by the methods ------------------------------------------------
@@ -83,7 +100,7 @@ def _contexts(counts: NgramCounts, n: int) -> Contexts:
     return Contexts(counts.context(n).astype(np.intp), counts.size(n - 1))
 
 
-def _safe_log(x: np.ndarray, out=None) -> np.ndarray:
+def safe_log(x: np.ndarray, out=None) -> np.ndarray:
     with np.errstate(divide="ignore"):
         return np.log(x, out=out)
 
@@ -102,9 +119,9 @@ def _interpolate(counts: NgramCounts, bos: int, alpha: List[np.ndarray],
         ctx = _contexts(counts, n).row
         probs = interpolate(alpha[n - 1], gamma[n - 1][ctx], lower[counts.suffix[n - 1]])
         alpha[n - 1] = None                       # free memory as we go: big corpora
-        logprob.append(_safe_log(lower, out=lower))
+        logprob.append(safe_log(lower, out=lower))
         lower = probs
-    logprob.append(_safe_log(lower, out=lower))
+    logprob.append(safe_log(lower, out=lower))
     backoff = [interpolated_backoff(g) for g in gamma[1:]]
     return BackoffTables(counts.order, vocab_size, list(counts.keys), logprob, backoff, notes)
 
@@ -125,7 +142,7 @@ def interpolate(alpha: np.ndarray, gamma_of_context: np.ndarray,
 
 def interpolated_backoff(gamma: np.ndarray) -> np.ndarray:
     """log bow(h) = log gamma(h); a context never continued (NaN) backs off with weight 1."""
-    return _safe_log(np.where(np.isnan(gamma), 1.0, gamma))
+    return safe_log(np.where(np.isnan(gamma), 1.0, gamma))
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -280,7 +297,7 @@ def _backoff_model(counts: NgramCounts, bos: int, estimates: List[np.ndarray],
         lower = estimates[n - 2][counts.suffix[n - 1]]
         backoff.append(katz_backoff(left_over[n - 1], lower, ctx))
     return BackoffTables(counts.order, counts.vocab_size, list(counts.keys),
-                         [_safe_log(p) for p in estimates], backoff, notes)
+                         [safe_log(p) for p in estimates], backoff, notes)
 
 
 def katz_backoff(left_over: np.ndarray, lower: np.ndarray, ctx: "Contexts") -> np.ndarray:
@@ -290,7 +307,7 @@ def katz_backoff(left_over: np.ndarray, lower: np.ndarray, ctx: "Contexts") -> n
     with np.errstate(divide="ignore", invalid="ignore"):
         bow = np.where(left_over > 0, left_over / (1.0 - lower_mass), 0.0)
     has_children = ctx.total(np.ones(ctx.row.size)) > 0
-    return _safe_log(np.where(has_children, bow, 1.0))
+    return safe_log(np.where(has_children, bow, 1.0))
 
 
 def _add_k(counts: NgramCounts, bos: int, k: float) -> BackoffTables:

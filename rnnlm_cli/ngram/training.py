@@ -1,18 +1,40 @@
-"""Training an n-gram model: vocabulary, counting, smoothing, in that order."""
+"""Training an n-gram model: vocabulary, counting, smoothing, in that order.
+
+Two ways, one model. ``train_ngram`` holds the corpus and every table in memory (about
+170 bytes a token at order 5); ``train_ngram_bounded`` stays within a memory budget: it
+reads the corpus once, a block at a time, keeping its word ids on disk; counts it in
+blocks (``blockcount.py``); and estimates from tables on disk (``streamed.py``). Both give
+the same model, bit for bit.
+"""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rnnlm_cli.errors import CorpusError, OptionError, TrainingError
-from rnnlm_cli.ngram.counting import count_ngrams
-from rnnlm_cli.ngram.invariants import LOGPROB_SLACK
+from rnnlm_cli import progress
+from rnnlm_cli.errors import CorpusError, OptionError
+from rnnlm_cli.ngram.blockcount import BYTES_PER_POSITION, BlockCounter, CountTables
+from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import NgramModel
-from rnnlm_cli.ngram.smoothing import METHODS, estimate
-from rnnlm_cli.options import check_choice, check_number, check_vocab_source, check_whole
-from rnnlm_cli.vocab import Vocabulary
+from rnnlm_cli.ngram.scratch import Scratch, TableReader, remove
+from rnnlm_cli.ngram.smoothing import METHODS, check_estimate, estimate
+from rnnlm_cli.ngram.streamed import StreamedModel, estimate_streamed
+from rnnlm_cli.options import (available_memory, check_choice, check_number,
+                               check_vocab_source, check_whole)
+from rnnlm_cli.vocab import Vocabulary, WordCounter
+
+# Memory per byte of text in the first pass: its lines, tokens and ids as Python objects.
+TEXT_MEMORY_PER_BYTE = 40
+LEAST_MEMORY = 1 << 20      # a budget below this would spend its time on tiny runs
+
+
+def default_memory() -> int:
+    """The budget when none is given: half the memory free now (at least LEAST_MEMORY).
+    Whatever it is, training works; a small one takes more runs and merges, on disk."""
+    return max(LEAST_MEMORY, available_memory() // 2)
 
 MAX_ORDER = 20
 
@@ -68,27 +90,100 @@ def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_
     tables = estimate(counts, config.smoothing, vocab.bos_id, config.add_k, config.prune)
     del counts
     _check_estimate(tables, config)
-    metadata = {
-        "model_type": "ngram", "order": config.order, "smoothing": config.smoothing,
-        "config": asdict(config), "tokenizer": tokenizer,
-        "corpus": {"name": corpus_name, "sentences": int(corpus.lengths.size),
-                   "tokens": corpus.num_tokens, "skipped_markers": corpus.skipped_markers},
-        "ngrams": [int(k.size) for k in tables.keys],
-        "smoothing_notes": tables.notes,
-    }
+    metadata = _metadata(config, tokenizer, corpus_name, int(corpus.lengths.size),
+                         corpus.num_tokens, corpus.skipped_markers,
+                         [int(k.size) for k in tables.keys], tables.notes)
     return NgramModel(vocab, tables, metadata)
 
 
+SentenceBlocks = Iterable[Tuple[Iterable[Sequence[str]], int]]
+
+
+def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: NgramConfig,
+                        corpus_name: str, tokenizer: dict, memory: int, scratch: Scratch,
+                        total_bytes: Optional[int] = None,
+                        vocab: Optional[Vocabulary] = None) -> StreamedModel:
+    """``train_ngram`` within about ``memory`` bytes besides the vocabulary, on the disk
+    of ``scratch``: the model is the same.
+
+    ``read_blocks(size)`` gives the corpus's sentences a block of about ``size`` bytes of
+    text at a time, as ``(sentences, bytes read)`` pairs (``total_bytes`` in all, if
+    known: for the progress bar). Progress bars (on a terminal) show each stage.
+    """
+    config.validate()
+    check_whole("memory", memory, 1)
+    if (vocab is None) != (config.vocab_from is None):
+        raise ValueError("give a vocabulary and the file it came from, or neither")
+    counter = WordCounter()
+    block_bytes = max(1 << 16, min(64 << 20, memory // TEXT_MEMORY_PER_BYTE))
+    corpus, sentences, tokens = _encode_to_disk(read_blocks(block_bytes), counter, scratch,
+                                                total_bytes)
+    if tokens == 0:
+        raise CorpusError(f"{corpus_name}: no words to train on (empty, or only blank lines)")
+    vocab, new_id = counter.vocabulary(config.min_count, config.max_vocab, vocab)
+    counts = _count_on_disk(corpus, new_id.astype(np.int32), vocab, config.order, memory,
+                            scratch)
+    tables = estimate_streamed(counts, config.smoothing, vocab.bos_id, vocab.eos_id,
+                               config.add_k, config.prune, memory, scratch)
+    metadata = _metadata(config, tokenizer, corpus_name, sentences, tokens, counter.skipped,
+                         tables.sizes, tables.notes)
+    return StreamedModel(vocab, tables, metadata, memory)
+
+
+def _encode_to_disk(blocks: SentenceBlocks, counter: WordCounter, scratch: Scratch,
+                    total_bytes: Optional[int]):
+    """The first pass: each block's words get provisional ids (``WordCounter``), written
+    to a scratch table as the padded sequence ``<s> w.. </s> <s> ...`` (``<s>`` and
+    ``</s>`` keep their ids). ``(table, sentences, tokens)``."""
+    sentences = tokens = 0
+    with _bar("reading", total_bytes) as bar, scratch.writer("corpus", np.int32) as out:
+        for block, size in blocks:
+            ids, lengths = counter.add(block)
+            out.append(padded_sequence(ids, lengths, Vocabulary.bos_id, Vocabulary.eos_id,
+                                       dtype=np.int32)[0])
+            sentences += lengths.size
+            tokens += ids.size
+            bar.update(size)
+    return out.path, sentences, tokens
+
+
+def _count_on_disk(corpus: str, new_id: np.ndarray, vocab: Vocabulary, order: int,
+                   memory: int, scratch: Scratch) -> CountTables:
+    """The second pass: the padded sequence in blocks, in final ids, counted."""
+    counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id)
+    with TableReader(corpus) as reader, _bar("counting", reader.rows * 4) as bar:
+        for block in reader.chunks(max(1 << 10, memory // BYTES_PER_POSITION)):
+            counter.add(new_id[block])
+            bar.update(block.nbytes)
+    remove(corpus)
+    with _bar("merging", None) as bar:
+        return counter.finish(memory, bar.update)
+
+
+@contextmanager
+def _bar(stage: str, total: Optional[int]):
+    """A progress bar of bytes for a stage (on a terminal: ``progress.bar``)."""
+    bar = progress.bar(total=total, desc=stage, unit="B", unit_scale=True,
+                       unit_divisor=1024, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _metadata(config: NgramConfig, tokenizer: dict, corpus_name: str, sentences: int,
+              tokens: int, skipped_markers: int, ngrams: List[int], notes: dict) -> dict:
+    return {
+        "model_type": "ngram", "order": config.order, "smoothing": config.smoothing,
+        "config": asdict(config), "tokenizer": tokenizer,
+        "corpus": {"name": corpus_name, "sentences": sentences, "tokens": tokens,
+                   "skipped_markers": skipped_markers},
+        "ngrams": ngrams,
+        "smoothing_notes": notes,
+    }
+
+
 def _check_estimate(tables, config: NgramConfig) -> None:
-    """Never write a model ``rnnlm check`` would refuse: a log-probability that is NaN or
-    above 0, or a back-off that is NaN or +inf (``-inf``, an MLE context with no mass
-    left, is allowed), is a ``TrainingError`` (floating point gives out, e.g. for a tiny
-    ``--add-k``)."""
+    """``smoothing.check_estimate`` on every order, lowest first."""
     for n, (logprob, backoff) in enumerate(zip(tables.logprob, tables.backoff + [None]), 1):
-        bad = np.isnan(logprob).any() or (logprob > LOGPROB_SLACK).any() or (
-            backoff is not None and (np.isnan(backoff).any() or np.isposinf(backoff).any()))
-        if bad:
-            advice = "; try a larger --add-k" if config.smoothing == "add-k" else ""
-            raise TrainingError(f"the {config.smoothing} estimate of the {n}-grams is not a "
-                                f"probability (floating point gives out{advice}); no model "
-                                "was written")
+        check_estimate(n, logprob, backoff, config.smoothing)
