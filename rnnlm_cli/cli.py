@@ -406,7 +406,7 @@ def _tokenizer_flags(config) -> str:
               help="Memory for counting and estimating, besides the vocabulary: 500M, 4G, "
                    "50% (of the machine's); past it, sorted tables go to --temp-dir. The "
                    "model is the same whatever the size.  [default: half the free memory]")
-@click.option("--temp-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--temp-dir", type=click.Path(), default=None,
               callback=_check_temp_dir, metavar="DIR",
               help="Where temporary tables go (removed at the end, whatever happens). "
                    "[default: the system's, $TMPDIR or /tmp]")

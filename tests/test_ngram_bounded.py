@@ -1,7 +1,9 @@
 """Bounded-memory training: packed n-grams, sorted runs and their merge, counting in
-blocks. Each is checked against the in-memory path or a plain Python reference, with
-memory budgets small enough to force many runs and several merge passes."""
+blocks, and the whole model. Each is checked against the in-memory path or a plain
+Python reference, with memory budgets small enough to force many runs and several merge
+passes: the model file and the ARPA file are the same, byte for byte."""
 import bisect
+import io
 import os
 from collections import Counter
 
@@ -10,11 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnnlm_cli.modelfile import write_model
 from rnnlm_cli.ngram import packed
+from rnnlm_cli.ngram.arpa import write_arpa
 from rnnlm_cli.ngram.blockcount import BlockCounter
 from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.runs import RunSorter, merge_runs, write_run
 from rnnlm_cli.ngram.scratch import Scratch, read_table
+from rnnlm_cli.ngram.smoothing import METHODS
+from rnnlm_cli.ngram.training import NgramConfig, train_ngram, train_ngram_bounded
+from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
 
 
 # -- packed n-grams ---------------------------------------------------------------------------
@@ -160,3 +167,88 @@ def test_the_scratch_folder_goes_away_after_an_error():
             folder = scratch.folder
             raise KeyboardInterrupt
     assert not os.path.exists(folder)
+
+
+# -- the whole model, bounded and in memory ---------------------------------------------------
+
+def zipf_corpus(seed, sentences, words):
+    """Sentences of Zipf-distributed words (``w0`` the most frequent), with the odd literal
+    ``<unk>`` and ``<s>`` (dropped from the text, as KenLM does)."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for length in rng.integers(0, 14, sentences):
+        tokens = [f"w{i}" for i in (rng.zipf(1.2, length) - 1) % words]
+        if length and rng.random() < 0.05:
+            tokens[rng.integers(length)] = rng.choice(["<unk>", "<s>"])
+        lines.append(" ".join(tokens))
+    return lines
+
+
+def train_both(lines, config, memory, block_lines=37):
+    """``(npz bytes, ARPA bytes, arrays)`` of the model trained in memory and bounded, and
+    the number of scratch files the bounded one made."""
+    tokenizer = Tokenizer(TokenizerConfig("whitespace"))
+    settings = tokenizer.config.to_dict()
+    model = train_ngram(tokenizer.tokenize_lines(lines), config, "corpus", settings)
+    expected = written(model)
+
+    def blocks(size):
+        for start in range(0, len(lines), block_lines):
+            part = lines[start:start + block_lines]
+            yield tokenizer.tokenize_lines(part), sum(len(line) + 1 for line in part)
+    with Scratch() as scratch:
+        bounded = train_ngram_bounded(blocks, config, "corpus", settings, memory, scratch)
+        got = written(bounded)
+        assert sorted(os.listdir(scratch.folder)) == sorted(     # only the final tables left
+            os.path.basename(path) for paths in (bounded.tables.ids, bounded.tables.keys,
+                                                 bounded.tables.logprob, bounded.tables.backoff)
+            for path in paths if path)
+    return expected, got, scratch.files_made
+
+
+def written(model):
+    npz, arpa = io.BytesIO(), io.BytesIO()
+    write_model(npz, model.to_arrays(), model.metadata)
+    write_arpa(model, arpa)
+    npz.seek(0)
+    with np.load(npz) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    return npz.getvalue(), arpa.getvalue(), arrays
+
+
+def assert_same_model(expected, got):
+    npz, arpa, arrays = expected
+    assert sorted(got[2]) == sorted(arrays)
+    for name, array in arrays.items():            # the first array that differs, by name
+        np.testing.assert_array_equal(got[2][name], array, err_msg=name)
+        assert got[2][name].dtype == array.dtype, name
+    assert got[1] == arpa
+    assert got[0] == npz
+
+
+@pytest.mark.parametrize("order, smoothing, prune", [
+    (1, "kneser-ney", []), (3, "kneser-ney", []), (4, "kneser-ney", [0, 1, 2]),
+    (8, "kneser-ney", [1]),                       # 8 ids of 9 bits: two uint64 a key
+    (4, "witten-bell", []), (4, "add-k", []), (4, "mle", [])])
+def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothing, prune):
+    lines = zipf_corpus(order, 2500, 400)
+    config = NgramConfig(order, smoothing, 0.25, prune)
+    expected, got, files = train_both(lines, config, memory=20_000)
+    assert_same_model(expected, got)
+    assert files > 20 * (order - 1)               # many runs spilled and merged
+
+
+@settings(max_examples=40, deadline=None)
+@given(lines=st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "<unk>", "<s>"]),
+                               max_size=7).map(" ".join), min_size=1, max_size=30),
+       order=st.integers(1, 6), smoothing=st.sampled_from(METHODS),
+       prune=st.sampled_from([[], [1], [0, 2]]), memory=st.integers(1, 5000),
+       block_lines=st.integers(1, 9))
+def test_bounded_training_agrees_on_random_tiny_corpora(lines, order, smoothing, prune,
+                                                       memory, block_lines):
+    if not any(set(line.split()) - {"<s>"} for line in lines):
+        return                                    # no words: an error both ways
+    prune = prune[:order - 1] if smoothing == "kneser-ney" else []
+    config = NgramConfig(order, smoothing, 0.5, prune)
+    expected, got, _ = train_both(lines, config, memory, block_lines)
+    assert_same_model(expected, got)

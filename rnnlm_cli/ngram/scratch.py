@@ -49,6 +49,7 @@ class Scratch:
         self.parent = parent or tempfile.gettempdir()
         self.folder: Optional[str] = None
         self._names = itertools.count()
+        self.files_made = 0
         self.bytes_written = 0
 
     def __enter__(self) -> "Scratch":
@@ -66,7 +67,8 @@ class Scratch:
 
     def path(self, name: str) -> str:
         """A new file name in the folder (``name`` says what it holds)."""
-        return os.path.join(self.folder, f"{next(self._names):05d}-{name}.npy")
+        self.files_made = next(self._names) + 1
+        return os.path.join(self.folder, f"{self.files_made:05d}-{name}.npy")
 
     def writer(self, name: str, dtype) -> "TableWriter":
         return TableWriter(self.path(name), np.dtype(dtype), self)
