@@ -429,7 +429,8 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
     from rnnlm_cli.models import check_not_arpa_output
     from rnnlm_cli.ngram.arpa import write_arpa
     from rnnlm_cli.ngram.scratch import Scratch
-    from rnnlm_cli.ngram.training import NgramConfig, default_memory, train_ngram_bounded
+    from rnnlm_cli.ngram.training import (NgramConfig, default_memory, train_ngram_bounded,
+                                          writing_progress)
     from rnnlm_cli.outputs import atomic_outputs, check_outputs
     from rnnlm_cli.tokenizer import Tokenizer
 
@@ -451,7 +452,7 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
                                     scratch, _total_size(corpus), vocab=words)
         _warn_training(model.metadata)
         with atomic_outputs([output, arpa] if arpa else [output], "wb") as files, \
-                model.writing_progress(arpa is not None):             # both or neither
+                writing_progress(model, arpa is not None):            # both or neither
             write_model(files[0], model.to_arrays(), model.metadata)
             if arpa:
                 write_arpa(model, files[1], compress=arpa.lower().endswith(".gz"))

@@ -96,7 +96,8 @@ def test_the_temporary_folder_goes_away_after_ctrl_c(work, monkeypatch):
         made.append(os.listdir(work / "tmp"))
         raise KeyboardInterrupt
     monkeypatch.setattr("rnnlm_cli.ngram.training.estimate_streamed", interrupted)
-    assert_fails(run("train-ngram", "corpus.txt", "-o", "m.npz", "--arpa", "m.arpa"), 130,
+    assert_fails(run("train-ngram", "corpus.txt", "-o", "m.npz", "--arpa", "m.arpa",
+                     "--memory", "1M"), 130,
                  "Error: interrupted; no output file was written", absent=["m.npz", "m.arpa"])
     assert made and made[0] and scratch_left(work / "tmp") == []
 

@@ -446,13 +446,15 @@ def _write_text(model, out: TextIO) -> None:
             probs = _to_log10(logprob)
             if n == 1:
                 probs[grams[:, 0] == model.vocab.bos_id] = LOG10_ZERO
-            text = [" ".join(words[g]) for g in grams]
+            text = words[grams[:, 0]]
+            for j in range(1, n):                       # a column at a time, not a row
+                text = text + " " + words[grams[:, j]]
             if backoff is None:
-                out.writelines(f"{p:.8g}\t{t}\n" for p, t in zip(probs.tolist(), text))
+                lines = [f"{p:.8g}\t{t}\n" for p, t in zip(probs.tolist(), text.tolist())]
             else:
-                bows = _to_log10(backoff)
-                out.writelines(f"{p:.8g}\t{t}\t{b:.8g}\n"
-                               for p, t, b in zip(probs.tolist(), text, bows.tolist()))
+                lines = [f"{p:.8g}\t{t}\t{b:.8g}\n" for p, t, b in
+                         zip(probs.tolist(), text.tolist(), _to_log10(backoff).tolist())]
+            out.write("".join(lines))
     out.write("\n\\end\\\n")
 
 

@@ -87,7 +87,7 @@ class BlockCounter:
         ends = first + np.flatnonzero(offsets[first:] >= n - 1)
         packing = packed.Packing(n, self.vocab_size)
         keys = packing.pack([ids[ends - (n - 1) + j] for j in range(n)])
-        keys = keys[packed.lex_order(keys)]
+        keys = packed.sort_rows(keys)
         firsts = np.flatnonzero(packed.row_starts(keys))
         records = np.empty(firsts.size, dtype=count_dtype(packing))
         records["key"] = keys[firsts]

@@ -79,6 +79,13 @@ def lex_order(keys: np.ndarray) -> np.ndarray:
     return order
 
 
+def sort_rows(keys: np.ndarray) -> np.ndarray:
+    """The rows of ``keys`` sorted lexicographically (a plain sort of one-word keys)."""
+    if keys.shape[1] == 1:
+        return np.sort(keys[:, 0])[:, None]
+    return keys[lex_order(keys)]
+
+
 def row_starts(keys: np.ndarray) -> np.ndarray:
     """Of sorted rows: True where a row differs from the one before (and at row 0)."""
     starts = np.ones(keys.shape[0], dtype=bool)
