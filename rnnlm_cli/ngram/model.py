@@ -185,10 +185,12 @@ class NgramModel(LanguageModel):
     def ngram_sizes(self) -> list:
         return [int(keys.size) for keys in self.tables.keys]
 
+    ARPA_CHUNK = 1 << 16          # n-grams a chunk of ``ngram_sections``
+
     def ngram_sections(self):
         """For each order in turn, its n-grams as ``(word ids (rows, n), log p, log bow or
-        None)`` chunks (here one chunk an order): an n-gram's words are its prefix's
-        words, found by the prefix row in its key, and its last word."""
+        None)`` chunks of ``ARPA_CHUNK`` rows: an n-gram's words are its prefix's words,
+        found by the prefix row in its key, and its last word."""
         tables, size = self.tables, self._v
         grams = np.arange(len(self.vocab), dtype=np.int64)[:, None]
         for n in range(1, tables.order + 1):
@@ -197,7 +199,10 @@ class NgramModel(LanguageModel):
                 grams = np.concatenate([grams[(keys // size).astype(np.int64)],
                                         (keys % size).astype(np.int64)[:, None]], 1)
             backoff = tables.backoff[n - 1] if n < tables.order else None
-            yield [(grams, tables.logprob[n - 1], backoff)]
+            yield [(grams[start:start + self.ARPA_CHUNK],
+                    tables.logprob[n - 1][start:start + self.ARPA_CHUNK],
+                    None if backoff is None else backoff[start:start + self.ARPA_CHUNK])
+                   for start in range(0, grams.shape[0], self.ARPA_CHUNK)]
 
     # -- storage -------------------------------------------------------------------------
 
