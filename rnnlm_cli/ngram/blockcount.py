@@ -16,6 +16,7 @@ vocabulary (another process, another machine) is just another run to merge.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.runs import Progress, merge_runs, write_run
-from rnnlm_cli.ngram.scratch import Scratch
+from rnnlm_cli.ngram.scratch import Scratch, header_size
 
 # Bytes of memory per position of a block while its n-grams are counted: the ids, their
 # offsets, one order's packed keys (twice: sorting gathers a copy), the sort's index.
@@ -93,6 +94,11 @@ class BlockCounter:
         records["key"] = keys[firsts]
         records["count"] = np.diff(np.append(firsts, keys.shape[0]))
         return records
+
+    def run_bytes(self) -> int:
+        """The bytes of the records of the runs spilled so far (what a merge pass reads)."""
+        return sum(os.path.getsize(path) - header_size() for runs in self.runs
+                   for path in runs)
 
     def finish(self, memory: int, progress: Progress = None) -> CountTables:
         """Merge each order's runs into its count table."""

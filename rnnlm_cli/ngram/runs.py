@@ -17,14 +17,16 @@ buffer of useful size) are merged in groups, and the groups' runs merged again.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, List, Optional
 
 import numpy as np
 
 from rnnlm_cli.ngram import packed
-from rnnlm_cli.ngram.scratch import Scratch, TableReader, remove
+from rnnlm_cli.ngram.scratch import Scratch, TableReader, header_size, remove
 
 MIN_BUFFER = 64           # records in a merge buffer, at the least
+_HEADER = header_size()
 Progress = Optional[Callable[[int], None]]   # told the bytes read, as they are
 
 
@@ -96,7 +98,9 @@ def merge_runs(scratch: Scratch, runs: List[str], name: str, memory_rows: int,
 
     ``memory_rows`` records may be in memory at once: about a quarter of them in the
     buffers, the rest for a round's sorting. Merges at most ``memory_rows / (4 *
-    MIN_BUFFER)`` runs at once, in several passes if there are more.
+    MIN_BUFFER)`` runs at once, in several passes if there are more. ``progress`` is
+    told the bytes of ``runs`` as the first pass reads them (later passes, over runs
+    merged here, are not told: they happen only with a budget too small for one pass).
     """
     runs = list(runs)
     fan_in = max(2, memory_rows // (4 * MIN_BUFFER))
@@ -104,6 +108,10 @@ def merge_runs(scratch: Scratch, runs: List[str], name: str, memory_rows: int,
         groups = [runs[i:i + fan_in] for i in range(0, len(runs), fan_in)]
         runs = [_merge_group(scratch, group, name, memory_rows, sum_field, progress)
                 if len(group) > 1 else group[0] for group in groups]
+        if progress:
+            progress(sum(os.path.getsize(group[0]) - _HEADER for group in groups
+                         if len(group) == 1))         # a run left alone counts as read
+            progress = None
     return runs[0]
 
 

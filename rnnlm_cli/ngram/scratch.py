@@ -152,6 +152,11 @@ class TableWriter:
         return False
 
 
+def header_size() -> int:
+    """The bytes before a table's first record."""
+    return _HEADER_SIZE
+
+
 def _header(dtype: np.dtype, rows: int) -> bytes:
     """A ``.npy`` version 1.0 header for ``rows`` records, padded to ``_HEADER_SIZE``."""
     text = (f"{{'descr': {np.lib.format.dtype_to_descr(dtype)!r}, "
@@ -164,10 +169,11 @@ def _header(dtype: np.dtype, rows: int) -> bytes:
 
 
 class TableReader:
-    """Reads a ``.npy`` table of records front to back, ``read(rows)`` at a time."""
+    """Reads a ``.npy`` table of records front to back, ``read(rows)`` at a time (each
+    read's size in bytes told to ``meter``, if given: a progress bar)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, meter: Optional[Callable[[int], None]] = None):
+        self.path, self.meter = path, meter
         self._file = open(path, "rb")
         version = np.lib.format.read_magic(self._file)
         if version == (1, 0):
@@ -192,6 +198,8 @@ class TableReader:
             if got != records.nbytes:
                 raise TrainingError(f"{self.path}: a temporary file was cut short "
                                     "(was the temporary folder cleaned up under us?)")
+            if self.meter:
+                self.meter(records.nbytes)
         self.position += rows
         return records
 

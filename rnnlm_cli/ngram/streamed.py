@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -41,7 +41,8 @@ from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.blockcount import CountTables
 from rnnlm_cli.vocab import Vocabulary
 from rnnlm_cli.ngram.runs import AlignedReader, RunSorter
-from rnnlm_cli.ngram.scratch import Scratch, TableArray, TableReader, read_table, remove
+from rnnlm_cli.ngram.scratch import (Scratch, TableArray, TableReader, header_size, read_table,
+                                     remove)
 from rnnlm_cli.ngram.smoothing import (
     Contexts, add_k_order, add_k_unigrams, check_estimate, choose_discounts, counts_of_counts,
     interpolate, interpolated_backoff, katz_backoff, kn_order, mle_order, prune_thresholds,
@@ -91,18 +92,17 @@ class StreamedModel:
         tables = self.tables
 
         def size(*columns):
-            return sum(os.path.getsize(path) for paths in columns for path in paths if path)
+            return sum(os.path.getsize(path) - header_size()
+                       for paths in columns for path in paths if path)
         total = size(tables.keys, tables.logprob, tables.backoff)
         if arpa:
             total += size(tables.ids, tables.logprob, tables.backoff)
-        bar = progress.bar(total=total, desc="writing", unit="B", unit_scale=True,
-                           unit_divisor=1024, leave=False)
-        self._meter = bar.update
-        try:
-            yield
-        finally:
-            self._meter = _ignore
-            bar.close()
+        with progress.bytes_bar("writing", total) as bar:
+            self._meter = bar.update
+            try:
+                yield
+            finally:
+                self._meter = _ignore
 
     def to_arrays(self) -> dict:
         """The arrays of ``NgramModel.to_arrays``, in the same order."""
@@ -163,6 +163,7 @@ class _Estimator:
         self.order, self.vocab_size = counts.order, counts.vocab_size
         self.thresholds = prune_thresholds(prune, counts.order) if prune else None
         self.memory, self.scratch = memory, scratch
+        self.meter: Callable[[int], None] = _ignore
 
     def rows(self, step: str) -> int:
         """Rows of a chunk for ``step`` (see ``ROW_BYTES``)."""
@@ -175,19 +176,44 @@ class _Estimator:
     def packing(self, n: int) -> packed.Packing:
         return packed.Packing(n, self.vocab_size)
 
+    def reader(self, path: str) -> TableReader:
+        """A reader of one of the tables each step reads whole, on the progress bar."""
+        return TableReader(path, self.meter)
+
+    def _planned_reads(self) -> int:
+        """The bytes that the steps' ``reader``s will read, order by order: records of a
+        key and one number (counts, lower values; the final values have two numbers) and
+        keys alone (the suffix order)."""
+        kn, total = self.method == "kneser-ney", 0
+        for n in range(2, self.order + 1):
+            with TableReader(self.counts.tables[n - 1]) as table:
+                rows = table.rows
+            key, longer = 8 * self.packing(n).words, n > 2
+            # _normalize, _finish_order; _rotate and the lower values; _kn_discounts; and
+            # _unigram_adjusted. Then the suffix order: _lower and _extensions.
+            records = 2 + 2 * longer + kn + (kn and n == 2)
+            total += rows * (records * (key + 8) + 8 + longer * (1 + kn) * key)
+        return total
+
     # -- the whole estimate ------------------------------------------------------------------
 
     def run(self) -> StreamedTables:
+        with progress.bytes_bar("estimating", self._planned_reads()) as bar:
+            self.meter = bar.update
+            return self._run()
+
+    def _run(self) -> StreamedTables:
         N = self.order
         rotated = [None] * (N + 1)
         rotated[3:] = [self._rotate(n) for n in range(3, N + 1)]
         extensions = [None] * (N + 1)
-        notes = {}
+        notes = {"add-k": {"add_k": self.add_k}}.get(self.method, {})
         if self.method == "kneser-ney":
             extensions[2:N] = [self._extensions(n, rotated[n + 1]) for n in range(2, N)]
             notes = {"discounts": {}, "discount_fallback": {}}
+            self.unigram_adjusted = self._unigram_adjusted()
             self.discounts = self._kn_discounts(extensions, notes)
-        unigram_value, notes = self._unigrams(notes)
+        unigram_value = self._unigrams()
         values, context_weights = [None, None], [None]
         for n in range(2, N + 1):
             lower = None if n == 2 else self._lower(n, rotated[n], values[n - 1])
@@ -208,7 +234,7 @@ class _Estimator:
         dtype = packed.dtype_of(packing)
         sort_rows = self.sort_rows(dtype)
         sorter = RunSorter(self.scratch, f"suffix-order-{n}", dtype, sort_rows)
-        with TableReader(self.counts.tables[n - 1]) as reader:
+        with self.reader(self.counts.tables[n - 1]) as reader:
             for chunk in reader.chunks(max(64, sort_rows // 4)):
                 records = np.empty(chunk.size, dtype=dtype)
                 records["key"] = packing.pack(np.roll(packing.unpack(chunk["key"]), -1, axis=1))
@@ -222,7 +248,7 @@ class _Estimator:
         upper, packing = self.packing(n + 1), self.packing(n)
         dtype = packed.dtype_of(packing, extensions=np.int64)
         carry = np.zeros(0, dtype=dtype)
-        with TableReader(rotated) as reader, self.scratch.writer(f"extensions-{n}", dtype) as out:
+        with self.reader(rotated) as reader, self.scratch.writer(f"extensions-{n}", dtype) as out:
             for chunk in reader.chunks(self.rows("lookup")):
                 suffixes = packing.pack(upper.unpack(chunk["key"])[:, :n])
                 firsts = np.flatnonzero(packed.row_starts(suffixes))
@@ -252,7 +278,7 @@ class _Estimator:
     def _kn_discounts(self, extensions: List[Optional[str]], notes: dict) -> List[np.ndarray]:
         """The discounts of every order, from the adjusted counts' counts of counts (noted
         in order 1..N, as the in-memory path notes them)."""
-        tallies = [counts_of_counts(self._unigram_adjusted())]
+        tallies = [counts_of_counts(self.unigram_adjusted)]
         for n in range(2, self.order + 1):
             tally = np.zeros(5, dtype=np.int64)
             for chunk, ids, extensions_beside in self._chunks_with(n, extensions[n]):
@@ -266,7 +292,7 @@ class _Estimator:
         with ExitStack() as stack:
             beside = stack.enter_context(AlignedReader(extensions, self.rows("lookup"))) \
                 if extensions else None
-            reader = stack.enter_context(TableReader(self.counts.tables[n - 1]))
+            reader = stack.enter_context(self.reader(self.counts.tables[n - 1]))
             for chunk in reader.chunks(self.rows("normalize")):
                 yield chunk, packing.unpack(chunk["key"]), beside
 
@@ -277,20 +303,20 @@ class _Estimator:
         raw[self.bos] = 0.0                           # <s> is never predicted
         return raw
 
-    def _unigrams(self, notes: dict):
-        """The unigram values (p, or the estimate of a back-off method) and the notes."""
+    def _unigrams(self) -> np.ndarray:
+        """The unigram values: p, or the estimate of a back-off method."""
         raw = self._raw_unigrams()
         every = Contexts(np.zeros(self.vocab_size, dtype=np.intp), 1)
         if self.method == "kneser-ney":
-            alpha, gamma = kn_order(self._unigram_adjusted(), self.discounts[1],
+            alpha, gamma = kn_order(self.unigram_adjusted, self.discounts[1],
                                     np.ones(self.vocab_size, dtype=bool), every)
-            return unigram_probabilities(alpha, gamma, self.bos), notes
+            return unigram_probabilities(alpha, gamma, self.bos)
         if self.method == "witten-bell":
             alpha, gamma = wb_order(raw, every)
-            return unigram_probabilities(alpha, gamma, self.bos), notes
+            return unigram_probabilities(alpha, gamma, self.bos)
         if self.method == "add-k":
-            return add_k_unigrams(raw, self.add_k, self.bos), {"add_k": self.add_k}
-        return mle_order(raw, every)[0], notes
+            return add_k_unigrams(raw, self.add_k, self.bos)
+        return mle_order(raw, every)[0]
 
     def _unigram_adjusted(self) -> np.ndarray:
         """Kneser-Ney's unigram counts: each word's number of distinct words before it
@@ -299,7 +325,7 @@ class _Estimator:
             return self._raw_unigrams()
         before = np.zeros(self.vocab_size, dtype=np.int64)
         packing = self.packing(2)
-        with TableReader(self.counts.tables[1]) as reader:
+        with self.reader(self.counts.tables[1]) as reader:
             for chunk in reader.chunks(self.rows("normalize")):
                 before += np.bincount(packing.unpack(chunk["key"])[:, 1],
                                       minlength=self.vocab_size)
@@ -318,7 +344,7 @@ class _Estimator:
         # Every (n-1)-gram but those starting with <s> is the suffix of some n-gram.
         def starts_with_bos(records):
             return below.unpack(records["key"])[:, 0] == self.bos
-        with TableReader(rotated) as reader, \
+        with self.reader(rotated) as reader, \
                 AlignedReader(values_below, self.rows("lookup"), starts_with_bos) as values:
             for chunk in reader.chunks(max(64, sort_rows // 4)):
                 ids = packing.unpack(chunk["key"])                # (w_2 .. w_n, w_1)
@@ -341,7 +367,8 @@ class _Estimator:
                 if extensions else None
             values = stack.enter_context(self.scratch.writer(f"values-{n}", values_type))
             weights = stack.enter_context(self.scratch.writer(f"backoff-{n - 1}", weights_type))
-            for parts, ids in _context_chunks(paths, packing, self.rows("normalize")):
+            for parts, ids in _context_chunks(paths, packing, self.rows("normalize"),
+                                              self.meter):
                 chunk = parts[0]
                 if lower:
                     if not np.array_equal(parts[1]["key"], chunk["key"]):
@@ -431,7 +458,7 @@ class _Estimator:
             bows = stack.enter_context(AlignedReader(weights, rows)) if weights else None
             contexts = stack.enter_context(AlignedReader(result.rows[n - 2], rows)) \
                 if n > 2 else None
-            reader = stack.enter_context(TableReader(values))
+            reader = stack.enter_context(self.reader(values))
             for chunk in reader.chunks(rows):
                 ids = packing.unpack(chunk["key"])
                 context = ids[:, 0] if n == 2 else \
@@ -478,11 +505,11 @@ def _records(dtype: np.dtype, keys: np.ndarray, **fields) -> np.ndarray:
     return records
 
 
-def _context_chunks(paths: List[str], packing: packed.Packing, rows: int
-                    ) -> Iterator[tuple]:
+def _context_chunks(paths: List[str], packing: packed.Packing, rows: int,
+                    meter: Callable[[int], None]) -> Iterator[tuple]:
     """Aligned chunks of tables sorted alike (the first one's keys are n-grams of
     ``packing``), each ending at a context's end: ``([chunk of each table], ids)``."""
-    readers = [TableReader(path) for path in paths]
+    readers = [TableReader(path, meter) for path in paths]
     held = [reader.read(0) for reader in readers]
     try:
         while True:

@@ -179,7 +179,7 @@ def _first_pass(blocks: SentenceBlocks, counter: WordCounter, scratch: Scratch, 
     the padded sequence ``<s> w.. </s> <s> ...`` (``<s>``, ``</s>`` keep their ids)."""
     corpus = _Corpus()
     with ExitStack() as stack:
-        bar = stack.enter_context(_bar("reading", total_bytes))
+        bar = stack.enter_context(progress.bytes_bar("reading", total_bytes))
         spool = None
         for block, size in blocks:
             ids, lengths = counter.add(block)
@@ -204,12 +204,12 @@ def _count_on_disk(corpus: str, new_id: np.ndarray, vocab: Vocabulary, order: in
                    memory: int, scratch: Scratch) -> CountTables:
     """The second pass: the padded sequence in blocks, in final ids, counted."""
     counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id)
-    with TableReader(corpus) as reader, _bar("counting", reader.rows * 4) as bar:
+    with TableReader(corpus) as reader, progress.bytes_bar("counting", reader.rows * 4) as bar:
         for block in reader.chunks(max(1 << 10, memory // BYTES_PER_POSITION)):
             counter.add(new_id[block])
             bar.update(block.nbytes)
     remove(corpus)
-    with _bar("merging", None) as bar:
+    with progress.bytes_bar("merging", counter.run_bytes()) as bar:
         return counter.finish(memory, bar.update)
 
 
@@ -224,17 +224,6 @@ def _steps(total: int, stage: str):
         bar.update(1)
     try:
         yield step
-    finally:
-        bar.close()
-
-
-@contextmanager
-def _bar(stage: str, total: Optional[int]):
-    """A progress bar of bytes for a stage (on a terminal: ``progress.bar``)."""
-    bar = progress.bar(total=total, desc=stage, unit="B", unit_scale=True,
-                       unit_divisor=1024, leave=False)
-    try:
-        yield bar
     finally:
         bar.close()
 
