@@ -104,8 +104,7 @@ class MemorySize(click.ParamType):
         if isinstance(value, int):
             return value
         from rnnlm_cli.errors import OptionError
-        from rnnlm_cli.ngram.training import LEAST_MEMORY
-        from rnnlm_cli.options import parse_size
+        from rnnlm_cli.options import LEAST_MEMORY, parse_size
         try:
             return parse_size(value, least=LEAST_MEMORY)
         except OptionError as exc:
@@ -116,7 +115,7 @@ def _check_temp_dir(ctx, param, value: Optional[str]) -> Optional[str]:
     """A folder where temporary files can be made, or a usage error."""
     if value is not None:
         from rnnlm_cli.errors import OptionError
-        from rnnlm_cli.ngram.scratch import check_folder
+        from rnnlm_cli.outputs import check_folder
         try:
             check_folder(value)
         except OptionError as exc:
@@ -425,13 +424,10 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
         rnnlm train-ngram train.txt --vocab-from lstm.npz -o kn.npz
         rnnlm train-ngram big.txt --order 5 --memory 2G --temp-dir /scratch -o big.npz
     """
-    from rnnlm_cli.modelfile import write_model
     from rnnlm_cli.models import check_not_arpa_output
-    from rnnlm_cli.ngram.arpa import write_arpa
     from rnnlm_cli.ngram.scratch import Scratch
-    from rnnlm_cli.ngram.training import (NgramConfig, default_memory, train_ngram_bounded,
-                                          writing_progress)
-    from rnnlm_cli.outputs import atomic_outputs, check_outputs
+    from rnnlm_cli.ngram.training import NgramConfig, default_memory, train_ngram_bounded
+    from rnnlm_cli.outputs import check_outputs
     from rnnlm_cli.tokenizer import Tokenizer
 
     tokenizer_config, words = _training_words(ctx, vocab_from, tokenizer_kind, level,
@@ -442,24 +438,39 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
     check_outputs({"-o": output, "--arpa": arpa}, inputs=[*corpus, vocab_from])
     stdin_at_most_once(*corpus)
     tokenizer = Tokenizer(tokenizer_config)
-
-    def sentence_blocks(block_bytes):
-        for lines, size in read_corpus_blocks(corpus, encoding_errors, block_bytes):
-            yield tokenizer.tokenize_lines(lines), size
     with Scratch(temp_dir) as scratch:   # removed on success, error, Ctrl-C and SIGTERM
-        model = train_ngram_bounded(sentence_blocks, config, ", ".join(map(_name, corpus)),
+        model = train_ngram_bounded(_sentence_blocks(corpus, encoding_errors, tokenizer),
+                                    config, ", ".join(map(_name, corpus)),
                                     tokenizer.config.to_dict(), memory or default_memory(),
                                     scratch, _total_size(corpus), vocab=words)
         _warn_training(model.metadata)
-        with atomic_outputs([output, arpa] if arpa else [output], "wb") as files, \
-                writing_progress(model, arpa is not None):            # both or neither
-            write_model(files[0], model.to_arrays(), model.metadata)
-            if arpa:
-                write_arpa(model, files[1], compress=arpa.lower().endswith(".gz"))
+        _write_ngram_model(model, output, arpa)
     meta = model.metadata
     click.echo(f"{output}: order-{order} {smoothing} model, {len(model.vocab)} words, "
                f"{sum(meta['ngrams'])} n-grams, trained on {meta['corpus']['tokens']} tokens "
                f"in {meta['corpus']['sentences']} sentences", err=True)
+
+
+def _sentence_blocks(corpus, encoding_errors: str, tokenizer):
+    """What ``train_ngram_bounded`` reads: ``read(block_bytes)`` gives the tokenized
+    sentences of the CORPUS files a block at a time, with the block's size."""
+    def read(block_bytes):
+        for lines, size in read_corpus_blocks(corpus, encoding_errors, block_bytes):
+            yield tokenizer.tokenize_lines(lines), size
+    return read
+
+
+def _write_ngram_model(model, output: str, arpa: Optional[str]) -> None:
+    """The ``.npz`` at ``output`` and the ARPA file at ``arpa`` (if given): both or neither."""
+    from rnnlm_cli.modelfile import write_model
+    from rnnlm_cli.ngram.arpa import write_arpa
+    from rnnlm_cli.ngram.training import writing_progress
+    from rnnlm_cli.outputs import atomic_outputs
+    with atomic_outputs([output, arpa] if arpa else [output], "wb") as files, \
+            writing_progress(model, arpa is not None):
+        write_model(files[0], model.to_arrays(), model.metadata)
+        if arpa:
+            write_arpa(model, files[1], compress=arpa.lower().endswith(".gz"))
 
 
 def _warn_training(metadata: dict) -> None:

@@ -80,6 +80,7 @@ def _range(low, high, low_open, high_open) -> str:
 
 # -- sizes of memory ---------------------------------------------------------------------------
 
+LEAST_MEMORY = 1 << 20      # a smaller budget would spend its time on tiny runs
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGT]?)B?\s*", re.IGNORECASE)
 _SHARE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*%\s*")

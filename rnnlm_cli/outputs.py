@@ -82,6 +82,17 @@ def check_output(path: str) -> None:
         raise ModelFileError(f"{path}: cannot write: Permission denied")
 
 
+def check_folder(path: str) -> None:
+    """``OptionError`` unless ``path`` is a folder where files can be made (a place for
+    temporary files)."""
+    if not os.path.exists(path):
+        raise OptionError(f"{path}: no such directory")
+    if not os.path.isdir(path):
+        raise OptionError(f"{path}: not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OptionError(f"{path}: not writable (permission denied)")
+
+
 def _check_replaceable(path: str, target: str) -> Optional[os.stat_result]:
     """The target's status if it exists; an error if it is anything but a regular file."""
     try:

@@ -23,6 +23,7 @@ from rnnlm_cli.ngram.scratch import Scratch, read_table
 from rnnlm_cli.ngram.smoothing import METHODS
 from rnnlm_cli.ngram.training import NgramConfig, train_ngram, train_ngram_bounded
 from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
+from rnnlm_cli.vocab import Vocabulary
 
 
 # -- packed n-grams ---------------------------------------------------------------------------
@@ -186,12 +187,13 @@ def zipf_corpus(seed, sentences, words):
     return lines
 
 
-def train_both(lines, config, memory, block_lines=37):
+def train_both(lines, config, memory, block_lines=37, vocab=None):
     """``(npz bytes, ARPA bytes, arrays)`` of the model trained in memory and bounded, and
     the number of scratch files the bounded one made."""
     tokenizer = Tokenizer(TokenizerConfig("whitespace"))
     settings = tokenizer.config.to_dict()
-    model = train_ngram(tokenizer.tokenize_lines(lines), config, "corpus", settings)
+    model = train_ngram(tokenizer.tokenize_lines(lines), config, "corpus", settings,
+                        vocab=vocab)
     expected = written(model)
 
     def blocks(size):
@@ -199,7 +201,8 @@ def train_both(lines, config, memory, block_lines=37):
             part = lines[start:start + block_lines]
             yield tokenizer.tokenize_lines(part), sum(len(line) + 1 for line in part)
     with Scratch() as scratch:
-        bounded = train_ngram_bounded(blocks, config, "corpus", settings, memory, scratch)
+        bounded = train_ngram_bounded(blocks, config, "corpus", settings, memory, scratch,
+                                      vocab=vocab)
         got = written(bounded)
         final = [] if isinstance(bounded, NgramModel) else [  # (in memory: a small corpus)
             os.path.basename(path) for paths in (bounded.tables.ids, bounded.tables.keys,
@@ -239,6 +242,17 @@ def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothi
     expected, got, files = train_both(lines, config, memory=20_000)
     assert_same_model(expected, got)
     assert files > 20 * (order - 1)               # many runs spilled and merged
+
+
+def test_a_fixed_vocabulary_gives_the_same_model_too():
+    """``--vocab-from``: words of the corpus outside it are <unk>; its words absent from
+    the corpus keep their ids, with no n-grams."""
+    lines = zipf_corpus(9, 2000, 300)
+    vocab = Vocabulary(["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(0, 400, 2)])
+    config = NgramConfig(4, vocab_from="other.npz")
+    expected, got, files = train_both(lines, config, memory=20_000, vocab=vocab)
+    assert_same_model(expected, got)
+    assert files > 60
 
 
 @settings(max_examples=40, deadline=None)

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from rnnlm_cli.errors import OptionError, TrainingError
+from rnnlm_cli.errors import TrainingError
 from rnnlm_cli.outputs import interrupts_held
 
 PREFIX = "rnnlm-train-"
@@ -31,39 +31,36 @@ _ADVICE = {errno.ENOSPC: "; give --temp-dir on a disk with more room",
            errno.EFBIG: " (a file-size limit: ulimit -f)"}
 
 
-def check_folder(path: str) -> None:
-    """``OptionError`` unless ``path`` is a folder where temporary files can be made."""
-    if not os.path.exists(path):
-        raise OptionError(f"{path}: no such directory")
-    if not os.path.isdir(path):
-        raise OptionError(f"{path}: not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise OptionError(f"{path}: not writable (permission denied)")
-
-
 class Scratch:
     """A temporary folder inside ``parent`` (the system's temporary folder by default),
-    removed with everything in it when the ``with`` block ends, however it ends."""
+    made when the first file is, and removed with everything in it when the ``with``
+    block ends, however it ends."""
 
     def __init__(self, parent: Optional[str] = None):
         self.parent = parent or tempfile.gettempdir()
-        self.folder: Optional[str] = None
+        self._folder: Optional[str] = None
         self._names = itertools.count()
         self.files_made = 0
         self.bytes_written = 0
 
     def __enter__(self) -> "Scratch":
-        try:
-            self.folder = tempfile.mkdtemp(prefix=PREFIX, dir=self.parent)
-        except OSError as exc:
-            raise TrainingError(f"{self.parent}: cannot make a temporary folder: "
-                                f"{exc.strerror}") from None
         return self
 
     def __exit__(self, *exc) -> bool:
         with interrupts_held():          # a second Ctrl-C does not leave half a folder
-            shutil.rmtree(self.folder, ignore_errors=True)
+            if self._folder is not None:
+                shutil.rmtree(self._folder, ignore_errors=True)
         return False
+
+    @property
+    def folder(self) -> str:
+        if self._folder is None:
+            with interrupts_held():      # made and noted together, for __exit__
+                try:
+                    self._folder = tempfile.mkdtemp(prefix=PREFIX, dir=self.parent)
+                except OSError as exc:
+                    raise self.failure(exc) from None
+        return self._folder
 
     def path(self, name: str) -> str:
         """A new file name in the folder (``name`` says what it holds)."""

@@ -22,13 +22,12 @@ from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.scratch import Scratch, TableReader, remove
 from rnnlm_cli.ngram.smoothing import METHODS, check_estimate, estimate
 from rnnlm_cli.ngram.streamed import StreamedModel, estimate_streamed
-from rnnlm_cli.options import (available_memory, check_choice, check_number,
+from rnnlm_cli.options import (LEAST_MEMORY, available_memory, check_choice, check_number,
                                check_vocab_source, check_whole)
 from rnnlm_cli.vocab import Vocabulary, WordCounter
 
 # Memory per byte of text in the first pass: its lines, tokens and ids as Python objects.
 TEXT_MEMORY_PER_BYTE = 40
-LEAST_MEMORY = 1 << 20      # a budget below this would spend its time on tiny runs
 
 
 def default_memory() -> int:
