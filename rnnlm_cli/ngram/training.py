@@ -1,10 +1,11 @@
 """Training an n-gram model: vocabulary, counting, smoothing, in that order.
 
 Two ways, one model. ``train_ngram`` holds the corpus and every table in memory (about
-170 bytes a token at order 5); ``train_ngram_bounded`` stays within a memory budget: it
-reads the corpus once, a block at a time, keeping its word ids on disk; counts it in
-blocks (``blockcount.py``); and estimates from tables on disk (``streamed.py``). Both give
-the same model, bit for bit.
+32 (order + 1) bytes a token: ``in_memory_bytes``); ``train_ngram_bounded``, what
+``train-ngram`` runs, stays within a memory budget: it reads the corpus once, a block at
+a time, and trains in memory if that fits; else it keeps the word ids on disk, counts
+them in blocks (``blockcount.py``) and estimates from tables on disk (``streamed.py``).
+Both give the same model, bit for bit.
 """
 from __future__ import annotations
 
