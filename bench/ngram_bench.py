@@ -87,11 +87,15 @@ class Stats:
                 "runs": self.values}
 
 
-def run_child(args: List[str]) -> Run:
-    """Run a command, wait for it with os.wait4: exact wall time and peak RSS of the child."""
+def run_child(args: List[str], env: Optional[Dict[str, str]] = None,
+              cwd: Optional[Path] = None) -> Run:
+    """Run a command, wait for it with os.wait4: exact wall time and peak RSS of the child.
+    ``env`` adds to (or overrides) this process's environment; ``cwd`` defaults to the
+    project root."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=PROJECT)
+        proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=cwd or PROJECT,
+                                env={**os.environ, **env} if env else None)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: tell Popen

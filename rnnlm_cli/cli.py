@@ -291,42 +291,32 @@ def read_corpus_lines(paths: Iterable[str], encoding_errors: str) -> Iterator[st
         yield from lines
 
 
-def read_corpus_blocks(paths: Iterable[str], encoding_errors: str, block_bytes: int
-                       ) -> Iterator[tuple]:
-    """``read_corpus_lines`` a block of about ``block_bytes`` at a time: ``(lines, bytes)``."""
-    from rnnlm_cli.tokenizer import read_line_blocks
+def read_corpus_blocks(paths: Iterable[str], encoding_errors: str,
+                       block_bytes: Optional[int] = None):
+    """The text of each file in turn in blocks of whole lines (``tokenizer.read_blocks``,
+    of about ``block_bytes``), the lines of ``read_corpus_lines``; an empty file is an
+    error."""
+    from rnnlm_cli.tokenizer import read_blocks
+    paths = list(paths)
+    stdin_at_most_once(*paths)
     for path in paths:
         empty = True
-        for lines, size in read_line_blocks(path, encoding_errors, block_bytes):
-            empty = empty and not lines
-            yield lines, size
+        for block in read_blocks(path, encoding_errors, block_bytes):
+            empty = False
+            yield block
         if empty:
             raise CorpusError(f"{_name(path)}: file is empty")
 
 
 def _total_size(paths: Iterable[str]) -> Optional[int]:
     """The bytes of the files, if all are regular files (not stdin, not a pipe)."""
+    paths = list(paths)
     try:
         sizes = [os.stat(path).st_size for path in paths if path != "-"
                  and os.path.isfile(path)]
     except OSError:
         return None
-    return sum(sizes) if len(sizes) == len(list(paths)) else None
-
-
-def read_corpus_text(paths: Iterable[str], encoding_errors: str) -> str:
-    """The text of each file in turn, as one string whose lines (``split_lines``) are
-    those of ``read_corpus_lines``; an empty file is an error."""
-    from rnnlm_cli.tokenizer import read_text
-    paths = list(paths)
-    stdin_at_most_once(*paths)
-    parts = []
-    for path in paths:
-        text = read_text(path, encoding_errors)
-        if not text:
-            raise CorpusError(f"{_name(path)}: file is empty")
-        parts.append(text if text.endswith("\n") else text + "\n")
-    return "".join(parts)
+    return sum(sizes) if len(sizes) == len(paths) else None
 
 
 def _name(path: str) -> str:
@@ -454,9 +444,11 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
 def _sentence_blocks(corpus, encoding_errors: str, tokenizer):
     """What ``train_ngram_bounded`` reads: ``read(block_bytes)`` gives the tokenized
     sentences of the CORPUS files a block at a time, with the block's size."""
+    from rnnlm_cli.tokenizer import split_lines
+
     def read(block_bytes):
-        for lines, size in read_corpus_blocks(corpus, encoding_errors, block_bytes):
-            yield tokenizer.tokenize_lines(lines), size
+        for block in read_corpus_blocks(corpus, encoding_errors, block_bytes):
+            yield tokenizer.tokenize_lines(split_lines(block.text())), len(block.data)
     return read
 
 
@@ -791,58 +783,91 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
         rnnlm perplexity kn.npz --mix lstm.npz --tune valid.txt test.txt
     """
     from rnnlm_cli.allocator import keep_freed_memory
-    from rnnlm_cli.models import is_arpa_path
-    from rnnlm_cli.scoring import score_spans, score_text, summarize
-    from rnnlm_cli.tokenizer import split_lines, untokenized_example
+    from rnnlm_cli.scoring import Totals, score_blocks
 
     keep_freed_memory()   # the lookups' temporaries are reused, not faulted in (allocator.py)
     stdin_at_most_once(*(text or ("-",)), tune)
     lm = _open_lm(model, mix, weights, tune, encoding_errors)
-    tokenizer = lm.tokenizer
     paths = text or ("-",)
-    whole = read_corpus_text(paths, encoding_errors)
-    if not whole.strip():
+    details = per_sentence or per_token
+    blocks = _WatchedBlocks(read_corpus_blocks(paths, encoding_errors), model)
+    totals, held, index = Totals(), [], 0
+    for block in score_blocks(lm, blocks, keep_lines=details):
+        totals += block.totals
+        if details:   # (held back while every line so far is blank: that is an error)
+            held.append(block.scored)
+            if blocks.seen_words:
+                for scored in held:
+                    index = _print_details(lm, scored, index, per_sentence, per_token,
+                                           as_json)
+                held.clear()
+    if not blocks.seen_words:
         raise CorpusError(f"{', '.join(map(_name, paths))}: only blank lines; nothing to score")
-    glued = untokenized_example(whole) if is_arpa_path(model) else None
-    if glued:   # an ARPA file does not say how its text was tokenized: the README's advice
-        click.echo(f"Warning: the text looks untokenized (punctuation glued to words, as in "
-                   f"'{glued}') but an ARPA model splits it at spaces only: tokenize it as "
-                   "the model's training text was, or score with the .npz model", err=True)
-    # The totals alone need no token strings: the fast path where the tokenizer has one.
-    spans = None if per_sentence or per_token else tokenizer.token_spans(whole)
-    if spans is not None:
-        scored = score_spans(lm, spans)
-    else:
-        lines = split_lines(whole)
-        scored = score_text(lm, list(tokenizer.tokenize_lines(lines)))
-    if per_sentence or per_token:
-        _print_details(lm, scored, lines, per_sentence, per_token, as_json)
-    summary = summarize(scored)
+    summary = totals.summary()
     _print_summary(summary, as_json)
     if summary.zero_prob:
         click.echo(f"Warning: the model gives probability zero to {summary.zero_prob} "
                    "token(s): perplexity is infinite", err=True)
 
 
-def _print_details(lm, scored, lines, per_sentence, per_token, as_json) -> None:
+class _WatchedBlocks:
+    """The blocks of the text to score, passed on as they are, looked at on the way:
+    whether a line so far holds a word (``seen_words``), and, for an ARPA model, whether
+    the text's start looks untokenized (a warning, once)."""
+
+    def __init__(self, blocks, model: str):
+        from rnnlm_cli.models import is_arpa_path
+        self.blocks = blocks
+        self.seen_words = False
+        self.sample = "" if is_arpa_path(model) else None   # the text's first characters
+
+    def __iter__(self):
+        from rnnlm_cli.tokenizer import UNTOKENIZED_SAMPLE
+        for block in self.blocks:
+            if not self.seen_words:
+                self.seen_words = not block.is_blank()
+            if self.sample is not None:
+                self.sample += block.text()
+                if len(self.sample) >= UNTOKENIZED_SAMPLE:
+                    self._warn_if_untokenized()
+            yield block
+        if self.sample is not None:
+            self._warn_if_untokenized()
+
+    def _warn_if_untokenized(self) -> None:
+        """An ARPA file does not say how its text was tokenized: the README's advice."""
+        from rnnlm_cli.tokenizer import untokenized_example
+        glued = untokenized_example(self.sample)
+        self.sample = None
+        if glued:
+            click.echo(f"Warning: the text looks untokenized (punctuation glued to words, as "
+                       f"in '{glued}') but an ARPA model splits it at spaces only: tokenize "
+                       "it as the model's training text was, or score with the .npz model",
+                       err=True)
+
+
+def _print_details(lm, scored, index: int, per_sentence, per_token, as_json) -> int:
+    """Print the sentences of one block, numbered from ``index``; the next number."""
     from rnnlm_cli.scoring import sentence_summaries, token_rows
     sentences = sentence_summaries(scored)
     tokens = token_rows(lm, scored) if per_token else itertools.repeat(None)
-    for index, (summary, rows) in enumerate(zip(sentences, tokens)):
+    for line, summary, rows in zip(scored.lines, sentences, tokens):
         if as_json:
-            record = {"sentence": index, "text": lines[index], **summary.to_dict()}
+            record = {"sentence": index, "text": line, **summary.to_dict()}
             del record["sentences"]
             if rows is not None:
                 record["token_scores"] = rows
             click.echo(_json(record))
-            continue
-        if per_token:
-            click.echo("\t".join(f"{r['token']}={r['id']} {r['order']} {r['log10prob']:.6g}"
-                                 for r in rows) +
-                       f"\tTotal: {summary.log10prob:.6g} OOV: {summary.oovs}")
-        if per_sentence:
-            click.echo(f"{summary.log10prob:.6g}\t{summary.tokens}\t{summary.oovs}\t"
-                       f"{summary.perplexity:.6g}\t{lines[index]}")
+        else:
+            if per_token:
+                click.echo("\t".join(f"{r['token']}={r['id']} {r['order']} "
+                                     f"{r['log10prob']:.6g}" for r in rows) +
+                           f"\tTotal: {summary.log10prob:.6g} OOV: {summary.oovs}")
+            if per_sentence:
+                click.echo(f"{summary.log10prob:.6g}\t{summary.tokens}\t{summary.oovs}\t"
+                           f"{summary.perplexity:.6g}\t{line}")
+        index += 1
+    return index
 
 
 def _print_summary(summary, as_json: bool) -> None:

@@ -8,8 +8,9 @@ must beat binary search.
   count table (``ngram/counting.py``). Binary search (``np.searchsorted``) costs ~22
   dependent memory reads per lookup in a table of millions of keys in random order; a hash
   probe costs one or two, and NumPy's gathers let the processor overlap those reads
-  across the whole batch. (Scoring a memory-mapped model is another matter: there, sorted
-  queries and binary search win; see ``ngram/model.find_sorted``.)
+  across the whole batch. (Scoring a memory-mapped model is another matter: there the
+  tables are sorted, bigrams are found by binary search of sorted queries and longer
+  n-grams through the trie's child pointers; see ``ngram/model.py``, ``ngram/trie.py``.)
 
 The one trick both share: open addressing with linear probing, built without a loop and
 without wrap-around (``probe_places``). Taking the keys in order of their home slot

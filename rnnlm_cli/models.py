@@ -248,8 +248,9 @@ def _check_everything(model) -> None:
             _check_everything(component)
         return
     if model.kind == "ngram":
-        from rnnlm_cli.ngram.invariants import check_all
+        from rnnlm_cli.ngram.invariants import check_all, check_children
         check_all(model.tables)
+        check_children(model.tables, model.stored_children)
     model.vocab.check()
 
 

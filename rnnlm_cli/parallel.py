@@ -7,6 +7,11 @@ Scoring a text splits it into groups of whole sentences (no n-gram crosses a sen
 boundary) and looking words up splits the tokens: on two cores the n-gram lookups of
 the Vietnamese Wikipedia test set take 62 ms instead of 107.
 
+Scoring a long text (``perplexity``) goes further: ``map_ordered`` hands whole blocks of
+it to worker threads, each block going through every step (tokens, word ids, n-gram
+lookups) in one thread, and a worker does not cut its block again (``parts_for`` is 1
+inside a worker).
+
 ``RNNLM_NUM_THREADS`` in the environment caps the threads (1: no threads at all);
 by default there is one per core this process may run on.
 """
@@ -14,13 +19,18 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable, List, Sequence, TypeVar
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, List, Sequence, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 MIN_PART = 1 << 15     # items: below this, a thread costs more than it saves
+
+_worker = threading.local()   # .active: this thread is a worker of map_ordered
 
 
 def thread_count() -> int:
@@ -35,7 +45,10 @@ def thread_count() -> int:
 
 
 def parts_for(items: int) -> int:
-    """How many parts to cut ``items`` into: one per thread, each at least ``MIN_PART``."""
+    """How many parts to cut ``items`` into: one per thread, each at least ``MIN_PART``;
+    one inside a worker of ``map_ordered`` (the other threads have blocks of their own)."""
+    if getattr(_worker, "active", False):
+        return 1
     return max(1, min(thread_count(), items // MIN_PART))
 
 
@@ -72,3 +85,30 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> List[T]:
     if errors:
         raise errors[0]
     return results
+
+
+def map_ordered(func: Callable[[T], U], items: Iterable[T]) -> Iterator[U]:
+    """``map(func, items)`` in worker threads, one per thread (``thread_count``), the
+    results in the order of ``items``. At most two items per thread are taken from
+    ``items`` ahead of the result the caller is waiting for, so memory stays bounded
+    whatever their number. An exception in ``func`` is raised here, for its item; the
+    items not started yet are then dropped."""
+    workers = thread_count()
+    if workers == 1:
+        yield from map(func, items)
+        return
+    executor = ThreadPoolExecutor(workers, initializer=_become_worker)
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(executor.submit(func, item))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _become_worker() -> None:
+    _worker.active = True

@@ -34,6 +34,7 @@ import numpy as np
 from .errors import CorpusError, OptionError
 from .options import check_choice, check_flag
 from .hashing import padded_bytes
+from .utf8 import code_points, distinct
 
 KINDS = ("regex", "whitespace")
 LEVELS = ("word", "char")
@@ -269,6 +270,50 @@ class TokenSpans:
         return cls(data, starts, ends - starts, np.diff(before, prepend=0))
 
 
+def nfc_bytes(raw: bytes) -> Optional[bytes]:
+    """The UTF-8 text ``raw`` in NFC (``raw`` itself if it is), None if ``raw`` is not
+    UTF-8. The characters are found on the bytes (``utf8.code_points``); only the lines
+    holding one that NFC may change (``_may_change_in_nfc``) are decoded and checked, as
+    ``_is_nfc`` does with a string."""
+    data = padded_bytes(raw)                  # (its zero padding is more than utf8.PADDING)
+    found = code_points(data, len(raw))
+    if found is None:
+        return None
+    starts, code = found
+    changing = np.flatnonzero(_nfc_may_change(code))
+    if changing.size == 0:
+        return raw
+    newlines = np.flatnonzero(data[:len(raw)] == 0x0A)
+    lines = np.unique(np.searchsorted(newlines, starts.take(changing)))
+    line_starts = np.concatenate(([0], newlines + 1))[lines].tolist()
+    line_ends = np.append(newlines, len(raw))[lines].tolist()
+    pieces, done = [], 0
+    for a, b in zip(line_starts, line_ends):
+        line = raw[a:b].decode("utf-8")
+        if not unicodedata.is_normalized("NFC", line):
+            pieces += [raw[done:a], unicodedata.normalize("NFC", line).encode("utf-8")]
+            done = b
+    return b"".join(pieces + [raw[done:]]) if pieces else raw
+
+
+# What _may_change_in_nfc says of each code point, filled in as characters are met: 0 not
+# asked yet, 1 no, 2 yes (characters below U+0300 never change). Threads may fill it in at
+# once: each writes the same answer.
+_NFC_ANSWERS = np.zeros(0x110000, dtype=np.int8)
+_NFC_ANSWERS[:0x300] = 1
+
+
+def _nfc_may_change(code: np.ndarray) -> np.ndarray:
+    """``_may_change_in_nfc`` of each code point of ``code`` (int), as a bool array."""
+    answers = _NFC_ANSWERS.take(code)
+    new = answers == 0
+    if new.any():
+        for c in distinct(code[new]).tolist():
+            _NFC_ANSWERS[c] = 2 if _may_change_in_nfc(chr(c)) else 1
+        answers = _NFC_ANSWERS.take(code)
+    return answers == 2
+
+
 # --- the tokenizer -----------------------------------------------------------------
 
 
@@ -311,11 +356,26 @@ class Tokenizer:
         byte spans of its normalised UTF-8, found with array operations: what
         ``tokenize_lines`` gives, without a Python string per token. Only for the
         whitespace word tokenizer (None for the others)."""
-        c = self.config
-        if (c.kind, c.level) != ("whitespace", "word"):
+        if not self.has_spans:
             return None
-        data = _normalize(text, c.lowercase).encode("utf-8")
-        return TokenSpans.of_whitespace(data)
+        return TokenSpans.of_whitespace(_normalize(text, self.config.lowercase).encode("utf-8"))
+
+    @property
+    def has_spans(self) -> bool:
+        """Whether ``token_spans`` and ``block_spans`` cut text (the whitespace word
+        tokenizer only)."""
+        return (self.config.kind, self.config.level) == ("whitespace", "word")
+
+    def block_spans(self, block: "TextBlock") -> TokenSpans:
+        """``token_spans`` of a block of text read as bytes (``read_blocks``), without a
+        Python string of it where it can (``nfc_bytes``). Only for a tokenizer that
+        ``has_spans``."""
+        if not self.config.lowercase:
+            data = nfc_bytes(block.data)
+            if data is not None:
+                return TokenSpans.of_whitespace(data)
+        return TokenSpans.of_whitespace(_normalize(block.text(), self.config.lowercase)
+                                        .encode("utf-8"))
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         """Join tokens back into text (see the module docstring for the spacing rules)."""
@@ -388,6 +448,86 @@ def read_text(path: str, encoding_errors: str = "strict") -> str:
     return _decode(data, name, encoding_errors)
 
 
+BLOCK_BYTES = 1 << 18   # read_blocks: about this many bytes a block (a longer line: its own)
+
+
+@dataclass
+class TextBlock:
+    """Whole lines of a text file, as its bytes: each line ends with ``\\n`` (one is added
+    to a last line without it). What ``read_blocks`` gives, the bytes not yet decoded."""
+
+    data: bytes
+    name: str              # the file, for messages ("<stdin>" for -)
+    first_line: int        # the number of the block's first line in its file
+    encoding_errors: str   # "strict" or "replace" (Python's codec error handlers)
+
+    def text(self) -> str:
+        """The block decoded; undecodable bytes are a ``CorpusError`` naming their line
+        (or U+FFFD with ``encoding_errors="replace"``), as ``read_text`` says."""
+        try:
+            return self.data.decode("utf-8", errors=self.encoding_errors)
+        except UnicodeDecodeError as e:
+            line = self.first_line + self.data.count(b"\n", 0, e.start)
+            raise CorpusError(f"{self.name}: line {line}: invalid UTF-8 "
+                              "(use --encoding-errors replace to go on)") from None
+
+    def is_blank(self) -> bool:
+        """Whether the block holds nothing but whitespace (``str.isspace``)."""
+        return not self.data.strip() or not self.text().strip()
+
+
+def read_blocks(path: str, encoding_errors: str = "strict",
+                block_bytes: Optional[int] = None) -> Iterator[TextBlock]:
+    """The lines of a UTF-8 text file (``"-"``: stdin) in blocks of about ``block_bytes``
+    (default ``BLOCK_BYTES``) bytes, as ``read_text`` would read it (a leading BOM
+    removed, lines split on ``\\n``) but never the whole file at once. Decoding is left to
+    the blocks (``TextBlock.text``, ``Tokenizer.block_spans``). An empty file gives no
+    block; the file is opened when the first block is asked for."""
+    _check_encoding_errors(encoding_errors)
+    name = "<stdin>" if path == "-" else path
+    size = block_bytes or BLOCK_BYTES
+    stream = _stdin() if path == "-" else _open_binary(path, name)
+    try:
+        chunks = _chunks(stream, name, size)
+        line, unfinished = 1, []          # the pieces of a line longer than a chunk
+        for chunk in chunks:
+            end = chunk.rfind(b"\n") + 1
+            if end == 0:
+                unfinished.append(chunk)
+                continue
+            data = b"".join(unfinished + [chunk[:end]]) if unfinished else chunk[:end]
+            unfinished = [chunk[end:]] if end < len(chunk) else []
+            yield TextBlock(data, name, line, encoding_errors)
+            line += data.count(b"\n")
+        if unfinished:
+            yield TextBlock(b"".join(unfinished) + b"\n", name, line, encoding_errors)
+    finally:
+        if path != "-":
+            stream.close()
+
+
+def _chunks(stream: BinaryIO, name: str, size: int) -> Iterator[bytes]:
+    """The bytes of ``stream`` in pieces of about ``size``, a leading BOM removed."""
+    first = True
+    while True:
+        try:
+            chunk = stream.read(size)
+            while first and 0 < len(chunk) < len(codecs.BOM_UTF8):   # (a BOM cut in two)
+                more = stream.read(size)
+                if not more:
+                    break
+                chunk += more
+        except OSError as e:
+            raise CorpusError(f"{name}: cannot read: {e.strerror or e}") from None
+        if not chunk:
+            return
+        if first and chunk.startswith(codecs.BOM_UTF8):
+            chunk = chunk[len(codecs.BOM_UTF8):]
+        first = False
+        if chunk:
+            yield chunk
+
+
 def _check_encoding_errors(encoding_errors: str) -> None:
     if encoding_errors not in ENCODING_ERRORS:
         raise OptionError(
@@ -427,57 +567,15 @@ def _open_binary(path: str, name: str) -> BinaryIO:
         raise CorpusError(f"{name}: {e.strerror or e}") from None
 
 
-def _decode(data: bytes, name: str, errors: str, first_line: int = 1) -> str:
+def _decode(data: bytes, name: str, errors: str) -> str:
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
-        line_number = data.count(b"\n", 0, e.start) + first_line
+        line_number = data.count(b"\n", 0, e.start) + 1
         raise CorpusError(
             f"{name}: line {line_number}: invalid UTF-8 "
             "(use --encoding-errors replace to go on)"
         ) from None
-
-
-def read_line_blocks(path: str, encoding_errors: str = "strict",
-                     block_bytes: int = 1 << 24) -> Iterator[tuple]:
-    """The lines of a text file (``"-"``: stdin) as ``read_lines`` gives them, a block
-    of about ``block_bytes`` bytes at a time (at least one whole line): ``(lines, bytes)``
-    pairs, ``bytes`` the size of the block in the file. The file is never in memory whole.
-
-    A block ends after a ``\n``: no UTF-8 sequence spans one, so decoding block by block
-    gives the text that decoding the whole would (``errors="replace"`` too).
-    """
-    _check_encoding_errors(encoding_errors)
-    name = "<stdin>" if path == "-" else path
-    stream = _stdin() if path == "-" else _open_binary(path, name)
-    rest, first_line = b"", 1
-    try:
-        data = _read_some(stream, name, max(block_bytes, len(codecs.BOM_UTF8)))
-        if data.startswith(codecs.BOM_UTF8):
-            data = data[len(codecs.BOM_UTF8):]
-        while True:
-            data = data or _read_some(stream, name, block_bytes)
-            if not data:
-                break
-            data = rest + data
-            cut = data.rfind(b"\n") + 1
-            block, rest = data[:cut], data[cut:]
-            if block:
-                yield split_lines(_decode(block, name, encoding_errors, first_line)), cut
-                first_line += block.count(b"\n")
-            data = b""
-        if rest:
-            yield split_lines(_decode(rest, name, encoding_errors, first_line)), len(rest)
-    finally:
-        if path != "-":
-            stream.close()
-
-
-def _read_some(stream: BinaryIO, name: str, size: int) -> bytes:
-    try:
-        return stream.read(size)
-    except OSError as e:   # an I/O error while reading (a failing disk, EISDIR, ...)
-        raise CorpusError(f"{name}: cannot read: {e.strerror or e}") from None
 
 
 def read_lines_lazily(path: str, encoding_errors: str = "strict") -> Iterator[str]:

@@ -19,8 +19,8 @@ import pytest
 from conftest import ROOT
 
 PACKAGE = ROOT / "rnnlm_cli"
-GROUND_FLOOR = {"errors", "options", "tokenizer", "vocab", "hashing", "modelfile", "outputs",
-                "parallel", "allocator", "progress", "charts"}
+GROUND_FLOOR = {"errors", "options", "tokenizer", "utf8", "vocab", "hashing", "modelfile",
+                "outputs", "parallel", "allocator", "progress", "charts"}
 THROUGH_LM = {"lm", "scoring", "decoding", "mixture"}
 BACKENDS = ("ngram", "rnn")
 

@@ -258,6 +258,38 @@ def test_a_word_twice_in_the_vocabulary_is_found_by_check(work):
     assert_fails(run("check", "m.npz"), 1, corrupt("a vocabulary holds each word once"))
 
 
+def test_child_pointers_that_do_not_fit_are_refused(work):
+    resave("kn.npz", "m.npz", lambda a, m: a.__setitem__("children_3", a["children_3"][:-1]))
+    perplexity_fails("m.npz", corrupt("children_3 does not fit the 2-grams"))
+    resave("kn.npz", "m.npz",
+           lambda a, m: a.__setitem__("children_3", a["children_3"].astype(np.float64)))
+    perplexity_fails("m.npz", corrupt("children_3 holds float64, not integers"))
+    resave("kn.npz", "m.npz", lambda a, m: a.__setitem__("children_4", a["children_3"]))
+    perplexity_fails("m.npz", corrupt("order 3 in the metadata, but the file holds array "
+                                      "'children_4'"))
+
+
+def test_wrong_child_pointers_stay_in_bounds_and_are_found_by_check(work):
+    resave("kn.npz", "m.npz", lambda a, m: a["children_3"].__setitem__(
+        slice(None), a["children_3"][::-1] * 1000 - 7))
+    for command in (["perplexity", "m.npz", "text.txt", "--per-token"],
+                    ["complete", "m.npz", "the cat"], ["generate", "m.npz", "--seed", "1"]):
+        assert_ok(run(*command))                     # wrong numbers, read in bounds
+    assert_fails(run("check", "m.npz"), 1,
+                 corrupt("children_3 is not the trie of the 3-gram keys (at 2-gram row 0)"))
+
+
+def test_a_model_without_child_pointers_makes_them_and_scores_the_same(work):
+    """Files written before ``children_n`` existed (or by hand) still load."""
+    resave("kn.npz", "m.npz", lambda a, m: a.pop("children_3"))
+    assert "children_3.npy" not in members("m.npz")
+    expected = run("perplexity", "kn.npz", "text.txt", "--per-token", "--json")
+    assert_ok(expected)
+    assert run("perplexity", "m.npz", "text.txt", "--per-token", "--json").stdout == \
+        expected.stdout
+    assert_ok(run("check", "m.npz"))
+
+
 def members_array(path, name):
     with np.load(path) as npz:
         return npz[name]

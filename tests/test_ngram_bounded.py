@@ -206,6 +206,7 @@ def train_both(lines, config, memory, block_lines=37, vocab=None):
         got = written(bounded)
         final = [] if isinstance(bounded, NgramModel) else [  # (in memory: a small corpus)
             os.path.basename(path) for paths in (bounded.tables.ids, bounded.tables.keys,
+                                                 bounded.tables.children,
                                                  bounded.tables.logprob, bounded.tables.backoff)
             for path in paths if path]
         assert sorted(os.listdir(scratch.folder)) == sorted(final)   # nothing else left

@@ -527,30 +527,3 @@ def test_is_nfc_of_a_long_text_is_unicodedatas(pieces, at):
     text = filler[:at] + "".join(pieces) + filler[at:]
     assert len(text) >= tokenizer_module._LONG_TEXT
     assert tokenizer_module._is_nfc(text) == unicodedata.is_normalized("NFC", text)
-
-
-# --- reading a file a block at a time ------------------------------------------------
-
-@settings(max_examples=150, deadline=None)
-@given(data=st.lists(st.sampled_from([b"a", b" b", b"\n", b"\r", b"\r\n", b"\xef\xbb\xbf",
-                                      b"\xc3\xa9", b"\xe2\x82", b"\xff", b"\n\n"]),
-                     max_size=20).map(b"".join),
-       block=st.integers(1, 12), errors=st.sampled_from(["strict", "replace"]))
-def test_reading_in_blocks_gives_the_lines_read_lines_gives(tmp_path_factory, data, block,
-                                                            errors):
-    path = tmp_path_factory.mktemp("blocks") / "corpus.txt"
-    path.write_bytes(data)
-
-    def outcome(read):
-        try:
-            return read()
-        except CorpusError as exc:
-            return str(exc)           # an undecodable line: the same message, same line
-    whole = outcome(lambda: tokenizer_module.read_lines(str(path), errors))
-    blocks = outcome(lambda: list(tokenizer_module.read_line_blocks(str(path), errors, block)))
-    if isinstance(whole, str):
-        assert blocks == whole
-    else:
-        assert [line for lines, _ in blocks for line in lines] == whole
-        assert sum(size for _, size in blocks) == len(data) - 3 * data.startswith(
-            b"\xef\xbb\xbf")

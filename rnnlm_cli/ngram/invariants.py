@@ -5,9 +5,11 @@ keeps every lookup in bounds, whatever the file holds. A pass over the longer ta
 not made at load: it would touch every page of a memory-mapped model (260 MB for an
 order-5 model of Vietnamese Wikipedia) before ``complete`` answers its first prefix, and
 bad values there give wrong numbers, never a read out of bounds (a row always comes out
-of a search of the table it indexes). ``check_all`` (``rnnlm check``) makes that pass:
-keys sorted and distinct, every context row in range, no NaN or positive log
-probability, no NaN or +inf back-off weight, no word twice in the vocabulary.
+of a search of the table it indexes, and the trie's stored child pointers are only ever
+used through clipped reads: ``trie.py``). ``check_all`` (``rnnlm check``) makes that
+pass: keys sorted and distinct, every context row in range, no NaN or positive log
+probability, no NaN or +inf back-off weight, the stored child pointers those of the
+keys, no word twice in the vocabulary.
 
 Each function raises ``ValueError`` naming what is wrong; the caller names the file.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnnlm_cli.ngram import trie
 from rnnlm_cli.ngram.smoothing import LOGPROB_SLACK, BackoffTables
 
 
@@ -53,6 +56,18 @@ def check_all(tables: BackoffTables) -> None:
             _check_backoff(n, tables.backoff[n - 1])
 
 
+def check_children(tables: BackoffTables, children: dict) -> None:
+    """Each stored ``children_n`` (``trie.child_starts``) is that of the keys; after
+    ``check_all``, which makes sure the keys are sorted."""
+    for n, first in sorted(children.items()):
+        made = trie.child_starts(tables.keys[n - 1], tables.keys[n - 2].size,
+                                 tables.vocab_size)
+        wrong = np.flatnonzero(first != made)
+        if wrong.size:
+            raise ValueError(f"children_{n} is not the trie of the {n}-gram keys (at "
+                             f"{n - 1}-gram row {int(wrong[0])})")
+
+
 def check_order(order: int, names) -> None:
     """The metadata's ``order`` against the arrays a file holds: no table of a higher
     order (the tables of orders up to ``order`` are required by the schema)."""
@@ -64,7 +79,7 @@ def check_order(order: int, names) -> None:
 
 def _order_of(name: str) -> int:
     prefix, _, n = name.rpartition("_")
-    if prefix in ("keys", "logprob") and n.isdigit():
+    if prefix in ("keys", "logprob", "children") and n.isdigit():
         return int(n)
     if prefix == "backoff" and n.isdigit():
         return int(n) + 1                # a back-off of order n needs a table of n + 1

@@ -16,11 +16,14 @@ where ``h_k`` are the last k words of ``h`` and a missing ``h_k`` has bow 1.
 """
 from __future__ import annotations
 
+import threading
 from functools import partial
+from typing import Dict, Optional
 
 import numpy as np
 
 from rnnlm_cli.lm import LanguageModel, TokenScores
+from rnnlm_cli.ngram import trie
 from rnnlm_cli.ngram.smoothing import BackoffTables
 from rnnlm_cli.parallel import even_cuts, parts_for, run_all
 from rnnlm_cli.vocab import Vocabulary
@@ -29,7 +32,10 @@ from rnnlm_cli.vocab import Vocabulary
 class NgramModel(LanguageModel):
     """A back-off n-gram model (any smoothing; also what an ARPA file holds)."""
 
-    def __init__(self, vocab: Vocabulary, tables: BackoffTables, metadata: dict):
+    def __init__(self, vocab: Vocabulary, tables: BackoffTables, metadata: dict,
+                 children: Optional[Dict[int, np.ndarray]] = None):
+        """``children``: ``trie.child_starts`` of some orders n >= 3 (a model file's
+        ``children_n``); the others are made when first needed."""
         if tables.vocab_size != len(vocab) or tables.keys[0].size != len(vocab):
             raise ValueError("the unigram table must cover the vocabulary")
         self.vocab = vocab
@@ -37,6 +43,12 @@ class NgramModel(LanguageModel):
         self.metadata = metadata
         self.order = tables.order
         self._v = np.uint64(len(vocab))
+        self.stored_children = dict(children or {})     # (what rnnlm check compares)
+        self._child_starts = dict(self.stored_children)
+        for n, first in self._child_starts.items():
+            if not 3 <= n <= self.order or first.shape != (tables.keys[n - 2].size + 1,):
+                raise ValueError(f"children_{n} does not fit the {n - 1}-grams")
+        self._children_lock = threading.Lock()
 
     @property
     def kind(self) -> str:
@@ -143,42 +155,86 @@ class NgramModel(LanguageModel):
         the ARPA rule of the module docstring applied order by order. The found n-grams
         are the contexts of the next order.
 
-        Queries are sorted once, at order 2; a later order's queries come out of the
-        previous order's search in the order of their context rows, nearly sorted, so
-        the binary searches walk through each (memory-mapped) table in order.
+        The positions are sorted once, at order 2, by their bigram. Bigrams are looked
+        up by binary search over the whole table, each distinct one once (a word's
+        continuations are a long run: ~500 n-grams per query on Vietnamese Wikipedia,
+        where the trie's pointers would save little); longer n-grams through the trie's
+        child pointers (``trie.py``: a handful of n-grams per context). The n-grams found
+        come out in the order of their rows, so every later order reads its tables from
+        start to end rather than at random.
+
+        A found n-gram's probability is read only once it is known to be the longest
+        match (``found``: its row, until then): most positions go on to find a longer
+        one, and each read of a probability table is a cache miss. The values, and the
+        order in which back-offs are added to them, are those of the rule as stated.
         """
         tables, v = self.tables, self._v
         ends = np.cumsum(lengths + 1)                       # of each sentence, </s> included
         is_eos = np.zeros(int(ends[-1]) if ends.size else 0, dtype=bool)
         is_eos[ends - 1] = True
-        words = np.empty(is_eos.size, dtype=np.int64)
+        words = np.empty(is_eos.size, dtype=np.uint64)
         words[~is_eos] = ids
         words[is_eos] = self.vocab.eos_id
-        logprob = tables.logprob[0][words].astype(np.float64)
+        logprob = tables.logprob[0].take(words).astype(np.float64, copy=False)
         order_used = np.ones(words.size, dtype=np.int8)     # int8: orders up to 127 (--order 1-20)
         if self.order == 1 or words.size == 0:
             return TokenScores(logprob, order_used, ends)
+        found = np.full(words.size, -1, dtype=np.int64)     # row of a match not yet read
         context = np.empty(words.size, dtype=np.uint64)     # the word before, or <s>
         context[1:] = words[:-1]
         context[ends - lengths - 1] = self.vocab.bos_id
-        positions, queries = _sorted_with_positions(context * v + words.astype(np.uint64))
-        context_bow = tables.backoff[0][context[positions].astype(np.int64)]
+        positions, queries = _sorted_with_positions(context * v + words)
+        context_rows = context.take(positions).astype(np.int64)
+        goes_on = ~is_eos                                   # </s> is no context
         for n in range(2, self.order + 1):
-            rows = _search(tables.keys[n - 1], queries)
+            if n == 2:
+                rows = _search_ascending(tables.keys[1], queries)
+            else:
+                rows = trie.find(tables.keys[n - 1], self.child_starts(n), context_rows, queries)
             # (Compacting with flatnonzero + take: several times faster than a boolean mask.)
-            missed = np.flatnonzero(rows < 0)
-            logprob[positions.take(missed)] += context_bow.take(missed)
-            found = np.flatnonzero(rows >= 0)
-            positions, rows = positions.take(found), rows.take(found)
-            logprob[positions] = tables.logprob[n - 1].take(rows)
+            if rows.size and rows.min() < 0:
+                missed = np.flatnonzero(rows < 0)
+                at = positions.take(missed)
+                self._read_found(logprob, found, order_used, at)
+                logprob[at] += tables.backoff[n - 2].take(context_rows.take(missed))
+                hit = np.flatnonzero(rows >= 0)
+                positions, rows = positions.take(hit), rows.take(hit)
+            found[positions] = rows
             order_used[positions] = n
             if n == self.order:
                 break
-            go_on = np.flatnonzero(~is_eos.take(positions))   # </s> is no context
-            positions, rows = positions.take(go_on) + 1, rows.take(go_on)
-            queries = rows.astype(np.uint64) * v + words.take(positions).astype(np.uint64)
-            context_bow = tables.backoff[n - 1].take(rows)
+            go_on = np.flatnonzero(goes_on.take(positions))
+            positions, context_rows = positions.take(go_on) + 1, rows.take(go_on)
+            queries = context_rows.astype(np.uint64) * v + words.take(positions)
+        self._read_found(logprob, found, order_used, np.flatnonzero(found >= 0))
         return TokenScores(logprob, order_used, ends)
+
+    def _read_found(self, logprob, found, order_used, positions) -> None:
+        """``logprob[p]`` = the probability of the match found at each of ``positions``
+        whose row is still pending in ``found`` (of order ``order_used[p]``); then none is
+        pending there."""
+        positions = positions.take(np.flatnonzero(found.take(positions) >= 0))
+        if positions.size == 0:
+            return
+        orders = order_used.take(positions)
+        for n in range(int(orders.min()), int(orders.max()) + 1):
+            at = positions.take(np.flatnonzero(orders == n)) if orders.min() < n or \
+                orders.max() > n else positions
+            logprob[at] = self.tables.logprob[n - 1].take(found.take(at))
+        found[positions] = -1
+
+    def child_starts(self, n: int) -> np.ndarray:
+        """``trie.child_starts`` of order n >= 3: from the model file, or made on first
+        use (one pass over the table) and kept; threads asking at once wait for one."""
+        first = self._child_starts.get(n)
+        if first is None:
+            with self._children_lock:
+                if n not in self._child_starts:
+                    t = self.tables
+                    self._child_starts[n] = trie.child_starts(t.keys[n - 1],
+                                                              t.keys[n - 2].size, t.vocab_size)
+                first = self._child_starts[n]
+        return first
 
     # -- the n-grams, for the ARPA file -----------------------------------------------------
 
@@ -211,6 +267,8 @@ class NgramModel(LanguageModel):
         for n in range(1, self.order + 1):
             if n > 1:
                 arrays[f"keys_{n}"] = self.tables.keys[n - 1]
+            if n > 2:
+                arrays[f"children_{n}"] = self.child_starts(n)
             arrays[f"logprob_{n}"] = self.tables.logprob[n - 1]
             if n < self.order:
                 arrays[f"backoff_{n}"] = self.tables.backoff[n - 1]
@@ -232,12 +290,30 @@ class NgramModel(LanguageModel):
         order = int(metadata["order"])
         vocab = Vocabulary.from_arrays(arrays)
         keys = [np.arange(len(vocab), dtype=np.uint64)]
-        keys += [arrays[f"keys_{n}"] for n in range(2, order + 1)]
+        keys += [_searchable(arrays[f"keys_{n}"], np.uint64) for n in range(2, order + 1)]
         tables = BackoffTables(order, len(vocab), keys,
                                [arrays[f"logprob_{n}"] for n in range(1, order + 1)],
                                [arrays[f"backoff_{n}"] for n in range(1, order)],
                                metadata.get("smoothing_notes", {}))
-        return cls(vocab, tables, metadata)
+        children = {}
+        for n in range(3, order + 1):
+            first = arrays.get(f"children_{n}")
+            if first is not None:
+                if first.dtype.kind != "i" or first.ndim != 1:
+                    raise ValueError(f"children_{n} holds {first.dtype}, not integers")
+                children[n] = _searchable(first, first.dtype.newbyteorder("="))
+        return cls(vocab, tables, metadata, children)
+
+
+def _searchable(array: np.ndarray, dtype) -> np.ndarray:
+    """``array`` itself (a view of the model file) if it is aligned and of ``dtype`` in
+    the machine's byte order, as rnnlm writes it; otherwise (another integer width or
+    byte order in a foreign file, a member NumPy's savez left unaligned) a converted
+    copy, made once here rather than by NumPy inside every search and gather."""
+    dtype = np.dtype(dtype)
+    if array.dtype == dtype and array.dtype.isnative and array.flags.aligned:
+        return array
+    return array.astype(dtype)
 
 
 def sorted_distinct(queries: np.ndarray):
@@ -260,6 +336,17 @@ def _sorted_with_positions(queries: np.ndarray):
         return positions, queries[positions]
     packed = np.sort((queries << np.uint64(bits)) | np.arange(queries.size, dtype=np.uint64))
     return (packed & np.uint64((1 << bits) - 1)).astype(np.int64), packed >> np.uint64(bits)
+
+
+def _search_ascending(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """``_search`` of ascending ``queries``, each distinct one searched once."""
+    if queries.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    new = np.empty(queries.size, dtype=bool)           # the first of each run of equals
+    new[0] = True
+    np.not_equal(queries[1:], queries[:-1], out=new[1:])
+    distinct = _search(keys, queries.take(np.flatnonzero(new)))
+    return distinct.take(np.cumsum(new) - 1)
 
 
 def find_sorted(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:

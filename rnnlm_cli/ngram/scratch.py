@@ -224,16 +224,19 @@ class TableArray:
     """A one-column table as a *chunked array* (``modelfile.write_model`` writes it to a
     model file a chunk at a time)."""
 
-    def __init__(self, path: str, chunk_bytes: int, meter: Callable[[int], None]):
+    def __init__(self, path: str, chunk_bytes: int, meter: Callable[[int], None],
+                 dtype=None):
+        """``dtype``: the array's, if not the table's (a cast of each chunk)."""
         self.path, self.chunk_bytes, self.meter = path, chunk_bytes, meter
         with TableReader(path) as reader:
-            self.dtype, self.shape = reader.dtype, (reader.rows,)
+            self.dtype = np.dtype(dtype or reader.dtype)
+            self.shape = (reader.rows,)
 
     def chunks(self):
         with TableReader(self.path) as reader:
-            for chunk in reader.chunks(max(1, self.chunk_bytes // self.dtype.itemsize)):
+            for chunk in reader.chunks(max(1, self.chunk_bytes // reader.dtype.itemsize)):
                 self.meter(chunk.nbytes)
-                yield chunk
+                yield chunk.astype(self.dtype, copy=False)
 
 
 def read_table(path: str) -> np.ndarray:

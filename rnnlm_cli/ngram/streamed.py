@@ -65,6 +65,7 @@ class StreamedTables:
     unigram_backoff: Optional[np.ndarray]
     ids: List[Optional[str]] = field(default_factory=list)
     rows: List[Optional[str]] = field(default_factory=list)     # (n < N): see _finish_order
+    children: List[Optional[str]] = field(default_factory=list)  # (n >= 3): trie.child_starts
     keys: List[Optional[str]] = field(default_factory=list)
     logprob: List[Optional[str]] = field(default_factory=list)
     backoff: List[Optional[str]] = field(default_factory=list)
@@ -94,7 +95,7 @@ class StreamedModel:
         def size(*columns):
             return sum(os.path.getsize(path) - header_size()
                        for paths in columns for path in paths if path)
-        total = size(tables.keys, tables.logprob, tables.backoff)
+        total = size(tables.keys, tables.children, tables.logprob, tables.backoff)
         if arpa:
             total += size(tables.ids, tables.logprob, tables.backoff)
         with progress.bytes_bar("writing", total) as bar:
@@ -108,12 +109,16 @@ class StreamedModel:
         """The arrays of ``NgramModel.to_arrays``, in the same order."""
         tables, chunk = self.tables, max(1 << 16, self.memory // 4)
 
-        def on_disk(path):
-            return TableArray(path, chunk, lambda size: self._meter(size))
+        def on_disk(path, dtype=None):
+            return TableArray(path, chunk, lambda size: self._meter(size), dtype)
         arrays = dict(self.vocab.to_arrays())
         for n in range(1, self.order + 1):
             if n > 1:
                 arrays[f"keys_{n}"] = on_disk(tables.keys[n - 1])
+            if n > 2:     # trie.child_starts' type: int32 where the table allows
+                small = tables.sizes[n - 1] < 2 ** 31
+                arrays[f"children_{n}"] = on_disk(tables.children[n - 1],
+                                                  np.int32 if small else np.int64)
             arrays[f"logprob_{n}"] = tables.unigram_logprob if n == 1 \
                 else on_disk(tables.logprob[n - 1])
             if n < self.order:
@@ -426,7 +431,9 @@ class _Estimator:
             remove(weights[1])
         check_estimate(1, unigram_logprob, unigram_backoff, self.method)
         result = StreamedTables(N, self.vocab_size, unigram_logprob, unigram_backoff,
-                                [None], [None], [None], [None], [None], [self.vocab_size], notes)
+                                ids=[None], rows=[None], children=[None, None], keys=[None],
+                                logprob=[None], backoff=[None], sizes=[self.vocab_size],
+                                notes=notes)
         for n in range(2, N + 1):
             self._finish_order(n, values[n], weights[n], result)
             remove(values[n])
@@ -455,6 +462,8 @@ class _Estimator:
             logprob_out = open_writer(f"logprob-{n}", np.float64)
             backoff_out = open_writer(f"backoff-{n}", np.float64) if weights else None
             rows_out = open_writer(f"rows-{n}", rows_type) if weights else None
+            children = _ChildStarts(open_writer(f"children-{n}", np.int64), rows) \
+                if n > 2 else None
             bows = stack.enter_context(AlignedReader(weights, rows)) if weights else None
             contexts = stack.enter_context(AlignedReader(result.rows[n - 2], rows)) \
                 if n > 2 else None
@@ -482,18 +491,50 @@ class _Estimator:
                 ids_out.append(_records(ids_type, chunk["key"][keep]))
                 keys_out.append(context[keep].astype(np.uint64) * np.uint64(self.vocab_size)
                                 + ids[keep, -1].astype(np.uint64))
+                if children:
+                    children.add(context[keep])
                 logprob_out.append(logprob)
                 if backoff_out:
                     backoff_out.append(backoff)
                 kept_rows += np.count_nonzero(keep)
+            if children:
+                children.finish(result.sizes[n - 2])
         result.ids.append(ids_out.path)
         result.keys.append(keys_out.path)
         result.logprob.append(logprob_out.path)
         result.backoff.append(backoff_out.path if backoff_out else None)
         result.rows.append(rows_out.path if rows_out else None)
+        if children:
+            result.children.append(children.out.path)
         result.sizes.append(keys_out.rows)
         if n > 2:
             remove(result.rows[n - 2])
+
+
+class _ChildStarts:
+    """``trie.child_starts`` of an order, written as its n-grams' context rows come (in
+    order, kept n-grams only): ``first[r]`` is the number of n-grams of a context row
+    below r, for r = 0 .. the rows of the order below."""
+
+    def __init__(self, out, rows: int):
+        self.out, self.rows = out, rows
+        self.next_row = 0          # the first context row whose entry is not written yet
+        self.seen = 0              # the n-grams before the current chunk
+
+    def add(self, contexts: np.ndarray) -> None:
+        if contexts.size:
+            self._write_up_to(int(contexts[-1]) + 1, contexts)
+            self.seen += contexts.size
+
+    def finish(self, context_rows: int) -> None:
+        self._write_up_to(context_rows + 1, np.zeros(0, dtype=np.int64))
+
+    def _write_up_to(self, end: int, contexts: np.ndarray) -> None:
+        """The entries of the rows next_row .. end - 1, a chunk of ``rows`` at a time."""
+        for start in range(self.next_row, end, self.rows):
+            wanted = np.arange(start, min(end, start + self.rows))
+            self.out.append(self.seen + np.searchsorted(contexts, wanted).astype(np.int64))
+        self.next_row = max(self.next_row, end)
 
 
 def _records(dtype: np.dtype, keys: np.ndarray, **fields) -> np.ndarray:
