@@ -94,6 +94,35 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+class MemorySize(click.ParamType):
+    """A memory budget: ``500M``, ``4G``, ``50%`` (``options.parse_size``), at least the
+    least that works."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        from rnnlm_cli.errors import OptionError
+        from rnnlm_cli.options import LEAST_MEMORY, parse_size
+        try:
+            return parse_size(value, least=LEAST_MEMORY)
+        except OptionError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _check_temp_dir(ctx, param, value: Optional[str]) -> Optional[str]:
+    """A folder where temporary files can be made, or a usage error."""
+    if value is not None:
+        from rnnlm_cli.errors import OptionError
+        from rnnlm_cli.outputs import check_folder
+        try:
+            check_folder(value)
+        except OptionError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def tokenizer_options(command):
     """``--tokenizer``, ``--level``, ``--lowercase``: how training text is cut into tokens;
     ``--min-count``, ``--max-vocab`` or ``--vocab-from``: which tokens are words."""
@@ -262,19 +291,32 @@ def read_corpus_lines(paths: Iterable[str], encoding_errors: str) -> Iterator[st
         yield from lines
 
 
-def read_corpus_blocks(paths: Iterable[str], encoding_errors: str):
-    """The text of each file in turn in blocks of whole lines (``tokenizer.read_blocks``),
-    the lines of ``read_corpus_lines``; an empty file is an error."""
+def read_corpus_blocks(paths: Iterable[str], encoding_errors: str,
+                       block_bytes: Optional[int] = None):
+    """The text of each file in turn in blocks of whole lines (``tokenizer.read_blocks``,
+    of about ``block_bytes``), the lines of ``read_corpus_lines``; an empty file is an
+    error."""
     from rnnlm_cli.tokenizer import read_blocks
     paths = list(paths)
     stdin_at_most_once(*paths)
     for path in paths:
         empty = True
-        for block in read_blocks(path, encoding_errors):
+        for block in read_blocks(path, encoding_errors, block_bytes):
             empty = False
             yield block
         if empty:
             raise CorpusError(f"{_name(path)}: file is empty")
+
+
+def _total_size(paths: Iterable[str]) -> Optional[int]:
+    """The bytes of the files, if all are regular files (not stdin, not a pipe)."""
+    paths = list(paths)
+    try:
+        sizes = [os.stat(path).st_size for path in paths if path != "-"
+                 and os.path.isfile(path)]
+    except OSError:
+        return None
+    return sum(sizes) if len(sizes) == len(paths) else None
 
 
 def _name(path: str) -> str:
@@ -349,11 +391,20 @@ def _tokenizer_flags(config) -> str:
 @click.option("--arpa", type=click.Path(dir_okay=False), default=None,
               help="Also write the model in ARPA format (read by KenLM and SRILM); "
                    "gzipped if FILE ends in .gz.")
+@click.option("--memory", type=MemorySize(), default=None, metavar="SIZE",
+              help="Memory for counting and estimating, besides the vocabulary: 500M, 4G, "
+                   "50% (of the machine's); past it, sorted tables go to --temp-dir. The "
+                   "model is the same whatever the size.  [default: half the free memory]")
+@click.option("--temp-dir", type=click.Path(), default=None,
+              callback=_check_temp_dir, metavar="DIR",
+              help="Where temporary tables go (removed at the end, whatever happens). "
+                   "[default: the system's, $TMPDIR or /tmp]")
 @tokenizer_options
 @encoding_option
 @click.pass_context
-def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, tokenizer_kind,
-                level, lowercase, min_count, max_vocab, vocab_from, encoding_errors):
+def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memory, temp_dir,
+                tokenizer_kind, level, lowercase, min_count, max_vocab, vocab_from,
+                encoding_errors):
     """Train an n-gram model on CORPUS files (- for stdin), one sentence per line.
 
     \b
@@ -361,12 +412,12 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, token
         rnnlm train-ngram corpora/en/sentences.txt --order 3 -o en.npz
         rnnlm train-ngram train.txt --tokenizer whitespace --order 5 -o m.npz --arpa m.arpa
         rnnlm train-ngram train.txt --vocab-from lstm.npz -o kn.npz
+        rnnlm train-ngram big.txt --order 5 --memory 2G --temp-dir /scratch -o big.npz
     """
-    from rnnlm_cli.modelfile import write_model
     from rnnlm_cli.models import check_not_arpa_output
-    from rnnlm_cli.ngram.arpa import write_arpa
-    from rnnlm_cli.ngram.training import NgramConfig, train_ngram as train
-    from rnnlm_cli.outputs import atomic_outputs, check_outputs
+    from rnnlm_cli.ngram.scratch import Scratch
+    from rnnlm_cli.ngram.training import NgramConfig, default_memory, train_ngram_bounded
+    from rnnlm_cli.outputs import check_outputs
     from rnnlm_cli.tokenizer import Tokenizer
 
     tokenizer_config, words = _training_words(ctx, vocab_from, tokenizer_kind, level,
@@ -375,20 +426,43 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, token
     config.validate()
     check_not_arpa_output(output)
     check_outputs({"-o": output, "--arpa": arpa}, inputs=[*corpus, vocab_from])
+    stdin_at_most_once(*corpus)
     tokenizer = Tokenizer(tokenizer_config)
-    sentences = tokenizer.tokenize_lines(read_corpus_lines(corpus, encoding_errors))
-    with _progress(order + 2, "training") as step:
-        model = train(sentences, config, ", ".join(map(_name, corpus)),
-                      tokenizer.config.to_dict(), progress=step, vocab=words)
-    _warn_training(model.metadata)
-    with atomic_outputs([output, arpa] if arpa else [output], "wb") as files:  # both or neither
-        write_model(files[0], model.to_arrays(), model.metadata)
-        if arpa:
-            write_arpa(model, files[1], compress=arpa.lower().endswith(".gz"))
+    with Scratch(temp_dir) as scratch:   # removed on success, error, Ctrl-C and SIGTERM
+        model = train_ngram_bounded(_sentence_blocks(corpus, encoding_errors, tokenizer),
+                                    config, ", ".join(map(_name, corpus)),
+                                    tokenizer.config.to_dict(), memory or default_memory(),
+                                    scratch, _total_size(corpus), vocab=words)
+        _warn_training(model.metadata)
+        _write_ngram_model(model, output, arpa)
     meta = model.metadata
     click.echo(f"{output}: order-{order} {smoothing} model, {len(model.vocab)} words, "
                f"{sum(meta['ngrams'])} n-grams, trained on {meta['corpus']['tokens']} tokens "
                f"in {meta['corpus']['sentences']} sentences", err=True)
+
+
+def _sentence_blocks(corpus, encoding_errors: str, tokenizer):
+    """What ``train_ngram_bounded`` reads: ``read(block_bytes)`` gives the tokenized
+    sentences of the CORPUS files a block at a time, with the block's size."""
+    from rnnlm_cli.tokenizer import split_lines
+
+    def read(block_bytes):
+        for block in read_corpus_blocks(corpus, encoding_errors, block_bytes):
+            yield tokenizer.tokenize_lines(split_lines(block.text())), len(block.data)
+    return read
+
+
+def _write_ngram_model(model, output: str, arpa: Optional[str]) -> None:
+    """The ``.npz`` at ``output`` and the ARPA file at ``arpa`` (if given): both or neither."""
+    from rnnlm_cli.modelfile import write_model
+    from rnnlm_cli.ngram.arpa import write_arpa
+    from rnnlm_cli.ngram.training import writing_progress
+    from rnnlm_cli.outputs import atomic_outputs
+    with atomic_outputs([output, arpa] if arpa else [output], "wb") as files, \
+            writing_progress(model, arpa is not None):
+        write_model(files[0], model.to_arrays(), model.metadata)
+        if arpa:
+            write_arpa(model, files[1], compress=arpa.lower().endswith(".gz"))
 
 
 def _warn_training(metadata: dict) -> None:
@@ -411,24 +485,6 @@ def _one_blas_thread() -> None:
     if "numpy" not in sys.modules:
         for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, "1")
-
-
-class _progress:
-    """A tqdm bar over training stages, on stderr and only when stderr is a terminal."""
-
-    def __init__(self, stages: int, description: str):
-        self.bar = progress.bar(total=stages, desc=description, leave=False,
-                                bar_format="{desc}{n}/{total} [{elapsed}]")
-
-    def __enter__(self):
-        def step(message: str) -> None:
-            self.bar.set_description(message)
-            self.bar.update(1)
-        return step
-
-    def __exit__(self, *exc):
-        self.bar.close()
-        return False
 
 
 # -- train-rnn -------------------------------------------------------------------------------

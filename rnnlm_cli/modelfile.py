@@ -71,7 +71,12 @@ def save_model(path: str, arrays: Mapping[str, np.ndarray], metadata: dict) -> N
 
 def write_model(out, arrays: Mapping[str, np.ndarray], metadata: dict) -> None:
     """Write ``arrays`` and ``metadata`` as an ``.npz`` to the binary file ``out``:
-    what ``np.savez`` writes, with each member's data starting on a page boundary."""
+    what ``np.savez`` writes, with each member's data starting on a page boundary.
+
+    An array too large for memory may be given as a *chunked array*, an object with a
+    ``dtype``, a one-dimensional ``shape`` and a ``chunks()`` method yielding its values in
+    order (a table on disk): its member is written a chunk at a time, the same bytes the
+    whole array would give."""
     metadata = dict(metadata, format_version=FORMAT_VERSION)
     payload = dict(arrays)
     payload[META_KEY] = np.frombuffer(json.dumps(metadata, ensure_ascii=False).encode(), np.uint8)
@@ -80,7 +85,19 @@ def write_model(out, arrays: Mapping[str, np.ndarray], metadata: dict) -> None:
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.extra = _alignment_padding(archive.fp.tell(), len(info.filename.encode()))
             with archive.open(info, "w", force_zip64=True) as stream:
-                np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
+                if hasattr(array, "chunks"):
+                    _write_chunked(stream, array)
+                else:
+                    np.lib.format.write_array(stream, np.asanyarray(array), allow_pickle=False)
+
+
+def _write_chunked(stream, array) -> None:
+    """A chunked array as ``np.lib.format.write_array`` writes the whole one."""
+    np.lib.format.write_array_header_1_0(stream, {
+        "descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+        "shape": tuple(array.shape)})
+    for chunk in array.chunks():
+        stream.write(np.ascontiguousarray(chunk, dtype=array.dtype).tobytes())
 
 
 ALIGNMENT = 4096

@@ -11,6 +11,8 @@ checked by the same ``validate()``; the loader names the file.
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import Iterable, Optional
 
 from rnnlm_cli.errors import OptionError
@@ -74,3 +76,64 @@ def _range(low, high, low_open, high_open) -> str:
     if high is not None:
         return f"{'below' if high_open else 'at most'} {high:g}"
     return "(finite)"
+
+
+# -- sizes of memory ---------------------------------------------------------------------------
+
+LEAST_MEMORY = 1 << 20      # a smaller budget would spend its time on tiny runs
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGT]?)B?\s*", re.IGNORECASE)
+_SHARE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*%\s*")
+
+
+def parse_size(text: str, least: int = 0) -> int:
+    """Bytes from a size as ``sort -S`` and ``lmplz -S`` write one: a number with a unit
+    K, M, G or T (powers of 1024; ``B`` optional, ``500M``, ``1.5G``), plain bytes, or a
+    share of the machine's memory (``50%``). ``OptionError`` if it is not a size, or
+    is below ``least`` bytes."""
+    size = _parse_size(text)
+    if size < least:
+        raise OptionError(f"{text!r} is less than the least that works, "
+                          f"{_format_size(least)}")
+    return size
+
+
+def _parse_size(text: str) -> int:
+    share = _SHARE.fullmatch(text)
+    if share:
+        percent = float(share.group(1))
+        if not 0 < percent <= 100:
+            raise OptionError(f"{text!r}: a share of the memory is above 0% and at most 100%")
+        return int(physical_memory() * percent / 100)
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise OptionError(f"{text!r} is not a size: give bytes with a unit, as 500M or 4G, "
+                          "or a share of the memory, as 50%")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def _format_size(size: int) -> str:
+    for unit in "TGMK":
+        if size >= _UNITS[unit] and size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return f"{size} bytes"
+
+
+def physical_memory() -> int:
+    """The machine's memory in bytes (1 GiB if the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 30
+
+
+def available_memory() -> int:
+    """The memory free for a new process (Linux's MemAvailable), else the machine's."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return physical_memory()

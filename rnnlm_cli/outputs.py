@@ -82,6 +82,17 @@ def check_output(path: str) -> None:
         raise ModelFileError(f"{path}: cannot write: Permission denied")
 
 
+def check_folder(path: str) -> None:
+    """``OptionError`` unless ``path`` is a folder where files can be made (a place for
+    temporary files)."""
+    if not os.path.exists(path):
+        raise OptionError(f"{path}: no such directory")
+    if not os.path.isdir(path):
+        raise OptionError(f"{path}: not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OptionError(f"{path}: not writable (permission denied)")
+
+
 def _check_replaceable(path: str, target: str) -> Optional[os.stat_result]:
     """The target's status if it exists; an error if it is anything but a regular file."""
     try:
@@ -146,7 +157,7 @@ def atomic_outputs(paths: List[str], mode: str = "w"):
                 item.finish()
         except OSError as exc:
             raise ModelFileError(f"{last[0]}: cannot write: {exc.strerror or exc}") from None
-        with _interrupts_held():
+        with interrupts_held():
             _replace_all(pending)
     finally:
         for item in pending:
@@ -262,7 +273,7 @@ def _restore(item: _Pending, backup: Optional[str]) -> None:
 
 
 @contextmanager
-def _interrupts_held():
+def interrupts_held():
     """Ctrl-C and SIGTERM wait until the block is done (the renames of one group)."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -9,6 +9,8 @@ constructor cannot print a traceback at exit: tqdm before 4.68 reads ``self.disa
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+from typing import Optional
 
 
 class NoBar:
@@ -47,3 +49,15 @@ def bar(**options):
     made.disable = True   # what __del__ reads if __init__ is interrupted (see above)
     made.__init__(file=sys.stderr, **options)
     return made
+
+
+@contextmanager
+def bytes_bar(desc: str, total: Optional[int]):
+    """A ``bar`` counting bytes (``total`` if known: then tqdm shows the time left), closed
+    when the block ends."""
+    made = bar(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+               leave=False)
+    try:
+        yield made
+    finally:
+        made.close()

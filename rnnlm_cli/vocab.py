@@ -128,31 +128,11 @@ class Vocabulary:
         its id (count 0), a word of ``sentences`` absent from ``fixed`` becomes ``<unk>``.
         The counts are those of ``sentences`` in every case.
         """
-        first_seen = {UNK: 0, BOS: 1, EOS: 2}
-        setdefault = first_seen.setdefault
-        flat: List[int] = []
-        lengths: List[int] = []
-        for tokens in sentences:
-            flat.extend([setdefault(t, len(first_seen)) for t in tokens])
-            lengths.append(len(tokens))
-        provisional, lengths, skipped = _drop_markers(np.array(flat, dtype=np.int64),
-                                                      np.array(lengths, dtype=np.int64))
-        counts = np.bincount(provisional, minlength=len(first_seen))
-        words_by_id = list(first_seen)
-        if fixed is None:
-            keep = _choose_words(counts, min_count, max_vocab)
-            words = [words_by_id[i] for i in keep]
-            new_id = np.full(len(words_by_id), cls.unk_id, dtype=np.int64)
-            new_id[keep] = np.arange(len(keep))
-        else:
-            words = fixed.words
-            lookup = fixed.index.get
-            new_id = np.fromiter((lookup(w, cls.unk_id) for w in words_by_id), dtype=np.int64,
-                                 count=len(words_by_id))
-        final_counts = np.bincount(new_id, weights=counts, minlength=len(words)).astype(np.int64)
-        vocab = cls(words, final_counts)
+        counter = WordCounter()
+        provisional, lengths = counter.add(sentences)
+        vocab, new_id = counter.vocabulary(min_count, max_vocab, fixed)
         ids = new_id[provisional].astype(np.int32)
-        corpus = EncodedCorpus(ids, lengths, np.zeros(ids.size, dtype=bool), skipped)
+        corpus = EncodedCorpus(ids, lengths, np.zeros(ids.size, dtype=bool), counter.skipped)
         return vocab, corpus
 
     def check(self) -> None:
@@ -184,6 +164,56 @@ class Vocabulary:
         stored = [arrays[key] for key in _INDEX_KEYS] if all(
             key in arrays for key in _INDEX_KEYS) else None
         return cls(None, None if counts is None else np.asarray(counts), blob, stored)
+
+
+class WordCounter:
+    """The words of a corpus read a part at a time, each numbered in order of first
+    appearance (its *provisional id*) and counted; then the vocabulary and the map from
+    provisional to final ids (``vocabulary``). ``Vocabulary.build`` is one ``add`` and
+    that; bounded-memory training adds a block of sentences at a time and keeps only the
+    provisional ids, on disk."""
+
+    def __init__(self):
+        self.first_seen: Dict[str, int] = {UNK: 0, BOS: 1, EOS: 2}
+        self.counts = np.zeros(len(SPECIALS), dtype=np.int64)   # by provisional id
+        self.skipped = 0                                         # literal <s>, </s> dropped
+
+    def add(self, sentences: Iterable[Sequence[str]]) -> Tuple[np.ndarray, np.ndarray]:
+        """The provisional ids of ``sentences`` back to back (int64, literal ``<s>`` and
+        ``</s>`` dropped), and the length of each sentence."""
+        setdefault = self.first_seen.setdefault
+        first_seen = self.first_seen
+        flat: List[int] = []
+        lengths: List[int] = []
+        for tokens in sentences:
+            flat.extend([setdefault(t, len(first_seen)) for t in tokens])
+            lengths.append(len(tokens))
+        provisional, lengths, skipped = _drop_markers(np.array(flat, dtype=np.int64),
+                                                      np.array(lengths, dtype=np.int64))
+        self.skipped += skipped
+        counts = np.bincount(provisional, minlength=len(first_seen))
+        counts[:self.counts.size] += self.counts
+        self.counts = counts
+        return provisional, lengths
+
+    def vocabulary(self, min_count: int = 1, max_vocab: Optional[int] = None,
+                   fixed: Optional["Vocabulary"] = None) -> Tuple["Vocabulary", np.ndarray]:
+        """The vocabulary of every word added (``fixed``'s words, if given: see
+        ``Vocabulary.build``), and each provisional id's final id."""
+        words_by_id = list(self.first_seen)
+        if fixed is None:
+            keep = _choose_words(self.counts, min_count, max_vocab)
+            words = [words_by_id[i] for i in keep]
+            new_id = np.full(len(words_by_id), Vocabulary.unk_id, dtype=np.int64)
+            new_id[keep] = np.arange(len(keep))
+        else:
+            words = fixed.words
+            lookup = fixed.index.get
+            new_id = np.fromiter((lookup(w, Vocabulary.unk_id) for w in words_by_id),
+                                 dtype=np.int64, count=len(words_by_id))
+        final_counts = np.bincount(new_id, weights=self.counts,
+                                   minlength=len(words)).astype(np.int64)
+        return Vocabulary(words, final_counts), new_id
 
 
 def _choose_words(counts: np.ndarray, min_count: int, max_vocab: Optional[int]) -> np.ndarray:

@@ -211,7 +211,7 @@ def test_interrupt_message_names_the_files(work, monkeypatch):
     def interrupt_after_writing(*args, **kwargs):
         outputs.written.extend(["m.npz", "m.arpa"])
         raise KeyboardInterrupt
-    monkeypatch.setattr("rnnlm_cli.ngram.training.train_ngram", interrupt_after_writing)
+    monkeypatch.setattr("rnnlm_cli.ngram.training.train_ngram_bounded", interrupt_after_writing)
     result = cli_runner().invoke(cli, ["train-ngram", "corpus.txt", "-o", "m.npz"])
     assert result.exit_code == 130
     assert result.stderr.strip().splitlines()[-1] == \

@@ -10,7 +10,8 @@ from rnnlm_cli.cli import cli
 from rnnlm_cli.decoding import SamplingConfig
 from rnnlm_cli.errors import OptionError
 from rnnlm_cli.ngram.training import NgramConfig
-from rnnlm_cli.options import check_choice, check_flag, check_number, check_whole, flag
+from rnnlm_cli.options import (check_choice, check_flag, check_number, check_whole, flag,
+                               parse_size, physical_memory)
 from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.training import TrainConfig
 from rnnlm_cli.tokenizer import TokenizerConfig
@@ -69,3 +70,16 @@ def test_every_config_validates_its_defaults():
     for config in (RnnConfig(), TrainConfig(), NgramConfig(), TokenizerConfig(),
                    SamplingConfig()):
         config.validate()
+
+
+@pytest.mark.parametrize("text, size", [
+    ("500M", 500 << 20), ("1.5G", 3 << 29), ("800k", 800 << 10), ("1000000", 10**6),
+    ("2TB", 2 << 40), (" 64 MB ", 64 << 20), (".5G", 1 << 29)])
+def test_sizes_read_as_sort_and_lmplz_read_them(text, size):
+    assert parse_size(text) == size
+
+
+def test_a_share_of_the_memory_is_of_the_machines():
+    assert parse_size("50%") == physical_memory() // 2
+    with pytest.raises(OptionError, match="less than the least that works, 1M"):
+        parse_size("1023K", least=1 << 20)

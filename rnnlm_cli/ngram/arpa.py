@@ -418,8 +418,9 @@ def _tables(path: str, vocab: Vocabulary, order: int, sections) -> BackoffTables
 
 # -- writing ---------------------------------------------------------------------------
 
-def write_arpa(model: NgramModel, binary_out: BinaryIO, compress: bool = False) -> None:
-    """Write ``model`` in ARPA format (log10 values), gzipped if ``compress``."""
+def write_arpa(model, binary_out: BinaryIO, compress: bool = False) -> None:
+    """Write ``model`` (an ``NgramModel`` or a ``streamed.StreamedModel``) in ARPA format
+    (log10 values), gzipped if ``compress``."""
     # No name or time in the gzip header: the temporary file's name is not the file's,
     # and the same model gives the same bytes (DESIGN: byte for byte).
     raw = gzip.GzipFile(filename="", fileobj=binary_out, mode="wb", mtime=0) \
@@ -432,29 +433,28 @@ def write_arpa(model: NgramModel, binary_out: BinaryIO, compress: bool = False) 
         raw.close()              # writes the gzip trailer
 
 
-def _write_text(model: NgramModel, out: TextIO) -> None:
-    tables, words = model.tables, np.array(model.vocab.words, dtype=object)
+def _write_text(model, out: TextIO) -> None:
+    """The ARPA text of ``model`` (an ``NgramModel``, or a ``streamed.StreamedModel`` whose
+    tables are on disk), written an order at a time and a chunk of n-grams at a time."""
+    words = np.array(model.vocab.words, dtype=object)
     out.write("\\data\\\n")
-    for n in range(1, tables.order + 1):
-        out.write(f"ngram {n}={tables.keys[n - 1].size}\n")
-    size = np.uint64(len(words))
-    grams = np.arange(len(words), dtype=np.int64)[:, None]    # (rows, n) word ids
-    for n in range(1, tables.order + 1):
-        if n > 1:    # a key is prefix row * |V| + last word (see counting.py)
-            keys = tables.keys[n - 1]
-            grams = np.concatenate([grams[(keys // size).astype(np.int64)],
-                                    (keys % size).astype(np.int64)[:, None]], 1)
+    for n, size in enumerate(model.ngram_sizes(), 1):
+        out.write(f"ngram {n}={size}\n")
+    for n, chunks in enumerate(model.ngram_sections(), 1):
         out.write(f"\n\\{n}-grams:\n")
-        probs = _to_log10(tables.logprob[n - 1])
-        if n == 1:
-            probs[model.vocab.bos_id] = LOG10_ZERO
-        bows = _to_log10(tables.backoff[n - 1]) if n < tables.order else None
-        text = [" ".join(words[g]) for g in grams]
-        if bows is None:
-            out.writelines(f"{p:.8g}\t{t}\n" for p, t in zip(probs.tolist(), text))
-        else:
-            out.writelines(f"{p:.8g}\t{t}\t{b:.8g}\n"
-                           for p, t, b in zip(probs.tolist(), text, bows.tolist()))
+        for grams, logprob, backoff in chunks:        # grams: (rows, n) word ids
+            probs = _to_log10(logprob)
+            if n == 1:
+                probs[grams[:, 0] == model.vocab.bos_id] = LOG10_ZERO
+            text = words[grams[:, 0]]
+            for j in range(1, n):                       # a column at a time, not a row
+                text = text + " " + words[grams[:, j]]
+            if backoff is None:
+                lines = [f"{p:.8g}\t{t}\n" for p, t in zip(probs.tolist(), text.tolist())]
+            else:
+                lines = [f"{p:.8g}\t{t}\t{b:.8g}\n" for p, t, b in
+                         zip(probs.tolist(), text.tolist(), _to_log10(backoff).tolist())]
+            out.write("".join(lines))
     out.write("\n\\end\\\n")
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnlm_cli.ngram import trie
-from rnnlm_cli.ngram.smoothing import BackoffTables
-
-LOGPROB_SLACK = 1e-6     # rounding may make log p(w | h) = log 1 a hair above 0
+from rnnlm_cli.ngram.smoothing import LOGPROB_SLACK, BackoffTables
 
 
 def check_at_load(tables: BackoffTables) -> None:

@@ -236,6 +236,30 @@ class NgramModel(LanguageModel):
                 first = self._child_starts[n]
         return first
 
+    # -- the n-grams, for the ARPA file -----------------------------------------------------
+
+    def ngram_sizes(self) -> list:
+        return [int(keys.size) for keys in self.tables.keys]
+
+    ARPA_CHUNK = 1 << 16          # n-grams a chunk of ``ngram_sections``
+
+    def ngram_sections(self):
+        """For each order in turn, its n-grams as ``(word ids (rows, n), log p, log bow or
+        None)`` chunks of ``ARPA_CHUNK`` rows: an n-gram's words are its prefix's words,
+        found by the prefix row in its key, and its last word."""
+        tables, size = self.tables, self._v
+        grams = np.arange(len(self.vocab), dtype=np.int64)[:, None]
+        for n in range(1, tables.order + 1):
+            if n > 1:
+                keys = tables.keys[n - 1]
+                grams = np.concatenate([grams[(keys // size).astype(np.int64)],
+                                        (keys % size).astype(np.int64)[:, None]], 1)
+            backoff = tables.backoff[n - 1] if n < tables.order else None
+            yield [(grams[start:start + self.ARPA_CHUNK],
+                    tables.logprob[n - 1][start:start + self.ARPA_CHUNK],
+                    None if backoff is None else backoff[start:start + self.ARPA_CHUNK])
+                   for start in range(0, grams.shape[0], self.ARPA_CHUNK)]
+
     # -- storage -------------------------------------------------------------------------
 
     def to_arrays(self) -> dict:

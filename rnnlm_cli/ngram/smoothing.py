@@ -21,11 +21,13 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from rnnlm_cli.errors import TrainingError
 from rnnlm_cli.ngram.counting import NgramCounts
 
 METHODS = ("kneser-ney", "witten-bell", "add-k", "mle")
 # lmplz --discount_fallback: what KenLM uses when discounts cannot be estimated.
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+LOGPROB_SLACK = 1e-6     # rounding may make log p(w | h) = log 1 a hair above 0
 
 
 @dataclass
@@ -54,6 +56,21 @@ def estimate(counts: NgramCounts, method: str, bos: int, add_k: float = 1.0,
     raise ValueError(f"unknown smoothing method {method!r}")
 
 
+def check_estimate(n: int, logprob: np.ndarray, backoff: Optional[np.ndarray],
+                   method: str) -> None:
+    """Never write a model ``rnnlm check`` would refuse: a log-probability of order n that
+    is NaN or above 0, or a back-off that is NaN or +inf (``-inf``, an MLE context with no
+    mass left, is allowed), is a ``TrainingError`` (floating point gives out, e.g. for a
+    tiny ``--add-k``)."""
+    bad = np.isnan(logprob).any() or (logprob > LOGPROB_SLACK).any() or (
+        backoff is not None and (np.isnan(backoff).any() or np.isposinf(backoff).any()))
+    if bad:
+        advice = "; try a larger --add-k" if method == "add-k" else ""
+        raise TrainingError(f"the {method} estimate of the {n}-grams is not a "
+                            f"probability (floating point gives out{advice}); no model "
+                            "was written")
+
+
 # -- helpers shared by the methods ------------------------------------------------
 
 def _raw_counts(counts: NgramCounts, n: int, bos: int) -> np.ndarray:
@@ -65,7 +82,7 @@ def _raw_counts(counts: NgramCounts, n: int, bos: int) -> np.ndarray:
 
 
 @dataclass
-class _Contexts:
+class Contexts:
     """Each n-gram's context: its row in the table of order n-1 (row 0, the empty context,
     for unigrams), computed once per order."""
 
@@ -77,13 +94,13 @@ class _Contexts:
         return np.bincount(self.row, weights=values, minlength=self.count)
 
 
-def _contexts(counts: NgramCounts, n: int) -> _Contexts:
+def _contexts(counts: NgramCounts, n: int) -> Contexts:
     if n == 1:
-        return _Contexts(np.zeros(counts.size(1), dtype=np.intp), 1)
-    return _Contexts(counts.context(n).astype(np.intp), counts.size(n - 1))
+        return Contexts(np.zeros(counts.size(1), dtype=np.intp), 1)
+    return Contexts(counts.context(n).astype(np.intp), counts.size(n - 1))
 
 
-def _safe_log(x: np.ndarray, out=None) -> np.ndarray:
+def safe_log(x: np.ndarray, out=None) -> np.ndarray:
     with np.errstate(divide="ignore"):
         return np.log(x, out=out)
 
@@ -96,19 +113,36 @@ def _interpolate(counts: NgramCounts, bos: int, alpha: List[np.ndarray],
     NaN where a context has no continuation (its back-off weight is then 1).
     """
     vocab_size = counts.vocab_size
-    uniform = 1.0 / (vocab_size - 1)  # the vocabulary less <s>
-    lower = alpha[0] + gamma[0][0] * uniform
-    lower[bos] = 0.0
+    lower = unigram_probabilities(alpha[0], gamma[0], bos)
     logprob = []
     for n in range(2, counts.order + 1):
         ctx = _contexts(counts, n).row
-        probs = alpha[n - 1] + gamma[n - 1][ctx] * lower[counts.suffix[n - 1]]
+        probs = interpolate(alpha[n - 1], gamma[n - 1][ctx], lower[counts.suffix[n - 1]])
         alpha[n - 1] = None                       # free memory as we go: big corpora
-        logprob.append(_safe_log(lower, out=lower))
+        logprob.append(safe_log(lower, out=lower))
         lower = probs
-    logprob.append(_safe_log(lower, out=lower))
-    backoff = [_safe_log(np.where(np.isnan(g), 1.0, g)) for g in gamma[1:]]
+    logprob.append(safe_log(lower, out=lower))
+    backoff = [interpolated_backoff(g) for g in gamma[1:]]
     return BackoffTables(counts.order, vocab_size, list(counts.keys), logprob, backoff, notes)
+
+
+def unigram_probabilities(alpha: np.ndarray, gamma: np.ndarray, bos: int) -> np.ndarray:
+    """The unigram level, interpolated with the uniform distribution over the vocabulary
+    less ``<s>`` (which is never predicted): ``p(w) = alpha(w) + gamma / (|V| - 1)``."""
+    probs = alpha + gamma[0] * (1.0 / (alpha.size - 1))
+    probs[bos] = 0.0
+    return probs
+
+
+def interpolate(alpha: np.ndarray, gamma_of_context: np.ndarray,
+                lower: np.ndarray) -> np.ndarray:
+    """``p(w | h) = alpha(h w) + gamma(h) p(w | h')``, n-gram by n-gram."""
+    return alpha + gamma_of_context * lower
+
+
+def interpolated_backoff(gamma: np.ndarray) -> np.ndarray:
+    """log bow(h) = log gamma(h); a context never continued (NaN) backs off with weight 1."""
+    return safe_log(np.where(np.isnan(gamma), 1.0, gamma))
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -133,7 +167,17 @@ def adjusted_counts(counts: NgramCounts, n: int, bos: int) -> np.ndarray:
     return a
 
 
+def counts_of_counts(adjusted: np.ndarray) -> np.ndarray:
+    """t_k, the number of n-grams with adjusted count k, for k = 0..4 (int64)."""
+    return np.array([np.count_nonzero(adjusted == k) for k in range(5)], dtype=np.int64)
+
+
 def kn_discounts(adjusted: np.ndarray):
+    """``discounts_from(counts_of_counts(adjusted))``."""
+    return discounts_from(counts_of_counts(adjusted))
+
+
+def discounts_from(counts_of_count: np.ndarray):
     """Discounts D_1, D_2, D_3+ from counts-of-counts, Chen & Goodman eq. (26):
 
         Y = t1 / (t1 + 2 t2),   D_k = k - (k + 1) Y t_{k+1} / t_k,
@@ -142,7 +186,7 @@ def kn_discounts(adjusted: np.ndarray):
     ``problem`` is None, or why the discounts cannot be estimated (a count-of-count is
     zero or a discount falls outside [0, k]: KenLM's BadDiscountException).
     """
-    t = np.array([np.count_nonzero(adjusted == k) for k in range(5)], dtype=np.float64)
+    t = np.asarray(counts_of_count, dtype=np.float64)
     for k in (1, 2, 3):
         if t[k] == 0:
             return None, f"no n-grams with adjusted count {k}"
@@ -155,31 +199,52 @@ def kn_discounts(adjusted: np.ndarray):
 
 
 def _kneser_ney(counts: NgramCounts, bos: int, prune: Optional[Sequence[int]]) -> BackoffTables:
-    thresholds = [0] + list(prune or [])
-    thresholds += [thresholds[-1]] * (counts.order - len(thresholds))
+    thresholds = prune_thresholds(prune, counts.order)
     alpha, gamma, notes = [], [], {"discounts": {}, "discount_fallback": {}}
     kept = []
     for n in range(1, counts.order + 1):
         a = adjusted_counts(counts, n, bos).astype(np.float64)
-        discounts, problem = kn_discounts(a)
-        if problem:
-            discounts = np.array(FALLBACK_DISCOUNTS)
-            notes["discount_fallback"][str(n)] = problem
-        notes["discounts"][str(n)] = [float(d) for d in discounts]
-        # D(a) = D_1, D_2, D_3+ for a = 1, 2, >= 3 (and 0 for a = 0).
-        d_of = np.concatenate([[0.0], discounts])[np.minimum(a, 3).astype(np.int64)]
+        discounts = choose_discounts(counts_of_counts(a), n, notes)
         keep = counts.counts[n - 1] > thresholds[n - 1] if n > 1 else np.ones(a.size, bool)
-        ctx = _contexts(counts, n)
-        denominator = ctx.total(a)
-        # Pruned n-grams give their whole count to the back-off mass (as lmplz does).
-        left_over = ctx.total(np.where(keep, d_of, a))
-        alpha.append((a - d_of) / denominator[ctx.row])
-        gamma.append(_ratio(left_over, denominator))
+        alpha_n, gamma_n = kn_order(a, discounts, keep, _contexts(counts, n))
+        alpha.append(alpha_n)
+        gamma.append(gamma_n)
         kept.append(keep)
     tables = _interpolate(counts, bos, alpha, gamma, notes)
     if prune:
         tables = _drop_pruned(tables, kept)
     return tables
+
+
+def prune_thresholds(prune: Optional[Sequence[int]], order: int) -> List[int]:
+    """The count threshold of each order 1..N (0 for unigrams, the last repeating)."""
+    thresholds = [0] + list(prune or [])
+    return thresholds + [thresholds[-1]] * (order - len(thresholds))
+
+
+def choose_discounts(counts_of_count: np.ndarray, n: int, notes: dict) -> np.ndarray:
+    """The discounts of order n, or lmplz's fallback where they cannot be estimated;
+    noted in ``notes`` (saved with the model)."""
+    discounts, problem = discounts_from(counts_of_count)
+    if problem:
+        discounts = np.array(FALLBACK_DISCOUNTS)
+        notes["discount_fallback"][str(n)] = problem
+    notes["discounts"][str(n)] = [float(d) for d in discounts]
+    return discounts
+
+
+def kn_order(a: np.ndarray, discounts: np.ndarray, keep: np.ndarray, ctx: "Contexts"):
+    """One order of Kneser-Ney from its adjusted counts ``a``: ``(alpha, gamma)``,
+
+        alpha(h w) = (a(h w) - D(a)) / sum_w a(h w),
+        gamma(h) = sum_w D(a(h w)) / sum_w a(h w),
+
+    ``D(a)`` being D_1, D_2, D_3+ for a = 1, 2, >= 3 (0 for a = 0); a pruned n-gram
+    (``keep`` False) gives its whole count to gamma's mass, as lmplz does."""
+    d_of = np.concatenate([[0.0], discounts])[np.minimum(a, 3).astype(np.int64)]
+    denominator = ctx.total(a)
+    left_over = ctx.total(np.where(keep, d_of, a))
+    return (a - d_of) / denominator[ctx.row], _ratio(left_over, denominator)
 
 
 def _drop_pruned(tables: BackoffTables, kept: List[np.ndarray]) -> BackoffTables:
@@ -204,13 +269,17 @@ def _witten_bell(counts: NgramCounts, bos: int) -> BackoffTables:
     T(h) the number of distinct words seen after h (Witten & Bell 1991)."""
     alpha, gamma = [], []
     for n in range(1, counts.order + 1):
-        c = _raw_counts(counts, n, bos)
-        ctx = _contexts(counts, n)
-        total = ctx.total(c)
-        types = ctx.total((c > 0).astype(np.float64))
-        alpha.append(c / (total + types)[ctx.row])
-        gamma.append(_ratio(types, total + types))
+        alpha_n, gamma_n = wb_order(_raw_counts(counts, n, bos), _contexts(counts, n))
+        alpha.append(alpha_n)
+        gamma.append(gamma_n)
     return _interpolate(counts, bos, alpha, gamma, {})
+
+
+def wb_order(c: np.ndarray, ctx: "Contexts"):
+    """One order of Witten-Bell from raw counts: ``(alpha, gamma)``."""
+    total = ctx.total(c)
+    types = ctx.total((c > 0).astype(np.float64))
+    return c / (total + types)[ctx.row], _ratio(types, total + types)
 
 
 # -- back-off methods: add-k and maximum likelihood -----------------------------------
@@ -225,41 +294,63 @@ def _backoff_model(counts: NgramCounts, bos: int, estimates: List[np.ndarray],
     backoff = []
     for n in range(2, counts.order + 1):
         ctx = _contexts(counts, n)
-        lower_mass = ctx.total(estimates[n - 2][counts.suffix[n - 1]])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            bow = np.where(left_over[n - 1] > 0, left_over[n - 1] / (1.0 - lower_mass), 0.0)
-        has_children = ctx.total(np.ones(counts.size(n))) > 0
-        backoff.append(_safe_log(np.where(has_children, bow, 1.0)))
+        lower = estimates[n - 2][counts.suffix[n - 1]]
+        backoff.append(katz_backoff(left_over[n - 1], lower, ctx))
     return BackoffTables(counts.order, counts.vocab_size, list(counts.keys),
-                         [_safe_log(p) for p in estimates], backoff, notes)
+                         [safe_log(p) for p in estimates], backoff, notes)
+
+
+def katz_backoff(left_over: np.ndarray, lower: np.ndarray, ctx: "Contexts") -> np.ndarray:
+    """log bow(h) of each context row, from the mass it leaves and the lower-order
+    estimate ``lower`` of each n-gram's suffix; 0 (bow 1) for a context never continued."""
+    lower_mass = ctx.total(lower)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bow = np.where(left_over > 0, left_over / (1.0 - lower_mass), 0.0)
+    has_children = ctx.total(np.ones(ctx.row.size)) > 0
+    return safe_log(np.where(has_children, bow, 1.0))
 
 
 def _add_k(counts: NgramCounts, bos: int, k: float) -> BackoffTables:
     """p(w | h) = (c(h w) + k) / (c(h) + k |V|) for w seen after h (|V| less <s>);
     the unigram level gives every word of the vocabulary that estimate."""
     size = counts.vocab_size - 1
-    estimates, left_over = [], [None]
-    unigram = _raw_counts(counts, 1, bos)
+    estimates, left_over = [add_k_unigrams(_raw_counts(counts, 1, bos), k, bos)], [None]
+    for n in range(2, counts.order + 1):
+        estimate_n, left_over_n = add_k_order(_raw_counts(counts, n, bos), _contexts(counts, n),
+                                              k, size)
+        estimates.append(estimate_n)
+        left_over.append(left_over_n)
+    return _backoff_model(counts, bos, estimates, left_over, {"add_k": k})
+
+
+def add_k_unigrams(unigram: np.ndarray, k: float, bos: int) -> np.ndarray:
+    """The unigram level of add-k: every word of the vocabulary less ``<s>`` gets
+    (c + k) / (N + k (|V| - 1))."""
+    size = unigram.size - 1
     p1 = (unigram + k) / (unigram.sum() + k * size)
     p1[bos] = 0.0
-    estimates.append(p1)
-    for n in range(2, counts.order + 1):
-        c = _raw_counts(counts, n, bos)
-        ctx = _contexts(counts, n)
-        total = ctx.total(c)
-        seen = ctx.total(np.ones_like(c))
-        estimates.append((c + k) / (total + k * size)[ctx.row])
-        left_over.append(k * (size - seen) / np.maximum(total + k * size, 1e-300))
-    return _backoff_model(counts, bos, estimates, left_over, {"add_k": k})
+    return p1
+
+
+def add_k_order(c: np.ndarray, ctx: "Contexts", k: float, size: int):
+    """One order (n >= 2) of add-k: ``(estimate of each n-gram, mass left by each context)``."""
+    total = ctx.total(c)
+    seen = ctx.total(np.ones_like(c))
+    return ((c + k) / (total + k * size)[ctx.row],
+            k * (size - seen) / np.maximum(total + k * size, 1e-300))
 
 
 def _mle(counts: NgramCounts, bos: int) -> BackoffTables:
     """p(w | h) = c(h w) / c(h) with h the longest history seen; unseen words get 0."""
     estimates, left_over = [], []
     for n in range(1, counts.order + 1):
-        c = _raw_counts(counts, n, bos)
-        ctx = _contexts(counts, n)
-        total = ctx.total(c)
-        estimates.append(c / total[ctx.row])
-        left_over.append(np.zeros_like(total))
+        estimate_n, left_over_n = mle_order(_raw_counts(counts, n, bos), _contexts(counts, n))
+        estimates.append(estimate_n)
+        left_over.append(left_over_n)
     return _backoff_model(counts, bos, estimates, left_over, {})
+
+
+def mle_order(c: np.ndarray, ctx: "Contexts"):
+    """One order of maximum likelihood: ``(c(h w) / c(h), no mass left: zeros)``."""
+    total = ctx.total(c)
+    return c / total[ctx.row], np.zeros_like(total)

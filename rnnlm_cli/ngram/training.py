@@ -1,18 +1,40 @@
-"""Training an n-gram model: vocabulary, counting, smoothing, in that order."""
+"""Training an n-gram model: vocabulary, counting, smoothing, in that order.
+
+Two ways, one model. ``train_ngram`` holds the corpus and every table in memory (about
+32 (order + 1) bytes a token: ``in_memory_bytes``); ``train_ngram_bounded``, what
+``train-ngram`` runs, stays within a memory budget: it reads the corpus once, a block at
+a time, and trains in memory if that fits; else it keeps the word ids on disk, counts
+them in blocks (``blockcount.py``) and estimates from tables on disk (``streamed.py``).
+Both give the same model, bit for bit.
+"""
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rnnlm_cli.errors import CorpusError, OptionError, TrainingError
-from rnnlm_cli.ngram.counting import count_ngrams
-from rnnlm_cli.ngram.invariants import LOGPROB_SLACK
+from rnnlm_cli import progress
+from rnnlm_cli.errors import CorpusError, OptionError
+from rnnlm_cli.ngram.blockcount import BYTES_PER_POSITION, BlockCounter, CountTables
+from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import NgramModel
-from rnnlm_cli.ngram.smoothing import METHODS, estimate
-from rnnlm_cli.options import check_choice, check_number, check_vocab_source, check_whole
-from rnnlm_cli.vocab import Vocabulary
+from rnnlm_cli.ngram.scratch import Scratch, TableReader, remove
+from rnnlm_cli.ngram.smoothing import METHODS, check_estimate, estimate
+from rnnlm_cli.ngram.streamed import StreamedModel, estimate_streamed
+from rnnlm_cli.options import (LEAST_MEMORY, available_memory, check_choice, check_number,
+                               check_vocab_source, check_whole)
+from rnnlm_cli.vocab import Vocabulary, WordCounter
+
+# Memory per byte of text in the first pass: its lines, tokens and ids as Python objects.
+TEXT_MEMORY_PER_BYTE = 40
+
+
+def default_memory() -> int:
+    """The budget when none is given: half the memory free now (at least LEAST_MEMORY).
+    Whatever it is, training works; a small one takes more runs and merges, on disk."""
+    return max(LEAST_MEMORY, available_memory() // 2)
 
 MAX_ORDER = 20
 
@@ -57,38 +79,168 @@ def train_ngram(sentences: Iterable[Sequence[str]], config: NgramConfig, corpus_
     config.validate()
     if (vocab is None) != (config.vocab_from is None):
         raise ValueError("give a vocabulary and the file it came from, or neither")
-    step = progress or (lambda message: None)
-    step("reading the corpus")
-    vocab, corpus = Vocabulary.build(sentences, config.min_count, config.max_vocab, vocab)
-    if corpus.num_tokens == 0:
+    counter = WordCounter()
+    ids, lengths = counter.add(sentences)
+    if ids.size == 0:
         raise CorpusError(f"{corpus_name}: no words to train on (empty, or only blank lines)")
-    counts = count_ngrams(corpus.ids, corpus.lengths, config.order, len(vocab),
-                          vocab.bos_id, vocab.eos_id, progress=step)
+    vocab, new_id = counter.vocabulary(config.min_count, config.max_vocab, vocab)
+    return _train_in_memory(vocab, new_id[ids].astype(np.int32), lengths, counter.skipped,
+                            config, corpus_name, tokenizer, progress)
+
+
+def _train_in_memory(vocab: Vocabulary, ids: np.ndarray, lengths: np.ndarray, skipped: int,
+                     config: NgramConfig, corpus_name: str, tokenizer: dict,
+                     progress: Optional[Callable[[str], None]]) -> NgramModel:
+    step = progress or (lambda message: None)
+    counts = count_ngrams(ids, lengths, config.order, len(vocab), vocab.bos_id, vocab.eos_id,
+                          progress=step)
     step("smoothing")
     tables = estimate(counts, config.smoothing, vocab.bos_id, config.add_k, config.prune)
     del counts
     _check_estimate(tables, config)
-    metadata = {
-        "model_type": "ngram", "order": config.order, "smoothing": config.smoothing,
-        "config": asdict(config), "tokenizer": tokenizer,
-        "corpus": {"name": corpus_name, "sentences": int(corpus.lengths.size),
-                   "tokens": corpus.num_tokens, "skipped_markers": corpus.skipped_markers},
-        "ngrams": [int(k.size) for k in tables.keys],
-        "smoothing_notes": tables.notes,
-    }
+    metadata = _metadata(config, tokenizer, corpus_name, int(lengths.size), int(ids.size),
+                         skipped, [int(k.size) for k in tables.keys], tables.notes)
     return NgramModel(vocab, tables, metadata)
 
 
+SentenceBlocks = Iterable[Tuple[Iterable[Sequence[str]], int]]
+
+
+def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: NgramConfig,
+                        corpus_name: str, tokenizer: dict, memory: int, scratch: Scratch,
+                        total_bytes: Optional[int] = None,
+                        vocab: Optional[Vocabulary] = None):
+    """``train_ngram`` within about ``memory`` bytes besides the vocabulary: the same model.
+
+    ``read_blocks(size)`` gives the corpus's sentences a block of about ``size`` bytes of
+    text at a time, as ``(sentences, bytes read)`` pairs (``total_bytes`` in all, if
+    known: for the progress bar). The corpus is read once. If the in-memory path fits in
+    ``memory`` (``in_memory_bytes``), it is taken, and an ``NgramModel`` returned; else
+    the word ids go to the disk of ``scratch``, are counted in blocks and the model
+    estimated from tables on disk: a ``StreamedModel``, which writes the same files
+    without ever being loaded. Progress bars (on a terminal) show each stage.
+    """
+    config.validate()
+    check_whole("memory", memory, 1)
+    if (vocab is None) != (config.vocab_from is None):
+        raise ValueError("give a vocabulary and the file it came from, or neither")
+    counter = WordCounter()
+    block_bytes = max(1 << 16, min(64 << 20, memory // TEXT_MEMORY_PER_BYTE))
+    room = memory // in_memory_bytes(config.order, 1)
+    corpus = _first_pass(read_blocks(block_bytes), counter, scratch, room, total_bytes)
+    if corpus.tokens == 0:
+        raise CorpusError(f"{corpus_name}: no words to train on (empty, or only blank lines)")
+    vocab, new_id = counter.vocabulary(config.min_count, config.max_vocab, vocab)
+    new_id = new_id.astype(np.int32)
+    if corpus.spool is None:
+        ids, lengths = np.concatenate(corpus.ids), np.concatenate(corpus.lengths)
+        corpus.ids = corpus.lengths = None                   # (one copy of the ids at a time)
+        ids = new_id[ids]
+        with _steps(config.order + 1, "estimating") as step:
+            return _train_in_memory(vocab, ids, lengths, counter.skipped, config,
+                                    corpus_name, tokenizer, step)
+    counts = _count_on_disk(corpus.spool, new_id, vocab, config.order, memory, scratch)
+    tables = estimate_streamed(counts, config.smoothing, vocab.bos_id, vocab.eos_id,
+                               config.add_k, config.prune, memory, scratch)
+    metadata = _metadata(config, tokenizer, corpus_name, corpus.sentences, corpus.tokens,
+                         counter.skipped, tables.sizes, tables.notes)
+    return StreamedModel(vocab, tables, metadata, memory)
+
+
+def writing_progress(model, arpa: bool):
+    """A progress bar while a ``StreamedModel``'s files are written (``arpa``: the ARPA
+    file too); none for a model in memory, written in moments."""
+    return model.writing_progress(arpa) if isinstance(model, StreamedModel) else nullcontext()
+
+
+def in_memory_bytes(order: int, positions: int) -> int:
+    """About what the in-memory path holds at its peak for a corpus of ``positions``
+    (its tokens, and one ``<s>`` and one ``</s>`` a sentence), besides the vocabulary:
+    measured on Vietnamese Wikipedia, 32 (order + 1) bytes a position."""
+    return 32 * (order + 1) * positions
+
+
+@dataclass
+class _Corpus:
+    """The first pass's corpus: provisional ids and sentence lengths, block by block, in
+    memory; or, once too large for the in-memory path, the padded sequence on disk."""
+
+    ids: List[np.ndarray] = field(default_factory=list)
+    lengths: List[np.ndarray] = field(default_factory=list)
+    spool: Optional[str] = None
+    sentences: int = 0
+    tokens: int = 0
+
+
+def _first_pass(blocks: SentenceBlocks, counter: WordCounter, scratch: Scratch, room: int,
+                total_bytes: Optional[int]) -> _Corpus:
+    """Each block's words get provisional ids (``WordCounter``); the blocks stay in memory
+    while the corpus has at most ``room`` positions, else all go to a scratch table as
+    the padded sequence ``<s> w.. </s> <s> ...`` (``<s>``, ``</s>`` keep their ids)."""
+    corpus = _Corpus()
+    with ExitStack() as stack:
+        bar = stack.enter_context(progress.bytes_bar("reading", total_bytes))
+        spool = None
+        for block, size in blocks:
+            ids, lengths = counter.add(block)
+            corpus.sentences += lengths.size
+            corpus.tokens += ids.size
+            corpus.ids.append(ids.astype(np.int32))
+            corpus.lengths.append(lengths)
+            if spool is None and corpus.tokens + 2 * corpus.sentences > room:
+                spool = stack.enter_context(scratch.writer("corpus", np.int32))
+            if spool is not None:
+                for part, part_lengths in zip(corpus.ids, corpus.lengths):
+                    spool.append(padded_sequence(part, part_lengths, Vocabulary.bos_id,
+                                                 Vocabulary.eos_id, dtype=np.int32)[0])
+                corpus.ids, corpus.lengths = [], []
+            bar.update(size)
+        if spool is not None:
+            corpus.spool = spool.close()
+    return corpus
+
+
+def _count_on_disk(corpus: str, new_id: np.ndarray, vocab: Vocabulary, order: int,
+                   memory: int, scratch: Scratch) -> CountTables:
+    """The second pass: the padded sequence in blocks, in final ids, counted."""
+    counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id)
+    with TableReader(corpus) as reader, progress.bytes_bar("counting", reader.rows * 4) as bar:
+        for block in reader.chunks(max(1 << 10, memory // BYTES_PER_POSITION)):
+            counter.add(new_id[block])
+            bar.update(block.nbytes)
+    remove(corpus)
+    with progress.bytes_bar("merging", counter.run_bytes()) as bar:
+        return counter.finish(memory, bar.update)
+
+
+@contextmanager
+def _steps(total: int, stage: str):
+    """A progress bar of ``total`` steps; yields the function that takes a step."""
+    bar = progress.bar(total=total, desc=stage, leave=False,
+                       bar_format="{desc}{n}/{total} [{elapsed}]")
+
+    def step(message: str) -> None:
+        bar.set_description(message)
+        bar.update(1)
+    try:
+        yield step
+    finally:
+        bar.close()
+
+
+def _metadata(config: NgramConfig, tokenizer: dict, corpus_name: str, sentences: int,
+              tokens: int, skipped_markers: int, ngrams: List[int], notes: dict) -> dict:
+    return {
+        "model_type": "ngram", "order": config.order, "smoothing": config.smoothing,
+        "config": asdict(config), "tokenizer": tokenizer,
+        "corpus": {"name": corpus_name, "sentences": sentences, "tokens": tokens,
+                   "skipped_markers": skipped_markers},
+        "ngrams": ngrams,
+        "smoothing_notes": notes,
+    }
+
+
 def _check_estimate(tables, config: NgramConfig) -> None:
-    """Never write a model ``rnnlm check`` would refuse: a log-probability that is NaN or
-    above 0, or a back-off that is NaN or +inf (``-inf``, an MLE context with no mass
-    left, is allowed), is a ``TrainingError`` (floating point gives out, e.g. for a tiny
-    ``--add-k``)."""
+    """``smoothing.check_estimate`` on every order, lowest first."""
     for n, (logprob, backoff) in enumerate(zip(tables.logprob, tables.backoff + [None]), 1):
-        bad = np.isnan(logprob).any() or (logprob > LOGPROB_SLACK).any() or (
-            backoff is not None and (np.isnan(backoff).any() or np.isposinf(backoff).any()))
-        if bad:
-            advice = "; try a larger --add-k" if config.smoothing == "add-k" else ""
-            raise TrainingError(f"the {config.smoothing} estimate of the {n}-grams is not a "
-                                f"probability (floating point gives out{advice}); no model "
-                                "was written")
+        check_estimate(n, logprob, backoff, config.smoothing)

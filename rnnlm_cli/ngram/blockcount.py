@@ -1,0 +1,113 @@
+"""Counting the n-grams of a corpus that does not fit in memory, a block at a time.
+
+The corpus arrives as its *padded sequence*, ``<s> w_1 .. w_k </s> <s> ...`` (word ids),
+in blocks of any size. In each block the n-grams of every order 2..N that end in the
+block are packed (``packed.py``, independent of the rest of the corpus), sorted, counted,
+and written as one sorted run per order; the last N-1 positions of a block are kept to
+complete the n-grams that cross into the next. When every block is in, the runs of each
+order are merged (``runs.merge_runs``, counts summed) into its *count table*: each
+distinct n-gram once, in lexicographic order, with its count. Unigram counts are one
+array over the vocabulary, kept in memory.
+
+An n-gram ends at a position whose offset in its sentence (``<s>`` is offset 0) is at
+least n-1, exactly as ``counting.count_ngrams`` counts: the two give the same n-grams and
+counts (``tests/test_ngram_bounded.py``). A run counted anywhere else from the same
+vocabulary (another process, another machine) is just another run to merge.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+from rnnlm_cli.ngram import packed
+from rnnlm_cli.ngram.runs import Progress, merge_runs, write_run
+from rnnlm_cli.ngram.scratch import Scratch, header_size
+
+# Bytes of memory per position of a block while its n-grams are counted: the ids, their
+# offsets, one order's packed keys (twice: sorting gathers a copy), the sort's index.
+BYTES_PER_POSITION = 128
+
+
+def count_dtype(packing: packed.Packing) -> np.dtype:
+    """A record of a count table: the packed n-gram and its count."""
+    return packed.dtype_of(packing, count=np.int64)
+
+
+@dataclass
+class CountTables:
+    """The counts of every order: unigrams in memory, orders 2..N as scratch tables."""
+
+    order: int
+    vocab_size: int
+    unigrams: np.ndarray                                     # (|V|,) int64
+    tables: List[Optional[str]] = field(default_factory=list)  # [n - 1]: path; None for n = 1
+    runs: int = 0                                            # runs spilled, all orders
+
+    def packing(self, n: int) -> packed.Packing:
+        return packed.Packing(n, self.vocab_size)
+
+
+class BlockCounter:
+    """Counts the n-grams of a padded sequence given a block at a time (``add``)."""
+
+    def __init__(self, scratch: Scratch, order: int, vocab_size: int, bos: int):
+        self.scratch, self.order, self.vocab_size, self.bos = scratch, order, vocab_size, bos
+        self.unigrams = np.zeros(vocab_size, dtype=np.int64)
+        self.runs: List[List[str]] = [[] for _ in range(order + 1)]
+        self.tail_ids = np.zeros(0, dtype=np.int32)     # the last N-1 positions so far
+        self.tail_offsets = np.zeros(0, dtype=np.int64)
+
+    def add(self, ids: np.ndarray) -> None:
+        """Count the n-grams ending in the next block ``ids`` of the padded sequence."""
+        if ids.size == 0:
+            return
+        ids = ids.astype(np.int32, copy=False)
+        offsets = self._offsets(ids)
+        self.unigrams += np.bincount(ids, minlength=self.vocab_size)
+        all_ids = np.concatenate([self.tail_ids, ids])
+        all_offsets = np.concatenate([self.tail_offsets, offsets])
+        first = self.tail_ids.size
+        for n in range(2, self.order + 1):
+            records = self._count(all_ids, all_offsets, first, n)
+            self.runs[n].append(write_run(self.scratch, f"run-{n}", records))
+        keep = max(0, all_ids.size - (self.order - 1))
+        self.tail_ids, self.tail_offsets = all_ids[keep:], all_offsets[keep:]
+
+    def _offsets(self, ids: np.ndarray) -> np.ndarray:
+        """Each position's offset in its sentence, carried on from the previous block."""
+        index = np.arange(ids.size, dtype=np.int64)
+        last_bos = np.maximum.accumulate(np.where(ids == self.bos, index, -1))
+        before = self.tail_offsets[-1] if self.tail_offsets.size else -1
+        return np.where(last_bos >= 0, index - last_bos, before + 1 + index)
+
+    def _count(self, ids: np.ndarray, offsets: np.ndarray, first: int, n: int) -> np.ndarray:
+        """The sorted run of the n-grams ending at positions ``first`` onwards."""
+        ends = first + np.flatnonzero(offsets[first:] >= n - 1)
+        packing = packed.Packing(n, self.vocab_size)
+        keys = packing.pack([ids[ends - (n - 1) + j] for j in range(n)])
+        keys = packed.sort_rows(keys)
+        firsts = np.flatnonzero(packed.row_starts(keys))
+        records = np.empty(firsts.size, dtype=count_dtype(packing))
+        records["key"] = keys[firsts]
+        records["count"] = np.diff(np.append(firsts, keys.shape[0]))
+        return records
+
+    def run_bytes(self) -> int:
+        """The bytes of the records of the runs spilled so far (what a merge pass reads)."""
+        return sum(os.path.getsize(path) - header_size() for runs in self.runs
+                   for path in runs)
+
+    def finish(self, memory: int, progress: Progress = None) -> CountTables:
+        """Merge each order's runs into its count table."""
+        result = CountTables(self.order, self.vocab_size, self.unigrams, [None],
+                             sum(len(r) for r in self.runs))
+        for n in range(2, self.order + 1):
+            dtype = count_dtype(result.packing(n))
+            runs = self.runs[n] or [write_run(self.scratch, f"run-{n}", np.zeros(0, dtype))]
+            rows = memory // (3 * dtype.itemsize)
+            result.tables.append(merge_runs(self.scratch, runs, f"counts-{n}", rows,
+                                            "count", progress))
+        return result

@@ -1,0 +1,130 @@
+"""N-grams as packed word ids: a representation that does not depend on the rest of the
+corpus, so that blocks of a corpus (or shards counted on other machines) can be counted
+apart and their sorted runs merged.
+
+The n word ids of an n-gram are packed ``bits`` bits each (``bits`` = the bit length of
+the largest id), ``per_word = 64 // bits`` ids to a uint64, the first id in the most
+significant place; an n-gram is ``W = ceil(n / per_word)`` such words, a row of a
+``(rows, W)`` uint64 array. Comparing rows word by word (``lexsort``) then compares the
+n-grams word id by word id: *lexicographic order*, the order of the model's trie tables
+(``counting.py``: sorting trie keys sorts n-grams by context, then word).
+
+Where ``W`` is 1 (short n-grams, small vocabularies) everything is one uint64 and NumPy's
+plain ``sort`` and ``searchsorted`` do; the functions below take the general path only
+for longer keys.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How the n-grams of one order ``n`` over a vocabulary of ``vocab_size`` words pack."""
+
+    n: int
+    vocab_size: int
+
+    @property
+    def bits(self) -> int:
+        return max(1, (self.vocab_size - 1).bit_length())
+
+    @property
+    def per_word(self) -> int:
+        return 64 // self.bits
+
+    @property
+    def words(self) -> int:
+        """W: uint64 words per n-gram."""
+        return -(-self.n // self.per_word)
+
+    def pack(self, ids) -> np.ndarray:
+        """``(rows, n)`` word ids (or a list of the n columns) -> ``(rows, W)`` uint64 keys."""
+        columns = ids if isinstance(ids, list) else [ids[:, j] for j in range(ids.shape[1])]
+        keys = np.zeros((columns[0].shape[0], self.words), dtype=np.uint64)
+        bits = np.uint64(self.bits)
+        for j, column in enumerate(columns):
+            word = j // self.per_word
+            if j % self.per_word:
+                keys[:, word] <<= bits
+            keys[:, word] |= column.astype(np.uint64)
+        return keys
+
+    def unpack(self, keys: np.ndarray) -> np.ndarray:
+        """``(rows, W)`` keys -> ``(rows, n)`` int64 word ids."""
+        ids = np.empty((keys.shape[0], self.n), dtype=np.int64)
+        mask = np.uint64((1 << self.bits) - 1)
+        for j in range(self.n):
+            word, place = divmod(j, self.per_word)
+            in_word = min(self.per_word, self.n - word * self.per_word)
+            shift = np.uint64(self.bits * (in_word - 1 - place))
+            ids[:, j] = (keys[:, word] >> shift) & mask
+        return ids
+
+
+def dtype_of(packing: Packing, **fields) -> np.dtype:
+    """A record: the packed ``key`` and the named ``fields`` (name=dtype)."""
+    return np.dtype([("key", np.uint64, (packing.words,))]
+                    + [(name, np.dtype(kind)) for name, kind in fields.items()])
+
+
+def lex_order(keys: np.ndarray) -> np.ndarray:
+    """The permutation that sorts the rows of ``keys`` lexicographically (stable): a
+    stable sort by each word, last word first (faster than ``np.lexsort``)."""
+    order = np.argsort(keys[:, -1], kind="stable")
+    for w in range(keys.shape[1] - 2, -1, -1):
+        order = order[np.argsort(keys[order, w], kind="stable")]
+    return order
+
+
+def sort_rows(keys: np.ndarray) -> np.ndarray:
+    """The rows of ``keys`` sorted lexicographically (a plain sort of one-word keys)."""
+    if keys.shape[1] == 1:
+        return np.sort(keys[:, 0])[:, None]
+    return keys[lex_order(keys)]
+
+
+def row_starts(keys: np.ndarray) -> np.ndarray:
+    """Of sorted rows: True where a row differs from the one before (and at row 0)."""
+    starts = np.ones(keys.shape[0], dtype=bool)
+    if keys.shape[0] > 1:
+        np.any(keys[1:] != keys[:-1], axis=1, out=starts[1:])
+    return starts
+
+
+def less(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row by row, ``a < b`` lexicographically (``b`` may be one row, broadcast)."""
+    result = np.zeros(np.broadcast(a[:, 0], b[..., 0]).shape, dtype=bool)
+    equal = np.ones_like(result)
+    for w in range(a.shape[1]):
+        result |= equal & (a[:, w] < b[..., w])
+        equal &= a[:, w] == b[..., w]
+    return result
+
+
+def count_at_most(keys: np.ndarray, bound: np.ndarray) -> int:
+    """How many rows of the sorted ``keys`` are at most the row ``bound``."""
+    return int(searchsorted(keys, bound[None, :], side="right")[0])
+
+
+def searchsorted(table: np.ndarray, queries: np.ndarray, side: str = "left") -> np.ndarray:
+    """``np.searchsorted`` on rows: for each query row, the first row of the sorted
+    ``table`` that is not less than it (side left) or greater than it (side right). For
+    keys of several words, a binary search run for every query at once, one vector step
+    per halving."""
+    if table.shape[1] == 1:
+        return np.searchsorted(table[:, 0], queries[:, 0], side=side).astype(np.int64)
+    low = np.zeros(queries.shape[0], dtype=np.int64)
+    high = np.full(queries.shape[0], table.shape[0], dtype=np.int64)
+    for _ in range(int(table.shape[0]).bit_length()):
+        middle = (low + high) >> 1
+        active = low < high
+        row = table[np.minimum(middle, table.shape[0] - 1)]
+        # Go right past rows less than the query (left), or not greater than it (right).
+        right = less(row, queries) if side == "left" else ~less(queries, row)
+        right &= active
+        low = np.where(right, middle + 1, low)
+        high = np.where(active & ~right, middle, high)
+    return low

@@ -1,0 +1,304 @@
+"""Bounded-memory training: packed n-grams, sorted runs and their merge, counting in
+blocks, and the whole model. Each is checked against the in-memory path or a plain
+Python reference, with memory budgets small enough to force many runs and several merge
+passes: the model file and the ARPA file are the same, byte for byte."""
+import bisect
+import io
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnlm_cli.modelfile import write_model
+from rnnlm_cli.ngram import packed
+from rnnlm_cli.ngram.arpa import write_arpa
+from rnnlm_cli.ngram.blockcount import BlockCounter
+from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
+from rnnlm_cli.ngram.model import NgramModel
+from rnnlm_cli.ngram.runs import RunSorter, merge_runs, write_run
+from rnnlm_cli.ngram.scratch import Scratch, read_table
+from rnnlm_cli.ngram.smoothing import METHODS
+from rnnlm_cli.ngram.training import NgramConfig, train_ngram, train_ngram_bounded
+from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
+from rnnlm_cli.vocab import Vocabulary
+
+
+# -- packed n-grams ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("vocab_size", [5, 300, 70_000, 2**21 + 1])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
+def test_packed_keys_sort_and_search_as_tuples_of_ids(vocab_size, n):
+    rng = np.random.default_rng(n)
+    packing = packed.Packing(n, vocab_size)
+    ids = rng.integers(0, vocab_size, (400, n))
+    ids[:50] = ids[50:100]                                # repeats
+    keys = packing.pack(ids)
+    np.testing.assert_array_equal(packing.unpack(keys), ids)
+    ordered = keys[packed.lex_order(keys)]
+    tuples = sorted(map(tuple, ids.tolist()))
+    assert list(map(tuple, packing.unpack(ordered).tolist())) == tuples
+    assert packed.row_starts(ordered).sum() == len(set(tuples))
+    queries = rng.integers(0, vocab_size, (300, n))
+    queries[:100] = ids[:100]
+    expected = [bisect.bisect_left(tuples, tuple(q)) for q in queries.tolist()]
+    assert packed.searchsorted(ordered, packing.pack(queries)).tolist() == expected
+    for q in queries[:30]:
+        assert packed.count_at_most(ordered, packing.pack(q[None])[0]) == \
+            bisect.bisect_right(tuples, tuple(q))
+
+
+def test_a_word_holds_as_many_ids_as_fit():
+    assert packed.Packing(5, 2**16).words == 2        # 16 bits: four ids a word
+    assert packed.Packing(4, 2**16).words == 1
+    assert packed.Packing(5, 2**16 + 1).words == 2    # 17 bits: three a word
+    assert packed.Packing(3, 101_778).words == 1
+
+
+# -- runs and their merge ---------------------------------------------------------------------
+
+def count_records(keys):
+    packing = packed.Packing(1, 1000)
+    records = np.zeros(len(keys), dtype=packed.dtype_of(packing, count=np.int64))
+    records["key"][:, 0] = keys
+    records["count"] = 1
+    return records
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.integers(0, 999), max_size=2000),
+       buffer_rows=st.integers(1, 300), memory_rows=st.integers(1, 2000))
+def test_sorting_in_runs_gives_each_key_once_with_its_total(values, buffer_rows,
+                                                            memory_rows):
+    with Scratch() as scratch:
+        sorter = RunSorter(scratch, "t", count_records([]).dtype, buffer_rows, "count")
+        for start in range(0, len(values), 97):
+            sorter.add(count_records(values[start:start + 97]))
+        table = read_table(sorter.finish(memory_rows))
+        assert os.listdir(scratch.folder) == [os.path.basename(sorter.runs[0])] or \
+            len(os.listdir(scratch.folder)) == 1          # merged runs are deleted
+    expected = sorted(Counter(values).items())
+    assert list(zip(table["key"][:, 0].tolist(), table["count"].tolist())) == expected
+
+
+def test_many_runs_merge_in_several_passes():
+    rng = np.random.default_rng(3)
+    with Scratch() as scratch:
+        runs, everything = [], []
+        for _ in range(40):
+            keys = np.unique(rng.integers(0, 5000, 300))
+            everything.extend(keys.tolist())
+            records = count_records(keys)
+            records["count"] = keys % 7 + 1
+            runs.append(write_run(scratch, "run", records))
+        read = []
+        # 600 records in memory: 2 runs at once, so 6 passes over 40 runs: 39 merges.
+        table = read_table(merge_runs(scratch, runs, "merged", 600, "count", read.append))
+        assert len(os.listdir(scratch.folder)) == 1
+        assert scratch.files_made == 40 + 39
+    totals = Counter()
+    for key in everything:
+        totals[key] += key % 7 + 1
+    assert table["key"][:, 0].tolist() == sorted(totals)
+    assert table["count"].tolist() == [totals[k] for k in sorted(totals)]
+    assert sum(read) == len(everything) * 16              # the first pass, told as it reads
+
+
+# -- counting in blocks -----------------------------------------------------------------------
+
+def count_in_blocks(ids, lengths, order, vocab_size, block, memory):
+    sequence, _ = padded_sequence(ids, lengths, 1, 2, dtype=np.int32)
+    with Scratch() as scratch:
+        counter = BlockCounter(scratch, order, vocab_size, bos=1)
+        for start in range(0, sequence.size, block):
+            counter.add(sequence[start:start + block])
+        tables = counter.finish(memory)
+        grams = [tables.unigrams] + [read_table(p) for p in tables.tables[1:]]
+    return tables, grams
+
+
+def as_trie(grams, order, vocab_size):
+    """The count tables' packed n-grams as ``count_ngrams``'s trie keys."""
+    keys, previous = [np.arange(vocab_size, dtype=np.uint64)], np.arange(vocab_size)[:, None]
+    for n in range(2, order + 1):
+        ids = packed.Packing(n, vocab_size).unpack(grams[n - 1]["key"])
+        lower = packed.Packing(n - 1, vocab_size)
+        rows = packed.searchsorted(lower.pack(previous), lower.pack(ids[:, :-1]))
+        keys.append(rows.astype(np.uint64) * np.uint64(vocab_size) + ids[:, -1].astype(np.uint64))
+        previous = ids
+    return keys
+
+
+def assert_counts_equal(ids, lengths, order, vocab_size, block, memory):
+    expected = count_ngrams(ids, lengths, order, vocab_size, 1, 2)
+    tables, grams = count_in_blocks(ids, lengths, order, vocab_size, block, memory)
+    np.testing.assert_array_equal(grams[0], expected.counts[0])
+    for n, keys in enumerate(as_trie(grams, order, vocab_size)[1:], 2):
+        np.testing.assert_array_equal(keys, expected.keys[n - 1])
+        np.testing.assert_array_equal(grams[n - 1]["count"], expected.counts[n - 1])
+    return tables
+
+
+def test_counts_in_many_small_blocks_equal_the_in_memory_counts():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 15, 400)
+    ids = rng.zipf(1.3, lengths.sum()) % 500 + 3            # 500 words, Zipf-like
+    tables = assert_counts_equal(ids, lengths, 5, 503, block=61, memory=4000)
+    assert tables.runs == 4 * -(-(lengths.sum() + 800) // 61)   # a run per order per block
+
+
+def test_a_sentence_longer_than_a_block_is_counted_whole():
+    ids = np.array([3, 4, 3, 4, 3, 4, 3, 3, 3, 3, 5, 4] * 5)
+    assert_counts_equal(ids, np.array([ids.size]), 4, 6, block=3, memory=1000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sentences=st.lists(st.lists(st.integers(3, 9), max_size=8), min_size=1, max_size=12),
+       order=st.integers(1, 6), block=st.integers(1, 20))
+def test_counting_in_blocks_agrees_on_random_tiny_corpora(sentences, order, block):
+    ids = np.array([w for s in sentences for w in s], dtype=np.int64)
+    lengths = np.array([len(s) for s in sentences])
+    assert_counts_equal(ids, lengths, order, 10, block, memory=500)
+
+
+def test_the_scratch_folder_goes_away_after_an_error():
+    with pytest.raises(KeyboardInterrupt):
+        with Scratch() as scratch:
+            write_run(scratch, "run", count_records([1, 2]))
+            folder = scratch.folder
+            raise KeyboardInterrupt
+    assert not os.path.exists(folder)
+
+
+# -- the whole model, bounded and in memory ---------------------------------------------------
+
+def zipf_corpus(seed, sentences, words):
+    """Sentences of Zipf-distributed words (``w0`` the most frequent), with the odd literal
+    ``<unk>`` and ``<s>`` (dropped from the text, as KenLM does)."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for length in rng.integers(0, 14, sentences):
+        tokens = [f"w{i}" for i in (rng.zipf(1.2, length) - 1) % words]
+        if length and rng.random() < 0.05:
+            tokens[rng.integers(length)] = rng.choice(["<unk>", "<s>"])
+        lines.append(" ".join(tokens))
+    return lines
+
+
+def train_both(lines, config, memory, block_lines=37, vocab=None):
+    """``(npz bytes, ARPA bytes, arrays)`` of the model trained in memory and bounded, and
+    the number of scratch files the bounded one made."""
+    tokenizer = Tokenizer(TokenizerConfig("whitespace"))
+    settings = tokenizer.config.to_dict()
+    model = train_ngram(tokenizer.tokenize_lines(lines), config, "corpus", settings,
+                        vocab=vocab)
+    expected = written(model)
+
+    def blocks(size):
+        for start in range(0, len(lines), block_lines):
+            part = lines[start:start + block_lines]
+            yield tokenizer.tokenize_lines(part), sum(len(line) + 1 for line in part)
+    with Scratch() as scratch:
+        bounded = train_ngram_bounded(blocks, config, "corpus", settings, memory, scratch,
+                                      vocab=vocab)
+        got = written(bounded)
+        final = [] if isinstance(bounded, NgramModel) else [  # (in memory: a small corpus)
+            os.path.basename(path) for paths in (bounded.tables.ids, bounded.tables.keys,
+                                                 bounded.tables.children,
+                                                 bounded.tables.logprob, bounded.tables.backoff)
+            for path in paths if path]
+        assert sorted(os.listdir(scratch.folder)) == sorted(final)   # nothing else left
+    return expected, got, scratch.files_made
+
+
+def written(model):
+    npz, arpa = io.BytesIO(), io.BytesIO()
+    write_model(npz, model.to_arrays(), model.metadata)
+    write_arpa(model, arpa)
+    npz.seek(0)
+    with np.load(npz) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    return npz.getvalue(), arpa.getvalue(), arrays
+
+
+def assert_same_model(expected, got):
+    npz, arpa, arrays = expected
+    assert sorted(got[2]) == sorted(arrays)
+    for name, array in arrays.items():            # the first array that differs, by name
+        np.testing.assert_array_equal(got[2][name], array, err_msg=name)
+        assert got[2][name].dtype == array.dtype, name
+    assert got[1] == arpa
+    assert got[0] == npz
+
+
+@pytest.mark.parametrize("order, smoothing, prune", [
+    (1, "kneser-ney", []), (3, "kneser-ney", []), (4, "kneser-ney", [0, 1, 2]),
+    (8, "kneser-ney", [1]),                       # 8 ids of 9 bits: two uint64 a key
+    (4, "witten-bell", []), (4, "add-k", []), (4, "mle", [])])
+def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothing, prune):
+    lines = zipf_corpus(order, 2500, 400)
+    config = NgramConfig(order, smoothing, 0.25, prune)
+    expected, got, files = train_both(lines, config, memory=20_000)
+    assert_same_model(expected, got)
+    assert files > 20 * (order - 1)               # many runs spilled and merged
+
+
+def test_a_fixed_vocabulary_gives_the_same_model_too():
+    """``--vocab-from``: words of the corpus outside it are <unk>; its words absent from
+    the corpus keep their ids, with no n-grams."""
+    lines = zipf_corpus(9, 2000, 300)
+    vocab = Vocabulary(["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(0, 400, 2)])
+    config = NgramConfig(4, vocab_from="other.npz")
+    expected, got, files = train_both(lines, config, memory=20_000, vocab=vocab)
+    assert_same_model(expected, got)
+    assert files > 60
+
+
+@settings(max_examples=40, deadline=None)
+@given(lines=st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "<unk>", "<s>"]),
+                               max_size=7).map(" ".join), min_size=1, max_size=30),
+       order=st.integers(1, 6), smoothing=st.sampled_from(METHODS),
+       prune=st.sampled_from([[], [1], [0, 2]]), memory=st.integers(1, 5000),
+       block_lines=st.integers(1, 9))
+def test_bounded_training_agrees_on_random_tiny_corpora(lines, order, smoothing, prune,
+                                                       memory, block_lines):
+    if not any(set(line.split()) - {"<s>"} for line in lines):
+        return                                    # no words: an error both ways
+    prune = prune[:order - 1] if smoothing == "kneser-ney" else []
+    config = NgramConfig(order, smoothing, 0.5, prune)
+    expected, got, _ = train_both(lines, config, memory, block_lines)
+    assert_same_model(expected, got)
+
+
+def test_each_progress_bar_ends_at_its_total(monkeypatch):
+    """On a terminal each stage's bar counts bytes up to the total it announced (so that
+    its time left is right), the estimate's total planned before a table is read."""
+    bars = []
+
+    class Bar:
+        def __init__(self, total=None, desc="", **options):
+            self.total, self.desc, self.done = total, desc, 0
+            bars.append(self)
+
+        def update(self, size=1):
+            self.done += size
+
+        def close(self):
+            pass
+    monkeypatch.setattr("rnnlm_cli.progress.bar", Bar)
+    lines = zipf_corpus(0, 1500, 300)
+    tokenizer = Tokenizer(TokenizerConfig("whitespace"))
+    text = sum(len(line) + 1 for line in lines)
+    with Scratch() as scratch:
+        model = train_ngram_bounded(
+            lambda size: [(tokenizer.tokenize_lines(lines), text)], NgramConfig(4), "corpus",
+            {}, 20_000, scratch, total_bytes=text)
+        with model.writing_progress(arpa=True):
+            write_model(io.BytesIO(), model.to_arrays(), model.metadata)
+            write_arpa(model, io.BytesIO())
+    assert [bar.desc for bar in bars] == ["reading", "counting", "merging", "estimating",
+                                          "writing"]
+    for bar in bars:
+        assert bar.done == bar.total > 0, bar.desc
