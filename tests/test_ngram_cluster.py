@@ -208,6 +208,62 @@ def test_an_undecodable_line_is_named_as_on_one_machine(scheduler, small_shards,
     assert len(small_shards) > 5 and not (tmp_path / "m").exists()
 
 
+def killing_plugin(marker, every_time=False):
+    """A worker plugin that ends its worker's process (as a crash or the OOM killer
+    would) when an n-gram task starts: once (``marker`` notes it), or ``every_time``.
+    Defined in a function so that cloudpickle sends the class to the workers by value."""
+    from distributed import WorkerPlugin
+
+    class Crash(WorkerPlugin):
+        def transition(self, key, start, finish, **kwargs):
+            if finish == "executing" and str(key).startswith("rnnlm-ngrams-") and \
+                    (every_time or not os.path.exists(marker)):
+                open(marker, "w").close()
+                os._exit(1)
+    return Crash()
+
+
+def register(client, plugin):
+    """``Client.register_plugin`` (Dask 2023.9.2 on), ``register_worker_plugin`` before."""
+    if hasattr(client, "register_plugin"):
+        client.register_plugin(plugin)
+    else:
+        client.register_worker_plugin(plugin)
+
+
+def test_a_worker_that_dies_mid_job_changes_nothing(scheduler, small_shards, tmp_path):
+    """Dask runs the lost worker's tasks again elsewhere (the nanny restarts it)."""
+    from distributed import Client
+    marker = str(tmp_path / "died")
+    with Client(scheduler, set_as_default=False) as client:
+        register(client, killing_plugin(marker))
+    lines = zipf_corpus(4, 2000, 300)
+    config = NgramConfig(4)
+    got = train_on_cluster(scheduler, lines, config, tmp_path / "corpus.txt")
+    assert os.path.exists(marker)                    # a worker did die
+    assert_same_model(train_here(lines, config), got)
+
+
+def test_a_job_that_keeps_losing_workers_fails_with_one_line_and_no_model(tmp_path):
+    distributed = pytest.importorskip("distributed", reason="dask[distributed] is not "
+                                      "installed")
+    import dask
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a b c\nb c d\n", encoding="utf-8")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                     dashboard_address=None) as local, \
+            distributed.Client(local, set_as_default=False) as client:
+        register(client, killing_plugin(str(tmp_path / "died"), every_time=True))
+        result = run_rnnlm("train-ngram", str(corpus), "-o", str(tmp_path / "m.npz"),
+                           "--scheduler", local.scheduler_address)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: the Dask job cannot finish: each worker that ran "
+                                    "its task rnnlm-ngrams-")
+    assert result.stderr.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["corpus.txt", "died"]
+
+
 # -- failures, one line each --------------------------------------------------------------------
 
 def run_rnnlm(*args, env=None):
