@@ -399,11 +399,15 @@ def _tokenizer_flags(config) -> str:
               callback=_check_temp_dir, metavar="DIR",
               help="Where temporary tables go (removed at the end, whatever happens). "
                    "[default: the system's, $TMPDIR or /tmp]")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Count on the Dask cluster whose scheduler is at ADDRESS "
+                   "(tcp://HOST:8786); its workers read the CORPUS files at the same paths. "
+                   "Needs pip install 'rnnlm[dask]'. The model is the same.")
 @tokenizer_options
 @encoding_option
 @click.pass_context
 def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memory, temp_dir,
-                tokenizer_kind, level, lowercase, min_count, max_vocab, vocab_from,
+                scheduler, tokenizer_kind, level, lowercase, min_count, max_vocab, vocab_from,
                 encoding_errors):
     """Train an n-gram model on CORPUS files (- for stdin), one sentence per line.
 
@@ -413,10 +417,12 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
         rnnlm train-ngram train.txt --tokenizer whitespace --order 5 -o m.npz --arpa m.arpa
         rnnlm train-ngram train.txt --vocab-from lstm.npz -o kn.npz
         rnnlm train-ngram big.txt --order 5 --memory 2G --temp-dir /scratch -o big.npz
+        rnnlm train-ngram /shared/big.txt --order 5 --scheduler tcp://head:8786 -o big.npz
     """
     from rnnlm_cli.models import check_not_arpa_output
     from rnnlm_cli.ngram.scratch import Scratch
-    from rnnlm_cli.ngram.training import NgramConfig, default_memory, train_ngram_bounded
+    from rnnlm_cli.ngram.training import (NgramConfig, default_memory, train_ngram_bounded,
+                                          train_ngram_cluster)
     from rnnlm_cli.outputs import check_outputs
     from rnnlm_cli.tokenizer import Tokenizer
 
@@ -427,12 +433,20 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
     check_not_arpa_output(output)
     check_outputs({"-o": output, "--arpa": arpa}, inputs=[*corpus, vocab_from])
     stdin_at_most_once(*corpus)
+    if scheduler is not None and "-" in corpus:
+        raise click.BadParameter("the Dask workers read the corpus from its files: standard "
+                                 "input (-) cannot be shared with them", param_hint="CORPUS")
     tokenizer = Tokenizer(tokenizer_config)
+    name, memory = ", ".join(map(_name, corpus)), memory or default_memory()
     with Scratch(temp_dir) as scratch:   # removed on success, error, Ctrl-C and SIGTERM
-        model = train_ngram_bounded(_sentence_blocks(corpus, encoding_errors, tokenizer),
-                                    config, ", ".join(map(_name, corpus)),
-                                    tokenizer.config.to_dict(), memory or default_memory(),
-                                    scratch, _total_size(corpus), vocab=words)
+        if scheduler is None:
+            model = train_ngram_bounded(_sentence_blocks(corpus, encoding_errors, tokenizer),
+                                        config, name, tokenizer.config.to_dict(), memory,
+                                        scratch, _total_size(corpus), vocab=words)
+        else:
+            model = train_ngram_cluster(scheduler, corpus, [_name(p) for p in corpus], config,
+                                        name, tokenizer.config.to_dict(), encoding_errors,
+                                        memory, scratch, vocab=words)
         _warn_training(model.metadata)
         _write_ngram_model(model, output, arpa)
     meta = model.metadata

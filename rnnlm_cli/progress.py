@@ -55,8 +55,14 @@ def bar(**options):
 def bytes_bar(desc: str, total: Optional[int]):
     """A ``bar`` counting bytes (``total`` if known: then tqdm shows the time left), closed
     when the block ends."""
-    made = bar(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-               leave=False)
+    with steps_bar(desc, total, unit="B", unit_scale=True, unit_divisor=1024) as made:
+        yield made
+
+
+@contextmanager
+def steps_bar(desc: str, total: Optional[int], **options):
+    """A ``bar`` of ``total`` steps, closed when the block ends."""
+    made = bar(total=total, desc=desc, leave=False, **options)
     try:
         yield made
     finally:

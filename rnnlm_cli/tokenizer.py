@@ -488,22 +488,72 @@ def read_blocks(path: str, encoding_errors: str = "strict",
     size = block_bytes or BLOCK_BYTES
     stream = _stdin() if path == "-" else _open_binary(path, name)
     try:
-        chunks = _chunks(stream, name, size)
-        line, unfinished = 1, []          # the pieces of a line longer than a chunk
-        for chunk in chunks:
-            end = chunk.rfind(b"\n") + 1
-            if end == 0:
-                unfinished.append(chunk)
-                continue
-            data = b"".join(unfinished + [chunk[:end]]) if unfinished else chunk[:end]
-            unfinished = [chunk[end:]] if end < len(chunk) else []
-            yield TextBlock(data, name, line, encoding_errors)
-            line += data.count(b"\n")
-        if unfinished:
-            yield TextBlock(b"".join(unfinished) + b"\n", name, line, encoding_errors)
+        yield from _line_blocks(_chunks(stream, name, size), name, encoding_errors)
     finally:
         if path != "-":
             stream.close()
+
+
+def read_range(path: str, start: int, end: int, encoding_errors: str = "strict",
+               block_bytes: Optional[int] = None) -> Iterator[TextBlock]:
+    """The lines of the file ``path`` that begin at a byte offset in ``[start, end)``, in
+    blocks as ``read_blocks`` gives them: cut a file at any offsets, and the ranges hold
+    each of its lines once (a *shard*: ``ngram/cluster.py``). Line numbers in messages
+    count from the range's first line (``TextBlock.first_line`` 1)."""
+    _check_encoding_errors(encoding_errors)
+    stream = _open_binary(path, path)
+    try:
+        chunks = _range_chunks(stream, path, start, end, block_bytes or BLOCK_BYTES)
+        yield from _line_blocks(chunks, path, encoding_errors)
+    finally:
+        stream.close()
+
+
+def _line_blocks(chunks: Iterator[bytes], name: str,
+                 encoding_errors: str) -> Iterator[TextBlock]:
+    """``chunks`` of a text regrouped into blocks of whole lines."""
+    line, unfinished = 1, []          # the pieces of a line longer than a chunk
+    for chunk in chunks:
+        end = chunk.rfind(b"\n") + 1
+        if end == 0:
+            unfinished.append(chunk)
+            continue
+        data = b"".join(unfinished + [chunk[:end]]) if unfinished else chunk[:end]
+        unfinished = [chunk[end:]] if end < len(chunk) else []
+        yield TextBlock(data, name, line, encoding_errors)
+        line += data.count(b"\n")
+    if unfinished:
+        yield TextBlock(b"".join(unfinished) + b"\n", name, line, encoding_errors)
+
+
+def _range_chunks(stream: BinaryIO, name: str, start: int, end: int,
+                  size: int) -> Iterator[bytes]:
+    """The bytes of the lines of ``stream`` that begin in ``[start, end)``, in pieces of
+    about ``size`` (a BOM at offset 0 removed)."""
+    if start >= end:
+        return
+    try:
+        if start > 0:
+            stream.seek(start - 1)
+            if stream.read(1) != b"\n":
+                stream.readline()     # a line begun before start: the range before's
+        position, read = stream.tell(), b"\n"      # read: the last bytes read
+        if position == 0:
+            if stream.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+                position, read = len(codecs.BOM_UTF8), codecs.BOM_UTF8  # line 1's start
+            else:
+                stream.seek(0)
+        while position < end:
+            read = stream.read(min(size, end - position))
+            if not read:
+                return
+            position += len(read)
+            yield read
+        rest = b"" if read.endswith(b"\n") else stream.readline()
+        if rest:
+            yield rest                # the rest of the last line, begun before end
+    except OSError as e:
+        raise CorpusError(f"{name}: cannot read: {e.strerror or e}") from None
 
 
 def _chunks(stream: BinaryIO, name: str, size: int) -> Iterator[bytes]:

@@ -50,6 +50,21 @@ class CountTables:
         return packed.Packing(n, self.vocab_size)
 
 
+def count_records(ids: np.ndarray, offsets: np.ndarray, first: int, n: int,
+                  vocab_size: int) -> np.ndarray:
+    """The sorted run (``count_dtype`` records) of the n-grams of ``ids`` (a stretch of a
+    padded sequence, ``offsets`` in their sentences) ending at positions ``first`` on."""
+    ends = first + np.flatnonzero(offsets[first:] >= n - 1)
+    packing = packed.Packing(n, vocab_size)
+    keys = packing.pack([ids[ends - (n - 1) + j] for j in range(n)])
+    keys = packed.sort_rows(keys)
+    firsts = np.flatnonzero(packed.row_starts(keys))
+    records = np.empty(firsts.size, dtype=count_dtype(packing))
+    records["key"] = keys[firsts]
+    records["count"] = np.diff(np.append(firsts, keys.shape[0]))
+    return records
+
+
 class BlockCounter:
     """Counts the n-grams of a padded sequence given a block at a time (``add``)."""
 
@@ -71,7 +86,7 @@ class BlockCounter:
         all_offsets = np.concatenate([self.tail_offsets, offsets])
         first = self.tail_ids.size
         for n in range(2, self.order + 1):
-            records = self._count(all_ids, all_offsets, first, n)
+            records = count_records(all_ids, all_offsets, first, n, self.vocab_size)
             self.runs[n].append(write_run(self.scratch, f"run-{n}", records))
         keep = max(0, all_ids.size - (self.order - 1))
         self.tail_ids, self.tail_offsets = all_ids[keep:], all_offsets[keep:]
@@ -82,18 +97,6 @@ class BlockCounter:
         last_bos = np.maximum.accumulate(np.where(ids == self.bos, index, -1))
         before = self.tail_offsets[-1] if self.tail_offsets.size else -1
         return np.where(last_bos >= 0, index - last_bos, before + 1 + index)
-
-    def _count(self, ids: np.ndarray, offsets: np.ndarray, first: int, n: int) -> np.ndarray:
-        """The sorted run of the n-grams ending at positions ``first`` onwards."""
-        ends = first + np.flatnonzero(offsets[first:] >= n - 1)
-        packing = packed.Packing(n, self.vocab_size)
-        keys = packing.pack([ids[ends - (n - 1) + j] for j in range(n)])
-        keys = packed.sort_rows(keys)
-        firsts = np.flatnonzero(packed.row_starts(keys))
-        records = np.empty(firsts.size, dtype=count_dtype(packing))
-        records["key"] = keys[firsts]
-        records["count"] = np.diff(np.append(firsts, keys.shape[0]))
-        return records
 
     def run_bytes(self) -> int:
         """The bytes of the records of the runs spilled so far (what a merge pass reads)."""

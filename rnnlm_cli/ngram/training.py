@@ -1,11 +1,12 @@
 """Training an n-gram model: vocabulary, counting, smoothing, in that order.
 
-Two ways, one model. ``train_ngram`` holds the corpus and every table in memory (about
+Three ways, one model. ``train_ngram`` holds the corpus and every table in memory (about
 32 (order + 1) bytes a token: ``in_memory_bytes``); ``train_ngram_bounded``, what
 ``train-ngram`` runs, stays within a memory budget: it reads the corpus once, a block at
 a time, and trains in memory if that fits; else it keeps the word ids on disk, counts
 them in blocks (``blockcount.py``) and estimates from tables on disk (``streamed.py``).
-Both give the same model, bit for bit.
+``train_ngram_cluster`` has the workers of a Dask cluster count (``cluster.py``) and
+estimates from the tables they make. All give the same model, bit for bit.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from rnnlm_cli import progress
 from rnnlm_cli.errors import CorpusError, OptionError
+from rnnlm_cli.ngram import cluster
 from rnnlm_cli.ngram.blockcount import BYTES_PER_POSITION, BlockCounter, CountTables
 from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import NgramModel
@@ -144,6 +146,41 @@ def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: Ng
                                config.add_k, config.prune, memory, scratch)
     metadata = _metadata(config, tokenizer, corpus_name, corpus.sentences, corpus.tokens,
                          counter.skipped, tables.sizes, tables.notes)
+    return StreamedModel(vocab, tables, metadata, memory)
+
+
+def train_ngram_cluster(address: str, paths: Sequence[str], names: Sequence[str],
+                        config: NgramConfig, corpus_name: str, tokenizer: dict,
+                        encoding_errors: str, memory: int, scratch: Scratch,
+                        vocab: Optional[Vocabulary] = None) -> StreamedModel:
+    """``train_ngram_bounded`` with the counting done by the workers of the Dask cluster
+    whose scheduler is at ``address`` (``cluster.py``; they read the files ``paths``,
+    ``names`` in messages), and the estimate here, within ``memory``: the same model. A
+    task takes at most ``memory`` too (less if a worker has less)."""
+    config.validate()
+    check_whole("memory", memory, 1)
+    if (vocab is None) != (config.vocab_from is None):
+        raise ValueError("give a vocabulary and the file it came from, or neither")
+    sizes = cluster.file_sizes(paths, names)
+    with cluster.connect(address) as client:
+        workers, task_memory = cluster.workers_and_memory(client, memory)
+        shards = cluster.make_shards(paths, sizes,
+                                     cluster.shard_bytes(sum(sizes), workers, task_memory))
+        job = cluster.job_name()
+        corpus = cluster.count_words(client, shards, tokenizer, encoding_errors, job)
+        if corpus.tokens == 0:
+            raise CorpusError(f"{corpus_name}: no words to train on (empty, or only blank "
+                              "lines)")
+        vocab, _ = corpus.counter.vocabulary(config.min_count, config.max_vocab, vocab)
+        parts = cluster.parts_for(corpus.tokens + 2 * corpus.sentences, config.order,
+                                  workers, task_memory)
+        counts = cluster.count_ngrams(client, shards, tokenizer, encoding_errors, vocab,
+                                      config.order, cluster.part_cuts(vocab, corpus.sentences,
+                                                                      parts), scratch, job)
+    tables = estimate_streamed(counts, config.smoothing, vocab.bos_id, vocab.eos_id,
+                               config.add_k, config.prune, memory, scratch)
+    metadata = _metadata(config, tokenizer, corpus_name, corpus.sentences, corpus.tokens,
+                         corpus.counter.skipped, tables.sizes, tables.notes)
     return StreamedModel(vocab, tables, metadata, memory)
 
 
