@@ -50,6 +50,21 @@ def test_packed_keys_sort_and_search_as_tuples_of_ids(vocab_size, n):
             bisect.bisect_right(tuples, tuple(q))
 
 
+@pytest.mark.parametrize("vocab_size", [5, 300, 70_000, 2**21 + 1])
+@pytest.mark.parametrize("n", [1, 2, 4, 7])
+def test_sorted_runs_end_to_end_merge_in_lexicographic_order(vocab_size, n):
+    """``merge_order`` (one timsort of whole rows, as byte strings when they are several
+    words) orders runs laid end to end as ``lex_order`` does, ties kept in place."""
+    rng = np.random.default_rng(vocab_size + n)
+    packing = packed.Packing(n, vocab_size)
+    ids = rng.integers(0, min(vocab_size, 7), (600, n))       # many equal keys
+    ids[::3] = rng.integers(0, vocab_size, (200, n))
+    keys = packing.pack(ids)
+    runs = np.concatenate([part[packed.lex_order(part)] for part in np.array_split(keys, 7)])
+    np.testing.assert_array_equal(packed.merge_order(runs), packed.lex_order(runs))
+    np.testing.assert_array_equal(packed.first_ids(keys, packing), ids[:, 0])
+
+
 def test_a_word_holds_as_many_ids_as_fit():
     assert packed.Packing(5, 2**16).words == 2        # 16 bits: four ids a word
     assert packed.Packing(4, 2**16).words == 1

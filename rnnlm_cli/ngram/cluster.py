@@ -310,7 +310,7 @@ def _unigrams(shard: ShardNgrams) -> np.ndarray:
 
 def _sum_pieces(*pieces: np.ndarray) -> np.ndarray:
     """One part of a count table: the shards' pieces of it, each key once with its total."""
-    return sort_records(np.concatenate(pieces), "count")
+    return sort_records(np.concatenate(pieces), "count", packed.merge_order)
 
 
 def _shard_sentences(shard: Shard, tokenizer: dict,

@@ -79,6 +79,23 @@ def lex_order(keys: np.ndarray) -> np.ndarray:
     return order
 
 
+def merge_order(keys: np.ndarray) -> np.ndarray:
+    """``lex_order`` of keys that are sorted runs laid end to end (what a merge sorts):
+    one stable sort of whole rows, a timsort that finds the runs and merges them, for
+    several times less than ``lex_order``'s pass a word. Rows of several words are
+    compared as byte strings, their words big-endian: byte order is then row order."""
+    if keys.shape[1] == 1:
+        return np.argsort(keys[:, 0], kind="stable")
+    rows = np.ascontiguousarray(keys, dtype=">u8").view(f"S{8 * keys.shape[1]}")
+    return np.argsort(rows[:, 0], kind="stable")
+
+
+def first_ids(keys: np.ndarray, packing: "Packing") -> np.ndarray:
+    """The first word id of each packed n-gram (the top bits of its first uint64)."""
+    shift = np.uint64(packing.bits * (min(packing.per_word, packing.n) - 1))
+    return (keys[:, 0] >> shift).astype(np.int64)
+
+
 def sort_rows(keys: np.ndarray) -> np.ndarray:
     """The rows of ``keys`` sorted lexicographically (a plain sort of one-word keys)."""
     if keys.shape[1] == 1:

@@ -238,7 +238,10 @@ class _Estimator:
         packing = self.packing(n)
         dtype = packed.dtype_of(packing)
         sort_rows = self.sort_rows(dtype)
-        sorter = RunSorter(self.scratch, f"suffix-order-{n}", dtype, sort_rows)
+        # The n-grams come in lexicographic order, so the rotated keys of each w_1 come in
+        # order: sorted runs end to end (packed.merge_order).
+        sorter = RunSorter(self.scratch, f"suffix-order-{n}", dtype, sort_rows,
+                           order=packed.merge_order)
         with self.reader(self.counts.tables[n - 1]) as reader:
             for chunk in reader.chunks(max(64, sort_rows // 4)):
                 records = np.empty(chunk.size, dtype=dtype)
@@ -345,7 +348,10 @@ class _Estimator:
         packing, below = self.packing(n), self.packing(n - 1)
         dtype = packed.dtype_of(packing, lower=np.float64)
         sort_rows = self.sort_rows(dtype)
-        sorter = RunSorter(self.scratch, f"lower-{n}", dtype, sort_rows)
+        # The records come in suffix order (w_2 .. w_n, w_1): sorted by w_1 alone, stably,
+        # a run of them is in lexicographic order.
+        sorter = RunSorter(self.scratch, f"lower-{n}", dtype, sort_rows,
+                           order=lambda keys: _stable_order(packed.first_ids(keys, packing)))
         # Every (n-1)-gram but those starting with <s> is the suffix of some n-gram.
         def starts_with_bos(records):
             return below.unpack(records["key"])[:, 0] == self.bos
@@ -535,6 +541,12 @@ class _ChildStarts:
             wanted = np.arange(start, min(end, start + self.rows))
             self.out.append(self.seen + np.searchsorted(contexts, wanted).astype(np.int64))
         self.next_row = max(self.next_row, end)
+
+
+def _stable_order(ids: np.ndarray) -> np.ndarray:
+    """The stable sorting permutation of word ids: a radix sort where they fit 16 bits."""
+    small = ids.size and int(ids.max()) < 1 << 16
+    return np.argsort(ids.astype(np.uint16) if small else ids, kind="stable")
 
 
 def _records(dtype: np.dtype, keys: np.ndarray, **fields) -> np.ndarray:
