@@ -208,6 +208,30 @@ def test_an_undecodable_line_is_named_as_on_one_machine(scheduler, small_shards,
     assert len(small_shards) > 5 and not (tmp_path / "m").exists()
 
 
+def test_each_progress_bar_of_the_cluster_ends_at_its_total(scheduler, small_shards,
+                                                            tmp_path, monkeypatch):
+    bars = []
+
+    class Bar:
+        def __init__(self, total=None, desc="", **options):
+            self.total, self.desc, self.done = total, desc, 0
+            bars.append(self)
+
+        def update(self, size=1):
+            self.done += size
+
+        def close(self):
+            pass
+    monkeypatch.setattr("rnnlm_cli.progress.bar", Bar)
+    train_on_cluster(scheduler, zipf_corpus(2, 1500, 300), NgramConfig(3),
+                     tmp_path / "corpus.txt")
+    assert [bar.desc for bar in bars] == ["counting words", "counting n-grams",
+                                          "merging parts", "estimating"]
+    assert bars[0].total == bars[1].total == (tmp_path / "corpus.txt").stat().st_size
+    for bar in bars:
+        assert bar.done == bar.total > 0, bar.desc
+
+
 def killing_plugin(marker, every_time=False):
     """A worker plugin that ends its worker's process (as a crash or the OOM killer
     would) when an n-gram task starts: once (``marker`` notes it), or ``every_time``.
