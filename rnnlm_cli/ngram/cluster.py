@@ -31,15 +31,14 @@ import pickle
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
 from rnnlm_cli import progress
 from rnnlm_cli.errors import CorpusError, OptionError, RnnlmError, TrainingError
 from rnnlm_cli.ngram import packed
-from rnnlm_cli.ngram.blockcount import BYTES_PER_POSITION, CountTables, count_dtype, \
-    count_records
+from rnnlm_cli.ngram.blockcount import CountTables, count_dtype, count_records
 from rnnlm_cli.ngram.counting import padded_sequence
 from rnnlm_cli.ngram.runs import sort_records
 from rnnlm_cli.ngram.scratch import Scratch
@@ -72,10 +71,6 @@ class CorpusWords:
     tokens: int = 0
 
 
-def install_hint() -> str:
-    return "pip install 'rnnlm[dask]'"
-
-
 @contextmanager
 def connect(address: str):
     """A ``distributed.Client`` of the scheduler at ``address`` (with at least one
@@ -84,7 +79,7 @@ def connect(address: str):
         import dask
         from distributed import Client
     except ImportError:
-        raise OptionError(f"--scheduler needs Dask: {install_hint()}") from None
+        raise OptionError("--scheduler needs Dask: pip install 'rnnlm[dask]'") from None
     timeout = dask.config.get("distributed.comm.timeouts.connect")
     logger = logging.getLogger("distributed")   # the errors are ours to tell, in one line
     level, logger.level = logger.level, logging.CRITICAL
@@ -208,11 +203,8 @@ def count_ngrams(client, shards: List[Shard], tokenizer: dict, encoding_errors: 
     shard_futures = [client.submit(_shard_ngrams, shard, tokenizer, encoding_errors, index,
                                    order, cuts, key=f"rnnlm-ngrams-{job}-{i}")
                      for i, shard in enumerate(shards)]
-    parts = [[client.submit(_sum_pieces, *[client.submit(_piece, f, n, p,
-                                                          key=f"rnnlm-piece-{job}-{n}-{p}-{i}")
-                                           for i, f in enumerate(shard_futures)],
-                            key=f"rnnlm-part-{job}-{n}-{p}")
-              for p in range(cuts.size + 1)] for n in range(2, order + 1)]
+    parts = [[_submit_part(client, shard_futures, n, p, job) for p in range(cuts.size + 1)]
+             for n in range(2, order + 1)]
     unigrams = [client.submit(_unigrams, f, key=f"rnnlm-unigrams-{job}-{i}")
                 for i, f in enumerate(shard_futures)]
     del shard_futures              # (the scheduler keeps them while a task needs them)
@@ -231,6 +223,14 @@ def count_ngrams(client, shards: List[Shard], tokenizer: dict, encoding_errors: 
                     bar.update(1)
             counts.tables.append(table.path)
     return counts
+
+
+def _submit_part(client, shard_futures: list, n: int, part: int, job: str):
+    """The task that sums part ``part`` of order ``n`` from every shard's piece of it (a
+    small task a piece takes each piece out of its shard's result, where that is)."""
+    pieces = [client.submit(_piece, shard, n, part, key=f"rnnlm-piece-{job}-{n}-{part}-{i}")
+              for i, shard in enumerate(shard_futures)]
+    return client.submit(_sum_pieces, *pieces, key=f"rnnlm-part-{job}-{n}-{part}")
 
 
 def job_name() -> str:
