@@ -148,8 +148,9 @@ def atomic_outputs(paths: List[str], mode: str = "w"):
     pending = [_Pending(path) for path in paths]
     last = [paths[0]]   # the output written to last: the one a failed write was for
     try:
-        for item in pending:
-            item.open(mode)
+        with interrupts_held():   # (a temporary made is a temporary noted, to be removed)
+            for item in pending:
+                item.open(mode)
         try:
             yield [_Tracked(item.file, item.path, last) for item in pending]
             for item in pending:
