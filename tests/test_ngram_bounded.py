@@ -287,9 +287,9 @@ def test_bounded_training_agrees_on_random_tiny_corpora(lines, order, smoothing,
     assert_same_model(expected, got)
 
 
-def test_each_progress_bar_ends_at_its_total(monkeypatch):
-    """On a terminal each stage's bar counts bytes up to the total it announced (so that
-    its time left is right), the estimate's total planned before a table is read."""
+def recorded_bars(monkeypatch) -> list:
+    """Every progress bar made from now on (its ``desc``, ``total`` and the ``done`` its
+    updates add up to), in the order made."""
     bars = []
 
     class Bar:
@@ -303,6 +303,13 @@ def test_each_progress_bar_ends_at_its_total(monkeypatch):
         def close(self):
             pass
     monkeypatch.setattr("rnnlm_cli.progress.bar", Bar)
+    return bars
+
+
+def test_each_progress_bar_ends_at_its_total(monkeypatch):
+    """On a terminal each stage's bar counts bytes up to the total it announced (so that
+    its time left is right), the estimate's total planned before a table is read."""
+    bars = recorded_bars(monkeypatch)
     lines = zipf_corpus(0, 1500, 300)
     tokenizer = Tokenizer(TokenizerConfig("whitespace"))
     text = sum(len(line) + 1 for line in lines)

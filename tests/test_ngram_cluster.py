@@ -22,7 +22,7 @@ from rnnlm_cli.ngram.scratch import Scratch
 from rnnlm_cli.ngram.training import NgramConfig, train_ngram, train_ngram_cluster
 from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, read_blocks, read_range
 from rnnlm_cli.vocab import Vocabulary, WordCounter
-from test_ngram_bounded import assert_same_model, written, zipf_corpus
+from test_ngram_bounded import assert_same_model, recorded_bars, written, zipf_corpus
 
 
 # -- shards of a file ---------------------------------------------------------------------------
@@ -210,19 +210,7 @@ def test_an_undecodable_line_is_named_as_on_one_machine(scheduler, small_shards,
 
 def test_each_progress_bar_of_the_cluster_ends_at_its_total(scheduler, small_shards,
                                                             tmp_path, monkeypatch):
-    bars = []
-
-    class Bar:
-        def __init__(self, total=None, desc="", **options):
-            self.total, self.desc, self.done = total, desc, 0
-            bars.append(self)
-
-        def update(self, size=1):
-            self.done += size
-
-        def close(self):
-            pass
-    monkeypatch.setattr("rnnlm_cli.progress.bar", Bar)
+    bars = recorded_bars(monkeypatch)
     train_on_cluster(scheduler, zipf_corpus(2, 1500, 300), NgramConfig(3),
                      tmp_path / "corpus.txt")
     assert [bar.desc for bar in bars] == ["counting words", "counting n-grams",
