@@ -12,6 +12,7 @@ from rnnlm_cli.rnn.config import AUTO_CLASS_WORDS, RnnConfig
 from rnnlm_cli.rnn.decoders import ClassSoftmax, frequency_classes, make_decoder
 from rnnlm_cli.rnn.gradcheck import check_gradient
 from rnnlm_cli.rnn.network import RnnNetwork
+from rnnlm_cli.rnn.optim import DenseBlock, ProductBlock, dense
 
 BOS = 1
 H, T, B = 5, 4, 3
@@ -116,18 +117,26 @@ def test_target_log_probs_and_the_loss_are_the_distribution_at_the_targets():
         net.target_log_probs(states[:1], np.array([BOS]))
 
 
-def test_a_class_too_big_for_one_block_is_done_in_parts(monkeypatch):
+@pytest.mark.parametrize("positions", [50, 8])
+def test_a_class_too_big_for_one_block_is_done_in_parts(monkeypatch, positions):
+    """50 positions: more than H in each class, whose gradient blocks are multiplied out;
+    8: at most H in each class, whose blocks are kept as factors (cut in parts too)."""
     net = class_network(vocab=30, classes=2)
     rng = np.random.default_rng(5)
-    states = rng.standard_normal((50, H))
-    targets = rng.choice(np.delete(np.arange(30), BOS), 50)
+    states = rng.standard_normal((positions, H))
+    d = net.decoder                  # positions / 2 targets in each class
+    targets = np.concatenate([rng.choice(d.words[d.starts[k]:d.starts[k + 1]], positions // 2)
+                              for k in range(2)])
+    kinds = {DenseBlock if positions // 2 > H else ProductBlock}
     whole = net.decoder.loss_and_grads(net.params, states, targets)
+    assert {type(b) for b in whole[2]["words.V"].blocks} == kinds
     monkeypatch.setattr(decoders, "LOGIT_FLOATS", 40)               # a few rows at a time
     parts = net.decoder.loss_and_grads(net.params, states, targets)
     assert parts[0] == pytest.approx(whole[0], rel=1e-12)
     assert np.allclose(parts[1], whole[1], rtol=1e-12, atol=1e-15)
     for name in whole[2]:
-        assert np.allclose(parts[2][name], whole[2][name], rtol=1e-12, atol=1e-15)
+        assert np.allclose(dense(parts[2][name]), dense(whole[2][name]), rtol=1e-12,
+                           atol=1e-15)
 
 
 # -- gradients --------------------------------------------------------------------------------
@@ -152,6 +161,27 @@ def test_every_gradient_of_a_class_network_matches_finite_differences(cell):
         assert result.worst < 1e-6, (name, result)
     # Words of classes no target is in get no gradient; the classes' own row does.
     assert np.count_nonzero(grads["classes.c"]) == 3
+
+
+def test_the_word_gradients_of_both_block_kinds_match_finite_differences():
+    """One class hit by more positions than H (its gradient block multiplied out), one by
+    two (kept as the factors), one by none (no block): the decoder's gradients of every
+    parameter and of the states match finite differences."""
+    net = class_network(vocab=13, classes=3)
+    d = net.decoder
+    many, few, none = np.argsort(-d.sizes)                  # every class of 2+ words
+    rng = np.random.default_rng(9)
+    pick = lambda k, n: rng.choice(d.words[d.starts[k]:d.starts[k + 1]], n)
+    targets = rng.permutation(np.concatenate([pick(many, H + 2), pick(few, 2)]))
+    states = rng.standard_normal((targets.size, H))
+    loss, dstates, grads = d.loss_and_grads(net.params, states, targets)
+    assert {b.start: type(b) for b in grads["words.V"].blocks} == \
+        {d.starts[many]: DenseBlock, d.starts[few]: ProductBlock}
+    assert d.sizes[none] > 1
+    f = lambda: d.loss_and_grads(net.params, states, targets, grad=False)[0]
+    for name, g in grads.items():
+        assert check_gradient(f, net.params[name], dense(g)).worst < 1e-6, name
+    assert check_gradient(f, states, dstates).worst < 1e-6
 
 
 def test_state_gradients_are_each_positions_own_loss_gradient():

@@ -7,18 +7,26 @@ plain arrays for a checkpoint (keys like ``"m.layer0.W"``: the slot, then the
 parameter); ``load_state_dict`` takes them back. ``clip_gradients`` is the
 norm-clipping algorithm over the whole gradient.
 
-A gradient is an array like its parameter, or a ``RowGradient``: the gradient of an
-embedding matrix is zero but for the rows of the words a chunk reads (a few hundred of
-60,000), so it is kept as those rows only. Norms, clipping, SGD and Adagrad touch those
-rows alone (for both, a zero gradient changes neither the parameter nor the state, so the
-update is the dense one exactly); Adam, whose moments move with a zero gradient too,
-takes it dense.
+A gradient is an array like its parameter, or one of two sparse kinds:
+
+- a ``RowGradient``: the gradient of an embedding matrix is zero but for the rows of the
+  words a chunk reads (a few hundred of 60,000), so it is kept as those rows only;
+- a ``BlockGradient``: the gradient of the class softmax's word matrix is zero but for
+  the blocks of rows of the classes a chunk's targets fall in, and each block is a product
+  ``dz^T s`` of a few positions' factors, (p, m)^T (p, H), kept as the factors (a class of
+  9,000 words hit by 3 positions: 3 x (9,000 + 200) numbers instead of 9,000 x 200).
+
+Norms, clipping, SGD and Adagrad touch the stored rows alone (for both, a zero gradient
+changes neither the parameter nor the state, so the update is the dense one exactly);
+Adam, whose moments move with a zero gradient too, takes them dense. A block's norm comes
+from its factors' Gram matrices, ``||L^T R||^2 = <L L^T, R R^T>``, and SGD subtracts the
+product from the parameter's rows piece by piece, so the (m, H) block is never written.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Mapping, Tuple
+from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
 
@@ -44,9 +52,91 @@ class RowGradient:
         return out
 
 
+PIECE_ROWS = 256   # rows of a block's product made at once (200 KB at H=200: in cache)
+
+
+@dataclass
+class ProductBlock:
+    """Rows ``start:start + m`` of a gradient, given as the product ``left.T @ right`` of
+    ``left`` (p, m) and ``right`` (p, k)."""
+
+    start: int
+    left: np.ndarray
+    right: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return self.left.shape[1]
+
+    def value(self, lo: int = 0, hi=None) -> np.ndarray:
+        """Rows ``lo:hi`` of the block (all by default), (hi - lo, k)."""
+        return self.left[:, lo:hi].T @ self.right
+
+    def squared_norm(self) -> float:
+        """``||L^T R||_F^2 = sum((L L^T) * (R R^T))`` from the (p, p) Gram matrices, in
+        float64 (their entries may cancel)."""
+        left, right = self.left.astype(np.float64), self.right.astype(np.float64)
+        return float(np.vdot(left @ left.T, right @ right.T))
+
+    def scale(self, factor) -> None:
+        self.left *= factor
+
+    def subtract_from(self, rows: np.ndarray, factor) -> None:
+        """``rows -= factor * block`` for the block's (m, k) rows of a parameter, in
+        pieces of ``PIECE_ROWS`` rows (each piece of the product made while in cache)."""
+        left = self.left * factor
+        for lo in range(0, self.rows, PIECE_ROWS):
+            rows[lo:lo + PIECE_ROWS] -= left[:, lo:lo + PIECE_ROWS].T @ self.right
+
+
+@dataclass
+class DenseBlock:
+    """Rows ``start:start + m`` of a gradient, given as the array ``values`` (m, k)."""
+
+    start: int
+    values: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return self.values.shape[0]
+
+    def value(self, lo: int = 0, hi=None) -> np.ndarray:
+        return self.values[lo:hi]
+
+    def squared_norm(self) -> float:
+        return _sum_of_squares(self.values)
+
+    def scale(self, factor) -> None:
+        self.values *= factor
+
+    def subtract_from(self, rows: np.ndarray, factor) -> None:
+        rows -= factor * self.values
+
+
+@dataclass
+class BlockGradient:
+    """The gradient of a (n, k) parameter: zero but for ``blocks`` of consecutive rows
+    (``ProductBlock`` or ``DenseBlock``, no row in two), each ``block.rows`` rows from
+    ``block.start``."""
+
+    blocks: List[object]
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.shape, dtype=self.dtype)
+        for block in self.blocks:
+            out[block.start:block.start + block.rows] = block.value()
+        return out
+
+    def parts(self, param: np.ndarray):
+        """``(rows of param, block)`` for each block: the parameter's rows it covers."""
+        return [(param[b.start:b.start + b.rows], b) for b in self.blocks]
+
+
 def dense(g) -> np.ndarray:
     """``g`` as an array like its parameter."""
-    return g.dense() if isinstance(g, RowGradient) else g
+    return g.dense() if isinstance(g, (RowGradient, BlockGradient)) else g
 
 
 def _stored(g) -> np.ndarray:
@@ -65,6 +155,10 @@ def clip_gradients(grads: Mapping[str, np.ndarray], threshold: float) -> Tuple[f
         return norm, False
     scale = threshold / norm
     for g in grads.values():
+        if isinstance(g, BlockGradient):
+            for block in g.blocks:
+                block.scale(g.dtype.type(scale))
+            continue
         values = _stored(g)
         values *= values.dtype.type(scale)
     return norm, True
@@ -74,18 +168,33 @@ NORM_BLOCK = 1 << 15   # float32 dot products this long lose ~1e-7; their sum is
 
 
 def global_norm(arrays: Mapping[str, np.ndarray]) -> float:
-    """The L2 norm of all arrays taken as one vector.
-
-    Blocks of ``NORM_BLOCK`` values go through BLAS ``dot`` in the arrays' dtype and are
-    summed in float64: as exact as a float64 sum for clipping, at a tenth of its cost.
-    """
+    """The L2 norm of all arrays (and sparse gradients) taken as one vector."""
     total = 0.0
     for a in arrays.values():
-        flat = _stored(a).reshape(-1)
-        for start in range(0, flat.size, NORM_BLOCK):
-            block = flat[start:start + NORM_BLOCK]
-            total += float(np.dot(block, block))
+        if isinstance(a, BlockGradient):
+            total += sum(block.squared_norm() for block in a.blocks)
+        else:
+            total += _sum_of_squares(_stored(a))
     return math.sqrt(total)
+
+
+def _sum_of_squares(a: np.ndarray) -> float:
+    """``sum(a ** 2)`` in float64, without copying ``a``.
+
+    A contiguous array: blocks of ``NORM_BLOCK`` values through BLAS ``dot`` in the
+    array's dtype, summed in float64 (as exact as a float64 sum for clipping, at a tenth
+    of its cost). Any other (a part of a joined array, ``decoders.join``: rows with a gap
+    between them): each row's sum of squares by ``einsum`` (no copy), summed in float64.
+    """
+    if not a.flags.c_contiguous and a.ndim >= 2:
+        rows = a.reshape(a.shape[0], -1)
+        return float(np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64))
+    flat = a.reshape(-1)
+    total = 0.0
+    for start in range(0, flat.size, NORM_BLOCK):
+        block = flat[start:start + NORM_BLOCK]
+        total += float(np.dot(block, block))
+    return total
 
 
 class Optimizer:
@@ -137,6 +246,10 @@ class SGD(Optimizer):
     def step(self, params, grads, lr):
         for k, p in params.items():
             g = grads[k]
+            if isinstance(g, BlockGradient):
+                for rows, block in g.parts(p):
+                    block.subtract_from(rows, p.dtype.type(lr))
+                continue
             values = _stored(g)
             values *= p.dtype.type(lr)
             if isinstance(g, RowGradient):
@@ -157,16 +270,26 @@ class Adagrad(Optimizer):
     def step(self, params, grads, lr):
         for k, p in params.items():
             g, s = grads[k], self.sum[f"sum.{k}"]
-            if isinstance(g, RowGradient):
+            if isinstance(g, BlockGradient):
+                for rows, block in g.parts(p):          # a piece of a block at a time
+                    sums = s[block.start:block.start + block.rows]
+                    for lo in range(0, block.rows, PIECE_ROWS):
+                        hi = lo + PIECE_ROWS
+                        self._update(rows[lo:hi], sums[lo:hi], block.value(lo, hi), lr)
+            elif isinstance(g, RowGradient):
                 rows, g = g.rows, g.values
                 s_rows = s[rows] + g * g
                 s[rows] = s_rows
                 p[rows] -= p.dtype.type(lr) * g / (np.sqrt(s_rows) + p.dtype.type(self.eps))
-                continue
-            s += g * g
-            denom = np.sqrt(s)
-            denom += p.dtype.type(self.eps)
-            p -= p.dtype.type(lr) * g / denom
+            else:
+                self._update(p, s, g, lr)
+
+    def _update(self, p: np.ndarray, s: np.ndarray, g: np.ndarray, lr: float) -> None:
+        """The rule on arrays (or rows of them) in place."""
+        s += g * g
+        denom = np.sqrt(s)
+        denom += p.dtype.type(self.eps)
+        p -= p.dtype.type(lr) * g / denom
 
     def state_dict(self):
         return dict(self.sum)
