@@ -615,24 +615,29 @@ def test_the_networks_row_gradient_is_its_dense_gradient(dropout):
 # -- block gradients (the class softmax's word matrix) ---------------------------------------
 
 def block_gradient(rng, shape, dtype=np.float32):
-    """A (12, 5) gradient, zero but for rows 1-3 (a product of 2 positions' factors), rows
-    4-5 (dense values) and rows 8-11 (a product of 6 positions' factors)."""
-    from rnnlm_cli.rnn.optim import BlockGradient, DenseBlock, ProductBlock
+    """A (14, k) gradient, zero but for rows 1-3 (a product of 2 positions' factors), rows
+    4-5 (dense values), rows 8-11 (a product of 6 positions' factors) and rows 13 and 0
+    (rows with values)."""
+    from rnnlm_cli.rnn.optim import BlockGradient, DenseBlock, ProductBlock, RowGradient
     k = shape[1]
     normal = lambda *size: rng.standard_normal(size).astype(dtype)
     return BlockGradient([ProductBlock(1, normal(2, 3), normal(2, k)),
                           DenseBlock(4, normal(2, k)),
-                          ProductBlock(8, normal(6, 4), normal(6, k))], shape, np.dtype(dtype))
+                          ProductBlock(8, normal(6, 4), normal(6, k)),
+                          RowGradient(np.array([13, 0]), normal(2, k), shape)],
+                         shape, np.dtype(dtype))
 
 
-def test_a_block_gradient_is_its_blocks_and_zero_elsewhere():
-    g = block_gradient(np.random.default_rng(0), (12, 5))
-    full = g.dense()
-    for block, rows in zip(g.blocks, [range(1, 4), range(4, 6), range(8, 12)]):
-        np.testing.assert_allclose(full[list(rows)], block.value(), rtol=1e-6)
-    assert not full[[0, 6, 7]].any()
-    product = g.blocks[2]
-    np.testing.assert_array_equal(product.value(1, 3), product.value()[1:3])
+def test_a_block_gradient_is_its_parts_and_zero_elsewhere(monkeypatch):
+    import rnnlm_cli.rnn.optim as optim
+    monkeypatch.setattr(optim, "PIECE_ROWS", 3)     # the product of rows 8-11 in two pieces
+    g = block_gradient(np.random.default_rng(0), (14, 5))
+    product = lambda b: b.left.astype(np.float64).T @ b.right.astype(np.float64)
+    expected = np.zeros((14, 5))
+    expected[1:4], expected[4:6] = product(g.parts[0]), g.parts[1].values
+    expected[8:12], expected[[13, 0]] = product(g.parts[2]), g.parts[3].values
+    np.testing.assert_allclose(g.dense(), expected, rtol=1e-6, atol=1e-6)
+    assert g.squared_norm() == pytest.approx(float((expected ** 2).sum()), rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adagrad", "adam"])
@@ -645,8 +650,8 @@ def test_a_block_gradient_updates_as_its_dense_gradient_does(name, threshold, mo
     import rnnlm_cli.rnn.optim as optim
     monkeypatch.setattr(optim, "PIECE_ROWS", 2)
     rng = np.random.default_rng(1)
-    start = rng.standard_normal((12, 6)).astype(np.float32)
-    steps = [block_gradient(rng, (12, 5)) for _ in range(2)]
+    start = rng.standard_normal((14, 6)).astype(np.float32)
+    steps = [block_gradient(rng, (14, 5)) for _ in range(2)]
     results = []
     for sparse in (True, False):
         joined = start.copy()
@@ -655,7 +660,7 @@ def test_a_block_gradient_updates_as_its_dense_gradient_does(name, threshold, mo
         norms = []
         for g in steps:
             g = copy.deepcopy(g)
-            grads = {"V": g if sparse else g.dense(), "c": np.ones(12, np.float32)}
+            grads = {"V": g if sparse else g.dense(), "c": np.ones(14, np.float32)}
             norms.append(clip_gradients(grads, threshold)[0])
             optimizer.step(params, grads, 0.5)
         results.append((joined, optimizer.state_dict(), norms))
@@ -665,7 +670,7 @@ def test_a_block_gradient_updates_as_its_dense_gradient_does(name, threshold, mo
     for k in dense_state:
         np.testing.assert_allclose(sparse_state[k], dense_state[k], rtol=1e-5, atol=1e-6)
     if name != "adam":
-        np.testing.assert_array_equal(sparse_p[[0, 6, 7], :5], start[[0, 6, 7], :5])
+        np.testing.assert_array_equal(sparse_p[[6, 7, 12], :5], start[[6, 7, 12], :5])
 
 
 def test_the_norm_of_a_product_block_survives_cancellation():

@@ -26,8 +26,15 @@ holds the rows ``classes.starts[k]:classes.starts[k+1]``. So the words of a clas
 contiguous block of memory (no gather of the matrix per chunk; a class of a few frequent
 words is a few cache lines, not H+1 strided pieces), and the product (7) for all the
 positions whose target is in class k is one matrix product. Training and scoring group the
-B*T positions by class and loop over the classes present, never over tokens. ``classes.V``
-(C, H) and ``classes.c`` hold (6) the same way.
+B*T positions by class and loop over the large classes present, never over tokens; the
+small classes (most of them, a few words each) are done together, one stacked product per
+size. ``classes.V`` (C, H) and ``classes.c`` hold (6) the same way.
+
+A chunk's targets fall in a few hundred classes, each hit by a few positions, so the
+gradient of ``words.V`` is zero outside their rows, and a class's block, ``dz^T s`` for
+its p positions, has rank p: training keeps it as an ``optim.BlockGradient`` of these
+factors, whose norm, clipping and SGD step never write the (|V|-1, H) matrix
+(``_WordGradients``).
 
 Every decoder keeps its matrix and bias joined as one array, ``[V; c]`` (H+1, K) for the
 full softmax and ``[V, c]`` (K, H+1) for the class softmax, so that a product with
@@ -42,11 +49,13 @@ import numpy as np
 
 from rnnlm_cli.rnn.kernels import (log_softmax, picked_log_softmax, softmax_cross_entropy,
                                    with_ones)
-from rnnlm_cli.rnn.optim import BlockGradient, DenseBlock, ProductBlock
+from rnnlm_cli.rnn.optim import BlockGradient, DenseBlock, ProductBlock, RowGradient
 from rnnlm_cli.vocab import Vocabulary
 
 WORDS, STARTS = "classes.words", "classes.starts"
-LOGIT_FLOATS = 1 << 22      # at most this many logits of one class at once
+LOGIT_FLOATS = 1 << 22      # at most this many logits of one class (or batch) at once
+BATCH_WORDS = 128           # classes of at most this many words are done in batches
+BATCH_LOGITS = 1 << 14      # ... if their positions need at most this many logits
 
 
 # -- joined matrices -------------------------------------------------------------------------
@@ -314,33 +323,84 @@ class ClassSoftmax:
     def _within_classes(self, s1, k, rows, word1, dtop=None, words=None,
                         scale: float = 1.0) -> np.ndarray:
         """``log P(w_i | k_i, s_i)`` (7) for every position i (N,), whose target is word
-        row ``rows[i]`` of class ``k[i]``: one product per class present (its positions
-        against its block of rows). With ``dtop``, add the gradient of ``-scale * sum_i``
-        of it with respect to s to ``dtop`` (N, H), and with ``words`` (a
-        ``_WordGradients``) hand it each class's part of the gradient of ``[V, c]``. A
-        class of one word has P = 1: skipped."""
-        H = self.hidden
+        row ``rows[i]`` of class ``k[i]``. With ``dtop``, add the gradient of ``-scale *
+        sum_i`` of it with respect to s to ``dtop`` (N, H), and with ``words`` (a
+        ``_WordGradients``) hand it each class's part of the gradient of ``[V, c]``.
+
+        The positions are grouped by class. A class of many words gets its own products
+        (its positions against its block of rows, ``_one_class``); the small classes,
+        most of them, are done together, a batch of products per size (``_batched``), so
+        the Python work does not grow with the number of classes. A class of one word has
+        P = 1: skipped."""
         logp_word = np.zeros(k.size)
         order = np.argsort(k, kind="stable")                             # grouped by class
         count = np.bincount(k, minlength=self.classes)
-        ends = np.cumsum(count)
-        for q in np.flatnonzero((self.sizes > 1) & (count > 0)):
-            lo, hi = self.starts[q], self.starts[q + 1]
-            block = word1[lo:hi]                                         # (m, H+1)
-            at = order[ends[q] - count[q]:ends[q]]                       # its positions
-            step = max(1, LOGIT_FLOATS // int(hi - lo))
-            parts = []
-            for part in range(0, at.size, step):                         # bounded memory
-                where = at[part:part + step]
-                logp, dz = _log_softmax_and_grad(s1[where] @ block.T, rows[where] - lo,
-                                                 dtop is not None, scale)
-                logp_word[where] = logp
-                if dtop is not None:
-                    dtop[where] += dz @ block[:, :H]
-                    parts.append(dz)
-            if words is not None:
-                words.add(int(lo), parts, s1[at])
+        first = np.cumsum(count) - count           # class q: order[first[q]:][:count[q]]
+        busy = np.flatnonzero((self.sizes > 1) & (count > 0))
+        size = self.sizes[busy]
+        small = (size <= BATCH_WORDS) & (size * count[busy] <= BATCH_LOGITS)
+        for q in busy[~small]:
+            self._one_class(q, order[first[q]:first[q] + count[q]], s1, rows, word1,
+                            logp_word, dtop, words, scale)
+        width = 1 << np.ceil(np.log2(size[small])).astype(np.int64)     # sizes up to a power of 2
+        for M in np.unique(width):
+            group = busy[small][width == M]
+            group = group[np.argsort(-count[group], kind="stable")]     # most positions first
+            per_batch = max(1, LOGIT_FLOATS // (int(count[group[0]]) * int(M)))
+            for b in range(0, group.size, per_batch):
+                self._batched(group[b:b + per_batch], int(M), order, first, count, s1, rows,
+                              word1, logp_word, dtop, words, scale)
         return logp_word
+
+    def _one_class(self, q, at, s1, rows, word1, logp_word, dtop, words, scale) -> None:
+        """(7) for the positions ``at`` of class ``q``: their states against the class's
+        block of rows, in parts of at most ``LOGIT_FLOATS`` logits."""
+        H = self.hidden
+        lo, hi = self.starts[q], self.starts[q + 1]
+        block = word1[lo:hi]                                             # (m, H+1)
+        step = max(1, LOGIT_FLOATS // int(hi - lo))
+        parts = []
+        for part in range(0, at.size, step):                             # bounded memory
+            where = at[part:part + step]
+            logp, dz = _log_softmax_and_grad(s1[where] @ block.T, rows[where] - lo,
+                                             dtop is not None, scale)
+            logp_word[where] = logp
+            if dtop is not None:
+                dtop[where] += dz @ block[:, :H]
+                parts.append(dz)
+        if words is not None:
+            words.add_class(int(lo), parts, s1[at])
+
+    def _batched(self, qs, M, order, first, count, s1, rows, word1, logp_word, dtop, words,
+                 scale) -> None:
+        """(7) for the classes ``qs``, of at most ``M`` words each, as one stack of
+        products: class j's positions (padded to P, the most of any) against its rows
+        (padded to M), (n, P, H+1) @ (n, H+1, M). A padded word's logit is -inf, so it
+        has probability 0 and no gradient; a padded position is dropped."""
+        H = self.hidden
+        n, P = qs.size, int(count[qs].max())
+        j = np.arange(P)
+        real_at = j < count[qs][:, None]                                 # (n, P)
+        at = order[np.minimum(first[qs][:, None] + j, order.size - 1)]   # (n, P)
+        i = np.arange(M)
+        real_word = i < self.sizes[qs][:, None]                          # (n, M)
+        word_rows = np.where(real_word, self.starts[qs][:, None] + i, 0)
+        x = s1[at]                                                       # (n, P, H+1)
+        w = word1[word_rows]                                             # (n, M, H+1)
+        z = np.matmul(x, w.transpose(0, 2, 1))                          # (n, P, M)
+        z += np.where(real_word, 0, -np.inf).astype(z.dtype)[:, None, :]
+        target = np.where(real_at, rows[at] - self.starts[qs][:, None], 0)
+        logp, dz = _log_softmax_and_grad(z.reshape(n * P, M), target.reshape(-1),
+                                         dtop is not None, scale)
+        logp_word[at[real_at]] = logp.reshape(n, P)[real_at]
+        if dtop is None:
+            return
+        dz = dz.reshape(n, P, M)
+        dz[~real_at] = 0
+        dtop[at[real_at]] += np.matmul(dz, w[:, :, :H])[real_at]
+        if words is not None:
+            g = np.matmul(dz.transpose(0, 2, 1), x)                     # (n, M, H+1)
+            words.add_rows(word_rows[real_word], g[real_word])
 
     def _rows(self, targets: np.ndarray) -> np.ndarray:
         """The row of ``words.V`` of each target word."""
@@ -357,27 +417,28 @@ class ClassSoftmax:
 
 class _WordGradients:
     """The gradient of the word matrix ``[V, c]`` (W, H+1), as ``_within_classes`` gives it
-    class by class: ``bias`` (W,), the gradient of ``words.c``, and the blocks of that of
+    class by class: ``bias`` (W,), the gradient of ``words.c``, and the parts of that of
     ``words.V`` (``matrix``), zero outside the classes given.
 
-    Class k's block is ``dz^T s`` (m, H) for its p positions' logit gradients ``dz``
+    A large class's part is ``dz^T s`` (m, H) for its p positions' logit gradients ``dz``
     (p, m) and states ``s`` (p, H): kept as these factors (``optim.ProductBlock``) when
     p <= H, the usual case (a few positions per class, classes of up to thousands of
-    words), else multiplied out (``optim.DenseBlock``), which is then the smaller."""
+    words), else multiplied out (``optim.DenseBlock``), which is then the smaller. The
+    small classes' rows come multiplied out, a batch at a time (``optim.RowGradient``)."""
 
     def __init__(self, shape, dtype):
         self.shape, self.dtype = (shape[0], shape[1] - 1), dtype
-        self.blocks: list = []
+        self.parts: list = []
         self.bias = np.zeros(shape[0], dtype=dtype)
 
-    def add(self, start: int, parts: list, s1: np.ndarray) -> None:
+    def add_class(self, start: int, parts: list, s1: np.ndarray) -> None:
         """The class whose rows start at ``start``: ``parts``, the dJ/dz (p_j, m) of its
         positions in order, and their ``[s, 1]`` (p, H+1)."""
         p, H = s1.shape[0], s1.shape[1] - 1
         m = parts[0].shape[1]
         if p <= H:
             left = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            self.blocks.append(ProductBlock(start, left, s1[:, :H]))
+            self.parts.append(ProductBlock(start, left, s1[:, :H]))
             self.bias[start:start + m] = left.sum(axis=0)                # dz^T 1
             return
         values = np.zeros((m, H + 1), dtype=self.dtype)
@@ -385,12 +446,17 @@ class _WordGradients:
         for dz in parts:                                                 # dz^T [s, 1]
             values += dz.T @ s1[done:done + dz.shape[0]]
             done += dz.shape[0]
-        self.blocks.append(DenseBlock(start, values[:, :H]))
+        self.parts.append(DenseBlock(start, values[:, :H]))
         self.bias[start:start + m] = values[:, H]
+
+    def add_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """The gradient of ``[V, c]`` at ``rows``: ``values`` (r, H+1)."""
+        self.parts.append(RowGradient(rows, values[:, :-1], self.shape))
+        self.bias[rows] = values[:, -1]
 
     def matrix(self) -> BlockGradient:
         """The gradient of ``words.V``."""
-        return BlockGradient(self.blocks, self.shape, self.dtype)
+        return BlockGradient(self.parts, self.shape, self.dtype)
 
 
 def _log_softmax_and_grad(z: np.ndarray, targets: np.ndarray, grad: bool, scale: float):

@@ -51,6 +51,19 @@ class RowGradient:
         out[self.rows] = self.values
         return out
 
+    # The interface of a sparse gradient (and of a part of a ``BlockGradient``):
+
+    def pieces(self):
+        """``(index, values)`` pairs: the gradient's nonzero rows ``param[index]`` are
+        ``values``, which the caller may scale in place (the gradient is used up)."""
+        return [(self.rows, self.values)]
+
+    def squared_norm(self) -> float:
+        return _sum_of_squares(self.values)
+
+    def scale(self, factor) -> None:
+        self.values *= factor
+
 
 PIECE_ROWS = 256   # rows of a block's product made at once (200 KB at H=200: in cache)
 
@@ -58,19 +71,18 @@ PIECE_ROWS = 256   # rows of a block's product made at once (200 KB at H=200: in
 @dataclass
 class ProductBlock:
     """Rows ``start:start + m`` of a gradient, given as the product ``left.T @ right`` of
-    ``left`` (p, m) and ``right`` (p, k)."""
+    ``left`` (p, m) and ``right`` (p, k); zero elsewhere."""
 
     start: int
     left: np.ndarray
     right: np.ndarray
 
-    @property
-    def rows(self) -> int:
-        return self.left.shape[1]
-
-    def value(self, lo: int = 0, hi=None) -> np.ndarray:
-        """Rows ``lo:hi`` of the block (all by default), (hi - lo, k)."""
-        return self.left[:, lo:hi].T @ self.right
+    def pieces(self):
+        """The product ``PIECE_ROWS`` rows at a time (each piece made while in cache)."""
+        m = self.left.shape[1]
+        for lo in range(0, m, PIECE_ROWS):
+            hi = min(lo + PIECE_ROWS, m)
+            yield slice(self.start + lo, self.start + hi), self.left[:, lo:hi].T @ self.right
 
     def squared_norm(self) -> float:
         """``||L^T R||_F^2 = sum((L L^T) * (R R^T))`` from the (p, p) Gram matrices, in
@@ -81,27 +93,17 @@ class ProductBlock:
     def scale(self, factor) -> None:
         self.left *= factor
 
-    def subtract_from(self, rows: np.ndarray, factor) -> None:
-        """``rows -= factor * block`` for the block's (m, k) rows of a parameter, in
-        pieces of ``PIECE_ROWS`` rows (each piece of the product made while in cache)."""
-        left = self.left * factor
-        for lo in range(0, self.rows, PIECE_ROWS):
-            rows[lo:lo + PIECE_ROWS] -= left[:, lo:lo + PIECE_ROWS].T @ self.right
-
 
 @dataclass
 class DenseBlock:
-    """Rows ``start:start + m`` of a gradient, given as the array ``values`` (m, k)."""
+    """Rows ``start:start + m`` of a gradient, given as the array ``values`` (m, k); zero
+    elsewhere."""
 
     start: int
     values: np.ndarray
 
-    @property
-    def rows(self) -> int:
-        return self.values.shape[0]
-
-    def value(self, lo: int = 0, hi=None) -> np.ndarray:
-        return self.values[lo:hi]
+    def pieces(self):
+        return [(slice(self.start, self.start + len(self.values)), self.values)]
 
     def squared_norm(self) -> float:
         return _sum_of_squares(self.values)
@@ -109,39 +111,39 @@ class DenseBlock:
     def scale(self, factor) -> None:
         self.values *= factor
 
-    def subtract_from(self, rows: np.ndarray, factor) -> None:
-        rows -= factor * self.values
-
 
 @dataclass
 class BlockGradient:
-    """The gradient of a (n, k) parameter: zero but for ``blocks`` of consecutive rows
-    (``ProductBlock`` or ``DenseBlock``, no row in two), each ``block.rows`` rows from
-    ``block.start``."""
+    """The gradient of a (n, k) parameter: the sum of ``parts`` with no nonzero row in
+    common (``ProductBlock``, ``DenseBlock``, ``RowGradient``)."""
 
-    blocks: List[object]
+    parts: List[object]
     shape: Tuple[int, ...]
     dtype: np.dtype
 
     def dense(self) -> np.ndarray:
         out = np.zeros(self.shape, dtype=self.dtype)
-        for block in self.blocks:
-            out[block.start:block.start + block.rows] = block.value()
+        for index, values in self.pieces():
+            out[index] = values
         return out
 
-    def parts(self, param: np.ndarray):
-        """``(rows of param, block)`` for each block: the parameter's rows it covers."""
-        return [(param[b.start:b.start + b.rows], b) for b in self.blocks]
+    def pieces(self):
+        return (piece for part in self.parts for piece in part.pieces())
+
+    def squared_norm(self) -> float:
+        return sum(part.squared_norm() for part in self.parts)
+
+    def scale(self, factor) -> None:
+        for part in self.parts:
+            part.scale(factor)
+
+
+SPARSE = (RowGradient, BlockGradient)
 
 
 def dense(g) -> np.ndarray:
     """``g`` as an array like its parameter."""
-    return g.dense() if isinstance(g, (RowGradient, BlockGradient)) else g
-
-
-def _stored(g) -> np.ndarray:
-    """The values ``g`` holds (all of an array; the rows of a ``RowGradient``)."""
-    return g.values if isinstance(g, RowGradient) else g
+    return g.dense() if isinstance(g, SPARSE) else g
 
 
 def clip_gradients(grads: Mapping[str, np.ndarray], threshold: float) -> Tuple[float, bool]:
@@ -155,12 +157,10 @@ def clip_gradients(grads: Mapping[str, np.ndarray], threshold: float) -> Tuple[f
         return norm, False
     scale = threshold / norm
     for g in grads.values():
-        if isinstance(g, BlockGradient):
-            for block in g.blocks:
-                block.scale(g.dtype.type(scale))
-            continue
-        values = _stored(g)
-        values *= values.dtype.type(scale)
+        if isinstance(g, SPARSE):
+            g.scale(g.dtype.type(scale))
+        else:
+            g *= g.dtype.type(scale)
     return norm, True
 
 
@@ -171,10 +171,7 @@ def global_norm(arrays: Mapping[str, np.ndarray]) -> float:
     """The L2 norm of all arrays (and sparse gradients) taken as one vector."""
     total = 0.0
     for a in arrays.values():
-        if isinstance(a, BlockGradient):
-            total += sum(block.squared_norm() for block in a.blocks)
-        else:
-            total += _sum_of_squares(_stored(a))
+        total += a.squared_norm() if isinstance(a, SPARSE) else _sum_of_squares(a)
     return math.sqrt(total)
 
 
@@ -246,16 +243,13 @@ class SGD(Optimizer):
     def step(self, params, grads, lr):
         for k, p in params.items():
             g = grads[k]
-            if isinstance(g, BlockGradient):
-                for rows, block in g.parts(p):
-                    block.subtract_from(rows, p.dtype.type(lr))
-                continue
-            values = _stored(g)
-            values *= p.dtype.type(lr)
-            if isinstance(g, RowGradient):
-                p[g.rows] -= values
+            if isinstance(g, SPARSE):
+                g.scale(p.dtype.type(lr))               # a product block: its small factor
+                for index, values in g.pieces():
+                    p[index] -= values
             else:
-                p -= values
+                g *= p.dtype.type(lr)
+                p -= g
 
 
 class Adagrad(Optimizer):
@@ -270,26 +264,16 @@ class Adagrad(Optimizer):
     def step(self, params, grads, lr):
         for k, p in params.items():
             g, s = grads[k], self.sum[f"sum.{k}"]
-            if isinstance(g, BlockGradient):
-                for rows, block in g.parts(p):          # a piece of a block at a time
-                    sums = s[block.start:block.start + block.rows]
-                    for lo in range(0, block.rows, PIECE_ROWS):
-                        hi = lo + PIECE_ROWS
-                        self._update(rows[lo:hi], sums[lo:hi], block.value(lo, hi), lr)
-            elif isinstance(g, RowGradient):
-                rows, g = g.rows, g.values
-                s_rows = s[rows] + g * g
-                s[rows] = s_rows
-                p[rows] -= p.dtype.type(lr) * g / (np.sqrt(s_rows) + p.dtype.type(self.eps))
-            else:
-                self._update(p, s, g, lr)
-
-    def _update(self, p: np.ndarray, s: np.ndarray, g: np.ndarray, lr: float) -> None:
-        """The rule on arrays (or rows of them) in place."""
-        s += g * g
-        denom = np.sqrt(s)
-        denom += p.dtype.type(self.eps)
-        p -= p.dtype.type(lr) * g / denom
+            if not isinstance(g, SPARSE):
+                s += g * g
+                denom = np.sqrt(s)
+                denom += p.dtype.type(self.eps)
+                p -= p.dtype.type(lr) * g / denom
+                continue
+            for index, g in g.pieces():                 # the nonzero rows alone
+                s_rows = s[index] + g * g
+                s[index] = s_rows
+                p[index] -= p.dtype.type(lr) * g / (np.sqrt(s_rows) + p.dtype.type(self.eps))
 
     def state_dict(self):
         return dict(self.sum)
