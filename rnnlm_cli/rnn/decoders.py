@@ -346,7 +346,9 @@ class ClassSoftmax:
         for M in np.unique(width):
             group = busy[small][width == M]
             group = group[np.argsort(-count[group], kind="stable")]     # most positions first
-            per_batch = max(1, LOGIT_FLOATS // (int(count[group[0]]) * int(M)))
+            # the batch's logits (n, P, M) and gathered rows (n, M, H+1): bounded
+            per_batch = max(1, LOGIT_FLOATS // (int(M) * max(int(count[group[0]]),
+                                                                self.hidden + 1)))
             for b in range(0, group.size, per_batch):
                 self._batched(group[b:b + per_batch], int(M), order, first, count, s1, rows,
                               word1, logp_word, dtop, words, scale)

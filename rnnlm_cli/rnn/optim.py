@@ -13,8 +13,10 @@ A gradient is an array like its parameter, or one of two sparse kinds:
   words a chunk reads (a few hundred of 60,000), so it is kept as those rows only;
 - a ``BlockGradient``: the gradient of the class softmax's word matrix is zero but for
   the blocks of rows of the classes a chunk's targets fall in, and each block is a product
-  ``dz^T s`` of a few positions' factors, (p, m)^T (p, H), kept as the factors (a class of
-  9,000 words hit by 3 positions: 3 x (9,000 + 200) numbers instead of 9,000 x 200).
+  ``dz^T s`` of a few positions' factors, (p, m)^T (p, H): a large class's block is kept
+  as the factors (``ProductBlock``; a class of 9,000 words hit by 3 positions: 3 x (9,000
+  + 200) numbers instead of 9,000 x 200), the small classes' rows come multiplied out
+  (``RowGradient`` parts).
 
 Norms, clipping, SGD and Adagrad touch the stored rows alone (for both, a zero gradient
 changes neither the parameter nor the state, so the update is the dense one exactly);
@@ -233,7 +235,8 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """``p -= lr * g``, computed as ``g *= lr; p -= g`` (the same floats)."""
+    """``p -= lr * g``, computed as ``g *= lr; p -= g`` (the same floats; for a
+    ``ProductBlock``, ``lr`` scales its (p, m) factor)."""
 
     name = "sgd"
 
