@@ -689,3 +689,20 @@ def test_the_norm_of_a_product_block_survives_cancellation():
     exact = np.linalg.norm(left.astype(np.float64).T @ right.astype(np.float64))
     assert exact < 1e-2 * np.linalg.norm(left) * np.linalg.norm(right)
     assert clip_gradients({"V": g}, 0.0)[0] == pytest.approx(exact, rel=1e-6)
+
+
+def test_sgd_on_a_part_of_a_joined_array_leaves_the_other_part_exactly():
+    """A product block's step goes through the whole rows of ``[V, c]``, padded with a
+    zero column: ``c`` is not changed by a single bit, ``V`` as by the dense gradient."""
+    from rnnlm_cli.rnn.optim import BlockGradient, ProductBlock
+    rng = np.random.default_rng(3)
+    joined = rng.standard_normal((9, 4)).astype(np.float32)
+    joined[0, 3], joined[1, 3] = -0.0, np.float32(1e-30)
+    before = joined.copy()
+    left, right = rng.standard_normal((2, 6)).astype(np.float32), \
+        rng.standard_normal((2, 3)).astype(np.float32)
+    g = BlockGradient([ProductBlock(2, left, right)], (9, 3), np.dtype(np.float32))
+    expected = before[:, :3] - 0.5 * g.dense()
+    SGD({}).step({"V": joined[:, :3]}, {"V": g}, 0.5)
+    assert before[:, 3].tobytes() == joined[:, 3].tobytes()
+    np.testing.assert_allclose(joined[:, :3], expected, rtol=1e-6, atol=1e-6)
