@@ -10,7 +10,9 @@ Run with an interpreter that has rnnlm and, for the PyTorch rows, torch installe
 Vietnamese Wikipedia (``../shared/corpora/viwiki/train.txt``, 4.3M whitespace tokens),
 ``--tokenizer whitespace --min-count 2``: the words seen at least twice, 60,413, plus
 ``<unk>``, ``<s>`` and ``</s>``. LSTM, H=200, B=20, T=35, SGD lr 1, clipping at 5,
-float32, 2 BLAS threads (``OPENBLAS_NUM_THREADS=2``; PyTorch ``set_num_threads(2)``).
+float32, 2 BLAS threads (``OPENBLAS_NUM_THREADS=2``; PyTorch ``set_num_threads(2)``;
+``--threads 1``: one, for every row including PTB's, the figures a loaded machine distorts
+least: a 2-thread BLAS call waits for both threads to be scheduled).
 
 1. Speed, in training tokens/s over the first chunks of an epoch (``--chunks``, default
    300, for the class softmax; ``--full-chunks``, default 50, for the two full-softmax
@@ -67,7 +69,8 @@ import rnn_bench  # noqa: E402  (rnnlm's PTB figure, as rnn_bench measures it)
 B, T, H, BIG_H = 20, 35, 200, 650
 MIN_COUNT = 2
 VALID_LINES = 200          # the validation file the readers need: never used (no epoch ends)
-BLAS_THREADS = {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+BLAS_THREADS = dict.fromkeys(BLAS_VARIABLES, "2")     # --threads sets them
 MIN_PTB_RATIO = 0.7
 MIN_TORCH_RATIO = 5.0
 MAX_RSS = 2e9              # "2 GB", read strictly as 10^9 bytes
@@ -131,7 +134,7 @@ def torch_child(spec: dict) -> dict:
         return {"error": "torch is not installed (pip install torch==2.13.0)"}
     from rnnlm_cli.rnn.session import plan_batches
     from rnnlm_cli.rnn.training import TrainConfig
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ["OPENBLAS_NUM_THREADS"]))
     torch.manual_seed(0)
     data = rnnlm_data(spec)
     train_batches, _ = plan_batches(data, TrainConfig(epochs=1, batch_size=B, bptt=T))
@@ -275,7 +278,8 @@ def print_report(speed: Dict[str, List[dict]], ptb: List[float], rss: List[dict]
                  spec: dict, repeats: int) -> None:
     vocab = next((r["vocab"] for runs in speed.values() for r in runs if "vocab" in r), None)
     print(f"== Speed: LSTM H={H}, B={B}, T={T}, viwiki/train.txt --min-count {MIN_COUNT} "
-          f"(|V| = {vocab:,}), float32, 2 threads;\n   training tokens/s over the first "
+          f"(|V| = {vocab:,}), float32, {BLAS_THREADS['OPENBLAS_NUM_THREADS']} thread(s);\n"
+          f"   training tokens/s over the first "
           f"chunks of an epoch, median of {repeats} run(s) (range)")
     labels = {"class": f"rnnlm --softmax class --classes {spec['classes']}",
               "full": "rnnlm --softmax full", "torch": "PyTorch nn.LSTM, full softmax"}
@@ -337,6 +341,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-rss", action="store_true", help="no H=650 memory run")
     p.add_argument("--rss-full", action="store_true",
                    help="also the H=650 memory run with the full softmax")
+    p.add_argument("--threads", type=int, default=2,
+                   help="BLAS threads of every row, PTB's too (2)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--rnnlm-child", help=argparse.SUPPRESS)
     p.add_argument("--torch-child", help=argparse.SUPPRESS)
@@ -345,6 +351,8 @@ def main(argv=None) -> int:
         child = rnnlm_child if args.rnnlm_child else torch_child
         print(json.dumps(child(json.loads(args.rnnlm_child or args.torch_child))))
         return 0
+    BLAS_THREADS.update(dict.fromkeys(BLAS_VARIABLES, str(args.threads)))
+    os.environ.update(BLAS_THREADS)          # the PTB row's train-rnn inherits them
     repeats = args.repeats or (1 if args.quick else 3)
     chunks = args.chunks or (100 if args.quick else 300)
     full_chunks = args.full_chunks or (20 if args.quick else 50)

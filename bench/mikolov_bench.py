@@ -33,7 +33,9 @@ given beside. Its test perplexity is ``rnnlm -rnnlm model -test test.txt``: it r
 test file as one stream, the hidden state carried across sentences.
 
 rnnlm: ``train-rnn`` on the same files (``--tokenizer whitespace``), H=100, ``--softmax
-class --classes 100``, 2 BLAS threads, with the command lines in ``RNNLM_RUNS``: the Elman
+class --classes 100``, 2 BLAS threads (``--threads``; with 1, both tools use one core,
+and the figures suffer least from other jobs: a 2-thread BLAS call waits until both of
+its threads are scheduled), with the command lines in ``RNNLM_RUNS``: the Elman
 cell with a sigmoid (Mikolov's network: ``s_t = sigmoid(U x_t + W s_{t-1})``, a class
 softmax over ``s_t``) and the LSTM. Training tokens/s is the figure train-rnn logs per
 epoch (``--log``: the chunks' forward, backward, clipping and update on the wall clock);
@@ -87,7 +89,8 @@ RNNLM_RUNS: Dict[str, List[str]] = {
              "--lr-decay", "0.5", "--patience", "3", "--epochs", "20", "--clip-norm", "5"],
 }
 LABELS = {"rnn": "Elman, sigmoid", "lstm": "LSTM"}
-BLAS_THREADS = {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+BLAS_THREADS = dict.fromkeys(BLAS_VARIABLES, "2")     # --threads sets them
 
 
 # --------------------------------------------------------------------------------- split
@@ -272,7 +275,8 @@ def print_table(peer_runs: List[dict], ours: Dict[str, List[dict]], train_words:
               f"{median_of(peer_runs, 'cpu_tokens_per_s'):14,.0f}")
     for cell, runs in ours.items():
         r = runs[0]
-        label = f"rnnlm {LABELS[cell]}, 2 threads"
+        threads = BLAS_THREADS["OPENBLAS_NUM_THREADS"]
+        label = f"rnnlm {LABELS[cell]}, {threads} thread{'s' if threads != '1' else ''}"
         print(f"{label:<34} {median_of(runs, 'tokens_per_s'):14,.0f} "
               f"{spread(runs, 'tokens_per_s'):<17} {r['epochs_run']:>6} {r['best_epoch']:>4} "
               f"{r['test_ppl']:8.2f} {r['test_stream_ppl']:7.2f} "
@@ -302,8 +306,10 @@ def main(argv=None) -> int:
                    help="rnnlm's rows (default: rnn lstm)")
     p.add_argument("--peer", default=None,
                    help=f"the rnnlm-0.4b binary (default $MIKOLOV_RNNLM, else {PEER_DEFAULT})")
+    p.add_argument("--threads", type=int, default=2, help="rnnlm's BLAS threads (2)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    BLAS_THREADS.update(dict.fromkeys(BLAS_VARIABLES, str(args.threads)))
     ptb = CORPORA / "ptb"
     if not ptb.is_dir():
         print(f"skipped: the shared corpora are not at {CORPORA}")

@@ -12,6 +12,7 @@ from rnnlm_cli.rnn.config import AUTO_CLASS_WORDS, RnnConfig
 from rnnlm_cli.rnn.decoders import ClassSoftmax, frequency_classes, make_decoder
 from rnnlm_cli.rnn.gradcheck import check_gradient
 from rnnlm_cli.rnn.network import RnnNetwork
+from rnnlm_cli.rnn.optim import DenseBlock, ProductBlock, RowGradient, dense
 
 BOS = 1
 H, T, B = 5, 4, 3
@@ -116,18 +117,55 @@ def test_target_log_probs_and_the_loss_are_the_distribution_at_the_targets():
         net.target_log_probs(states[:1], np.array([BOS]))
 
 
-def test_a_class_too_big_for_one_block_is_done_in_parts(monkeypatch):
+@pytest.mark.parametrize("positions", [50, 8])
+def test_a_class_too_big_for_one_block_is_done_in_parts(monkeypatch, positions):
+    """Class by class (no batches): 50 positions, more than H in each class, whose
+    gradient blocks are multiplied out; 8, at most H in each class, whose blocks are kept
+    as factors; both cut in parts too."""
+    monkeypatch.setattr(decoders, "BATCH_WORDS", 0)
     net = class_network(vocab=30, classes=2)
     rng = np.random.default_rng(5)
-    states = rng.standard_normal((50, H))
-    targets = rng.choice(np.delete(np.arange(30), BOS), 50)
+    states = rng.standard_normal((positions, H))
+    d = net.decoder                  # positions / 2 targets in each class
+    targets = np.concatenate([rng.choice(d.words[d.starts[k]:d.starts[k + 1]], positions // 2)
+                              for k in range(2)])
+    kinds = {DenseBlock if positions // 2 > H else ProductBlock}
     whole = net.decoder.loss_and_grads(net.params, states, targets)
+    assert {type(b) for b in whole[2]["words.V"].parts} == kinds
     monkeypatch.setattr(decoders, "LOGIT_FLOATS", 40)               # a few rows at a time
     parts = net.decoder.loss_and_grads(net.params, states, targets)
-    assert parts[0] == pytest.approx(whole[0], rel=1e-12)
-    assert np.allclose(parts[1], whole[1], rtol=1e-12, atol=1e-15)
-    for name in whole[2]:
-        assert np.allclose(parts[2][name], whole[2][name], rtol=1e-12, atol=1e-15)
+    assert_same_loss_and_gradients(parts, whole)
+
+
+def test_classes_in_batches_give_what_they_give_one_by_one(monkeypatch):
+    """Batches of classes of every size (up to 12 words, so padded words and positions),
+    also cut into several batches: the loss, the state gradients and every parameter
+    gradient are those of the classes done one by one."""
+    net = class_network(vocab=30, classes=5)                # classes of 3 to 12 words
+    rng = np.random.default_rng(6)
+    states = rng.standard_normal((40, H))
+    targets = rng.choice(np.delete(np.arange(30), BOS), 40)
+    monkeypatch.setattr(decoders, "BATCH_WORDS", 0)
+    one_by_one = net.decoder.loss_and_grads(net.params, states, targets)
+    monkeypatch.setattr(decoders, "BATCH_WORDS", 16)
+    batched = net.decoder.loss_and_grads(net.params, states, targets)
+    assert {type(b) for b in batched[2]["words.V"].parts} == {RowGradient}
+    assert_same_loss_and_gradients(batched, one_by_one)
+    monkeypatch.setattr(decoders, "LOGIT_FLOATS", 100)              # one class a batch
+    assert_same_loss_and_gradients(net.decoder.loss_and_grads(net.params, states, targets),
+                                   one_by_one)
+    picked = net.target_log_probs(states, targets, excluded=BOS)
+    assert np.allclose(picked, net.log_probs(states, excluded=BOS)[np.arange(40), targets],
+                       rtol=0, atol=1e-12)
+
+
+def assert_same_loss_and_gradients(got, expected):
+    assert got[0] == pytest.approx(expected[0], rel=1e-12)
+    assert np.allclose(got[1], expected[1], rtol=1e-12, atol=1e-15)
+    assert list(got[2]) == list(expected[2])
+    for name in expected[2]:
+        assert np.allclose(dense(got[2][name]), dense(expected[2][name]), rtol=1e-12,
+                           atol=1e-15), name
 
 
 # -- gradients --------------------------------------------------------------------------------
@@ -152,6 +190,30 @@ def test_every_gradient_of_a_class_network_matches_finite_differences(cell):
         assert result.worst < 1e-6, (name, result)
     # Words of classes no target is in get no gradient; the classes' own row does.
     assert np.count_nonzero(grads["classes.c"]) == 3
+
+
+def test_the_word_gradients_of_every_kind_match_finite_differences(monkeypatch):
+    """Classes of 2, 3, 2 and 8 words; those of 2 words done in a batch (3 positions and
+    1: one padded), the one of 3 by itself with 2 positions (its gradient block kept as
+    the factors), the one of 8 by itself with more positions than H (its block multiplied
+    out): the decoder's gradients of every parameter and of the states match finite
+    differences."""
+    monkeypatch.setattr(decoders, "BATCH_WORDS", 2)
+    net = class_network(vocab=16, classes=4)
+    d = net.decoder
+    assert d.sizes.tolist() == [2, 3, 2, 8]
+    rng = np.random.default_rng(9)
+    pick = lambda k, n: rng.choice(d.words[d.starts[k]:d.starts[k + 1]], n)
+    targets = rng.permutation(np.concatenate([pick(3, H + 2), pick(1, 2), pick(0, 3),
+                                              pick(2, 1)]))
+    states = rng.standard_normal((targets.size, H))
+    loss, dstates, grads = d.loss_and_grads(net.params, states, targets)
+    kinds = {(type(b), int(getattr(b, "start", -1))) for b in grads["words.V"].parts}
+    assert kinds == {(DenseBlock, d.starts[3]), (ProductBlock, d.starts[1]), (RowGradient, -1)}
+    f = lambda: d.loss_and_grads(net.params, states, targets, grad=False)[0]
+    for name, g in grads.items():
+        assert check_gradient(f, net.params[name], dense(g)).worst < 1e-6, name
+    assert check_gradient(f, states, dstates).worst < 1e-6
 
 
 def test_state_gradients_are_each_positions_own_loss_gradient():

@@ -4,6 +4,7 @@ network's API and exact gradients (integration tests with the real network live 
 ``test_cli_rnn.py``)."""
 from __future__ import annotations
 
+import copy
 import math
 import os
 import platform
@@ -504,6 +505,22 @@ def test_gradient_norm_of_large_arrays_is_accurate():
     assert norm == pytest.approx(exact, rel=1e-7) and not clipped
 
 
+def test_gradient_norm_of_the_parts_of_a_joined_array_is_accurate_and_copies_nothing():
+    """``[V, c]`` (60,000, 201) as the class softmax keeps it: the norm of its two parts,
+    neither contiguous, is that of the whole, without a copy of V (the peak memory of
+    the call stays far below V's 48 MB)."""
+    import tracemalloc
+    joined = np.random.default_rng(6).standard_normal((60_000, 201)).astype(np.float32)
+    grads = {"V": joined[:, :200], "c": joined[:, 200]}
+    exact = math.sqrt(float(np.sum(joined.astype(np.float64) ** 2)))
+    tracemalloc.start()
+    norm, _ = clip_gradients(grads, 0.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert norm == pytest.approx(exact, rel=1e-7)
+    assert peak < 4_000_000
+
+
 # -- with the real network --------------------------------------------------------------------
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -593,3 +610,99 @@ def test_the_networks_row_gradient_is_its_dense_gradient(dropout):
     assert isinstance(sparse, RowGradient)
     assert sorted(sparse.rows.tolist()) == sorted(set(inputs.reshape(-1).tolist()))
     np.testing.assert_allclose(sparse.dense(), dense, rtol=1e-12, atol=1e-15)
+
+
+# -- block gradients (the class softmax's word matrix) ---------------------------------------
+
+def block_gradient(rng, shape, dtype=np.float32):
+    """A (14, k) gradient, zero but for rows 1-3 (a product of 2 positions' factors), rows
+    4-5 (dense values), rows 8-11 (a product of 6 positions' factors) and rows 13 and 0
+    (rows with values)."""
+    from rnnlm_cli.rnn.optim import BlockGradient, DenseBlock, ProductBlock, RowGradient
+    k = shape[1]
+    normal = lambda *size: rng.standard_normal(size).astype(dtype)
+    return BlockGradient([ProductBlock(1, normal(2, 3), normal(2, k)),
+                          DenseBlock(4, normal(2, k)),
+                          ProductBlock(8, normal(6, 4), normal(6, k)),
+                          RowGradient(np.array([13, 0]), normal(2, k), shape)],
+                         shape, np.dtype(dtype))
+
+
+def test_a_block_gradient_is_its_parts_and_zero_elsewhere(monkeypatch):
+    import rnnlm_cli.rnn.optim as optim
+    monkeypatch.setattr(optim, "PIECE_ROWS", 3)     # the product of rows 8-11 in two pieces
+    g = block_gradient(np.random.default_rng(0), (14, 5))
+    product = lambda b: b.left.astype(np.float64).T @ b.right.astype(np.float64)
+    expected = np.zeros((14, 5))
+    expected[1:4], expected[4:6] = product(g.parts[0]), g.parts[1].values
+    expected[8:12], expected[[13, 0]] = product(g.parts[2]), g.parts[3].values
+    np.testing.assert_allclose(g.dense(), expected, rtol=1e-6, atol=1e-6)
+    assert g.squared_norm() == pytest.approx(float((expected ** 2).sum()), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "adam"])
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_a_block_gradient_updates_as_its_dense_gradient_does(name, threshold, monkeypatch):
+    """Two steps with clipping (or none), on a parameter that is a part of a joined array
+    as in the network: the same norms, parameters and optimiser state as the dense
+    gradients give; rows outside the blocks untouched (but by Adam). Products are made a
+    few rows at a time (``PIECE_ROWS`` 2), as for blocks of thousands of rows."""
+    import rnnlm_cli.rnn.optim as optim
+    monkeypatch.setattr(optim, "PIECE_ROWS", 2)
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal((14, 6)).astype(np.float32)
+    steps = [block_gradient(rng, (14, 5)) for _ in range(2)]
+    results = []
+    for sparse in (True, False):
+        joined = start.copy()
+        params = {"V": joined[:, :5], "c": joined[:, 5]}
+        optimizer = make_optimizer(name, params)
+        norms = []
+        for g in steps:
+            g = copy.deepcopy(g)
+            grads = {"V": g if sparse else g.dense(), "c": np.ones(14, np.float32)}
+            norms.append(clip_gradients(grads, threshold)[0])
+            optimizer.step(params, grads, 0.5)
+        results.append((joined, optimizer.state_dict(), norms))
+    (sparse_p, sparse_state, n1), (dense_p, dense_state, n2) = results
+    assert n1 == pytest.approx(n2, rel=1e-6)
+    np.testing.assert_allclose(sparse_p, dense_p, rtol=1e-5, atol=1e-6)
+    for k in dense_state:
+        np.testing.assert_allclose(sparse_state[k], dense_state[k], rtol=1e-5, atol=1e-6)
+    if name != "adam":
+        np.testing.assert_array_equal(sparse_p[[6, 7, 12], :5], start[[6, 7, 12], :5])
+
+
+def test_the_norm_of_a_product_block_survives_cancellation():
+    """Two positions with almost the same state and opposite logit gradients: the block
+    is a thousandth of its factors' size, and its norm from the Gram matrices is still
+    exact to float32's precision (they are taken in float64: in float32 the cancelling
+    terms would leave an error of about 10%)."""
+    from rnnlm_cli.rnn.optim import BlockGradient, ProductBlock
+    rng = np.random.default_rng(2)
+    dz = rng.standard_normal(300).astype(np.float32)
+    state = rng.standard_normal(200).astype(np.float32)
+    left = np.stack([dz, -dz])
+    right = np.stack([state, state + np.float32(1e-3) * rng.standard_normal(200,
+                                                                          dtype=np.float32)])
+    g = BlockGradient([ProductBlock(0, left, right)], (300, 200), np.dtype(np.float32))
+    exact = np.linalg.norm(left.astype(np.float64).T @ right.astype(np.float64))
+    assert exact < 1e-2 * np.linalg.norm(left) * np.linalg.norm(right)
+    assert clip_gradients({"V": g}, 0.0)[0] == pytest.approx(exact, rel=1e-6)
+
+
+def test_sgd_on_a_part_of_a_joined_array_leaves_the_other_part_exactly():
+    """A product block's step goes through the whole rows of ``[V, c]``, padded with a
+    zero column: ``c`` is not changed by a single bit, ``V`` as by the dense gradient."""
+    from rnnlm_cli.rnn.optim import BlockGradient, ProductBlock
+    rng = np.random.default_rng(3)
+    joined = rng.standard_normal((9, 4)).astype(np.float32)
+    joined[0, 3], joined[1, 3] = -0.0, np.float32(1e-30)
+    before = joined.copy()
+    left, right = rng.standard_normal((2, 6)).astype(np.float32), \
+        rng.standard_normal((2, 3)).astype(np.float32)
+    g = BlockGradient([ProductBlock(2, left, right)], (9, 3), np.dtype(np.float32))
+    expected = before[:, :3] - 0.5 * g.dense()
+    SGD({}).step({"V": joined[:, :3]}, {"V": g}, 0.5)
+    assert before[:, 3].tobytes() == joined[:, 3].tobytes()
+    np.testing.assert_allclose(joined[:, :3], expected, rtol=1e-6, atol=1e-6)

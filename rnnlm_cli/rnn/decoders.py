@@ -26,8 +26,15 @@ holds the rows ``classes.starts[k]:classes.starts[k+1]``. So the words of a clas
 contiguous block of memory (no gather of the matrix per chunk; a class of a few frequent
 words is a few cache lines, not H+1 strided pieces), and the product (7) for all the
 positions whose target is in class k is one matrix product. Training and scoring group the
-B*T positions by class and loop over the classes present, never over tokens. ``classes.V``
-(C, H) and ``classes.c`` hold (6) the same way.
+B*T positions by class and loop over the large classes present, never over tokens; the
+small classes (most of them, a few words each) are done together, one stacked product per
+size. ``classes.V`` (C, H) and ``classes.c`` hold (6) the same way.
+
+A chunk's targets fall in a few hundred classes, each hit by a few positions, so the
+gradient of ``words.V`` is zero outside their rows, and a class's block, ``dz^T s`` for
+its p positions, has rank p: training keeps it as an ``optim.BlockGradient`` of these
+factors, whose norm, clipping and SGD step never write the (|V|-1, H) matrix
+(``_WordGradients``).
 
 Every decoder keeps its matrix and bias joined as one array, ``[V; c]`` (H+1, K) for the
 full softmax and ``[V, c]`` (K, H+1) for the class softmax, so that a product with
@@ -42,10 +49,13 @@ import numpy as np
 
 from rnnlm_cli.rnn.kernels import (log_softmax, picked_log_softmax, softmax_cross_entropy,
                                    with_ones)
+from rnnlm_cli.rnn.optim import BlockGradient, DenseBlock, ProductBlock, RowGradient
 from rnnlm_cli.vocab import Vocabulary
 
 WORDS, STARTS = "classes.words", "classes.starts"
-LOGIT_FLOATS = 1 << 22      # at most this many logits of one class at once
+LOGIT_FLOATS = 1 << 22      # at most this many logits of one class (or batch) at once
+BATCH_WORDS = 128           # classes of at most this many words are done in batches
+BATCH_LOGITS = 1 << 14      # ... if their positions need at most this many logits
 
 
 # -- joined matrices -------------------------------------------------------------------------
@@ -243,29 +253,32 @@ class ClassSoftmax:
 
     def loss_and_grads(self, params, top: np.ndarray, targets: np.ndarray, grad: bool = True):
         """Mean ``-log P(target)`` (5) over the N rows of ``top`` (N, H); with ``grad``
-        also dJ/dtop and the gradients of ``classes.*`` and ``words.*``."""
+        also dJ/dtop and the gradients of ``classes.*`` and ``words.*``: that of
+        ``words.V`` an ``optim.BlockGradient`` (nonzero in the classes of the targets
+        only), the others arrays."""
         N, H = top.shape
-        s1 = with_ones(top)
-        rows = self._rows(targets)
-        k = self.class_of_row[rows]
-        class1 = joined(params, "classes.V", "classes.c", by_rows=True)  # [A, a] (C, H+1)
-        logp_class, dz_class = _log_softmax_and_grad(s1 @ class1.T, k, grad, 1.0 / N)
+        s1, rows, k, class1, logp_class, dz_class = self._class_softmax(params, top, targets,
+                                                                        grad, 1.0 / N)
         word1 = joined(params, "words.V", "words.c", by_rows=True)       # [V, c] (W, H+1)
-        logp_word = np.zeros(N)
         if not grad:
-            self._within_classes(s1, k, rows, word1, logp_word)
+            logp_word = self._within_classes(s1, k, rows, word1)
             return -float(np.mean(logp_class + logp_word)), None, None
         dtop = dz_class @ class1[:, :H]                                  # (N, H)
-        d_word1 = np.empty_like(word1)          # each class's rows written once, below
-        self._within_classes(s1, k, rows, word1, logp_word, d_word1, dtop, 1.0 / N)
+        words = _WordGradients(word1.shape, word1.dtype)
+        logp_word = self._within_classes(s1, k, rows, word1, dtop, words, 1.0 / N)
         d_class1 = dz_class.T @ s1                                       # (C, H+1)
         grads = {"classes.V": d_class1[:, :H], "classes.c": d_class1[:, H],
-                 "words.V": d_word1[:, :H], "words.c": d_word1[:, H]}
+                 "words.V": words.matrix(), "words.c": words.bias}
         return -float(np.mean(logp_class + logp_word)), dtop, grads
 
     def state_gradients(self, params, top: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """dJ_t/ds_t of each row's own loss ``-log P(target)``."""
-        return self.loss_and_grads(params, top, targets)[1] * top.shape[0]
+        """dJ_t/ds_t of each row's own loss ``-log P(target)`` (no parameter gradients)."""
+        H = self.hidden
+        s1, rows, k, class1, _, dz_class = self._class_softmax(params, top, targets, True, 1.0)
+        dtop = dz_class @ class1[:, :H]
+        self._within_classes(s1, k, rows, joined(params, "words.V", "words.c", by_rows=True),
+                             dtop)
+        return dtop
 
     def log_probs(self, params, states: np.ndarray, excluded: Optional[int]) -> np.ndarray:
         """(B, |V|) float64 natural logs of (5) for every word; ``<s>`` is ``-inf``.
@@ -290,48 +303,106 @@ class ClassSoftmax:
                          excluded: Optional[int]) -> np.ndarray:
         """``log P(targets[r])`` (5) after each of the (R, H) states, in float64."""
         self._check_excluded(excluded)
-        s1 = with_ones(states)
+        s1, rows, k, _, logp_class, _ = self._class_softmax(params, states, targets, False, 1.0)
+        word1 = joined(params, "words.V", "words.c", by_rows=True)
+        return logp_class + self._within_classes(s1, k, rows, word1)
+
+    def _class_softmax(self, params, top, targets, grad: bool, scale: float):
+        """The class part (6) for the N rows of ``top``: ``[s, 1]`` (N, H+1), the targets'
+        rows and classes, ``[A, a]`` (C, H+1), ``log P(k_i | s_i)`` (N,) and with ``grad``
+        the gradient of ``-scale * sum_i`` of it with respect to the class logits."""
+        s1 = with_ones(top)
         rows = self._rows(targets)
         k = self.class_of_row[rows]
-        class1 = joined(params, "classes.V", "classes.c", by_rows=True)
-        logp_class, _ = _log_softmax_and_grad(s1 @ class1.T, k, False, 1.0)
-        logp_word = np.zeros(targets.size)
-        self._within_classes(s1, k, rows, joined(params, "words.V", "words.c", by_rows=True),
-                             logp_word)
-        return logp_class + logp_word
+        class1 = joined(params, "classes.V", "classes.c", by_rows=True)  # [A, a] (C, H+1)
+        logp_class, dz_class = _log_softmax_and_grad(s1 @ class1.T, k, grad, scale)
+        return s1, rows, k, class1, logp_class, dz_class
 
     # -- the word softmax (7), class by class --------------------------------------------------
 
-    def _within_classes(self, s1, k, rows, word1, logp_word, d_word1=None, dtop=None,
-                        scale: float = 1.0) -> None:
-        """``logp_word[i] = log P(w_i | k_i, s_i)`` (7) for every position i, whose target
-        is word row ``rows[i]`` of class ``k[i]``: one product per class present (its
-        positions against its block of rows); with ``d_word1``, add the gradient of
-        ``-scale * sum_i logp_word[i]`` to ``dtop`` (N, H) and write it to ``d_word1``
-        (W, H+1), every row of it. A class of one word has P = 1: skipped."""
-        H = self.hidden
+    def _within_classes(self, s1, k, rows, word1, dtop=None, words=None,
+                        scale: float = 1.0) -> np.ndarray:
+        """``log P(w_i | k_i, s_i)`` (7) for every position i (N,), whose target is word
+        row ``rows[i]`` of class ``k[i]``. With ``dtop``, add the gradient of ``-scale *
+        sum_i`` of it with respect to s to ``dtop`` (N, H), and with ``words`` (a
+        ``_WordGradients``) hand it each class's part of the gradient of ``[V, c]``.
+
+        The positions are grouped by class. A class of many words gets its own products
+        (its positions against its block of rows, ``_one_class``); the small classes,
+        most of them, are done together, a batch of products per size (``_batched``), so
+        the Python work does not grow with the number of classes. A class of one word has
+        P = 1: skipped."""
+        logp_word = np.zeros(k.size)
         order = np.argsort(k, kind="stable")                             # grouped by class
         count = np.bincount(k, minlength=self.classes)
-        ends = np.cumsum(count)
-        busy = (self.sizes > 1) & (count > 0)
-        if d_word1 is not None:
-            d_word1[np.repeat(~busy, self.sizes)] = 0                    # rows with no gradient
-        for q in np.flatnonzero(busy):
-            lo, hi = self.starts[q], self.starts[q + 1]
-            block = word1[lo:hi]                                         # (m, H+1)
-            at = order[ends[q] - count[q]:ends[q]]                       # its positions
-            step = max(1, LOGIT_FLOATS // int(hi - lo))
-            for part in range(0, at.size, step):                         # bounded memory
-                where = at[part:part + step]
-                logp, dz = _log_softmax_and_grad(s1[where] @ block.T, rows[where] - lo,
-                                                 d_word1 is not None, scale)
-                logp_word[where] = logp
-                if d_word1 is not None:
-                    dtop[where] += dz @ block[:, :H]
-                    if part == 0:
-                        np.matmul(dz.T, s1[where], out=d_word1[lo:hi])
-                    else:
-                        d_word1[lo:hi] += dz.T @ s1[where]
+        first = np.cumsum(count) - count           # class q: order[first[q]:][:count[q]]
+        busy = np.flatnonzero((self.sizes > 1) & (count > 0))
+        size = self.sizes[busy]
+        small = (size <= BATCH_WORDS) & (size * count[busy] <= BATCH_LOGITS)
+        for q in busy[~small]:
+            self._one_class(q, order[first[q]:first[q] + count[q]], s1, rows, word1,
+                            logp_word, dtop, words, scale)
+        width = 1 << np.ceil(np.log2(size[small])).astype(np.int64)     # sizes up to a power of 2
+        for M in np.unique(width):
+            group = busy[small][width == M]
+            group = group[np.argsort(-count[group], kind="stable")]     # most positions first
+            # the batch's logits (n, P, M) and gathered rows (n, M, H+1): bounded
+            per_batch = max(1, LOGIT_FLOATS // (int(M) * max(int(count[group[0]]),
+                                                                self.hidden + 1)))
+            for b in range(0, group.size, per_batch):
+                self._batched(group[b:b + per_batch], int(M), order, first, count, s1, rows,
+                              word1, logp_word, dtop, words, scale)
+        return logp_word
+
+    def _one_class(self, q, at, s1, rows, word1, logp_word, dtop, words, scale) -> None:
+        """(7) for the positions ``at`` of class ``q``: their states against the class's
+        block of rows, in parts of at most ``LOGIT_FLOATS`` logits."""
+        H = self.hidden
+        lo, hi = self.starts[q], self.starts[q + 1]
+        block = word1[lo:hi]                                             # (m, H+1)
+        step = max(1, LOGIT_FLOATS // int(hi - lo))
+        parts = []
+        for part in range(0, at.size, step):                             # bounded memory
+            where = at[part:part + step]
+            logp, dz = _log_softmax_and_grad(s1[where] @ block.T, rows[where] - lo,
+                                             dtop is not None, scale)
+            logp_word[where] = logp
+            if dtop is not None:
+                dtop[where] += dz @ block[:, :H]
+                parts.append(dz)
+        if words is not None:
+            words.add_class(int(lo), parts, s1[at])
+
+    def _batched(self, qs, M, order, first, count, s1, rows, word1, logp_word, dtop, words,
+                 scale) -> None:
+        """(7) for the classes ``qs``, of at most ``M`` words each, as one stack of
+        products: class j's positions (padded to P, the most of any) against its rows
+        (padded to M), (n, P, H+1) @ (n, H+1, M). A padded word's logit is -inf, so it
+        has probability 0 and no gradient; a padded position is dropped."""
+        H = self.hidden
+        n, P = qs.size, int(count[qs].max())
+        j = np.arange(P)
+        real_at = j < count[qs][:, None]                                 # (n, P)
+        at = order[np.minimum(first[qs][:, None] + j, order.size - 1)]   # (n, P)
+        i = np.arange(M)
+        real_word = i < self.sizes[qs][:, None]                          # (n, M)
+        word_rows = np.where(real_word, self.starts[qs][:, None] + i, 0)
+        x = s1[at]                                                       # (n, P, H+1)
+        w = word1[word_rows]                                             # (n, M, H+1)
+        z = np.matmul(x, w.transpose(0, 2, 1))                          # (n, P, M)
+        z += np.where(real_word, 0, -np.inf).astype(z.dtype)[:, None, :]
+        target = np.where(real_at, rows[at] - self.starts[qs][:, None], 0)
+        logp, dz = _log_softmax_and_grad(z.reshape(n * P, M), target.reshape(-1),
+                                         dtop is not None, scale)
+        logp_word[at[real_at]] = logp.reshape(n, P)[real_at]
+        if dtop is None:
+            return
+        dz = dz.reshape(n, P, M)
+        dz[~real_at] = 0
+        dtop[at[real_at]] += np.matmul(dz, w[:, :, :H])[real_at]
+        if words is not None:
+            g = np.matmul(dz.transpose(0, 2, 1), x)                     # (n, M, H+1)
+            words.add_rows(word_rows[real_word], g[real_word])
 
     def _rows(self, targets: np.ndarray) -> np.ndarray:
         """The row of ``words.V`` of each target word."""
@@ -344,6 +415,50 @@ class ClassSoftmax:
     def _check_excluded(self, excluded: Optional[int]) -> None:
         if excluded is not None and excluded != self.outside:
             raise ValueError(f"the classes leave out word id {self.outside}, not {excluded}")
+
+
+class _WordGradients:
+    """The gradient of the word matrix ``[V, c]`` (W, H+1), as ``_within_classes`` gives it
+    class by class: ``bias`` (W,), the gradient of ``words.c``, and the parts of that of
+    ``words.V`` (``matrix``), zero outside the classes given.
+
+    A large class's part is ``dz^T s`` (m, H) for its p positions' logit gradients ``dz``
+    (p, m) and states ``s`` (p, H): kept as these factors (``optim.ProductBlock``) when
+    p <= H, the usual case (a few positions per class, classes of up to thousands of
+    words), else multiplied out (``optim.DenseBlock``), which is then the smaller. The
+    small classes' rows come multiplied out, a batch at a time (``optim.RowGradient``)."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = (shape[0], shape[1] - 1), dtype
+        self.parts: list = []
+        self.bias = np.zeros(shape[0], dtype=dtype)
+
+    def add_class(self, start: int, parts: list, s1: np.ndarray) -> None:
+        """The class whose rows start at ``start``: ``parts``, the dJ/dz (p_j, m) of its
+        positions in order, and their ``[s, 1]`` (p, H+1)."""
+        p, H = s1.shape[0], s1.shape[1] - 1
+        m = parts[0].shape[1]
+        if p <= H:
+            left = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self.parts.append(ProductBlock(start, left, s1[:, :H]))
+            self.bias[start:start + m] = left.sum(axis=0)                # dz^T 1
+            return
+        values = np.zeros((m, H + 1), dtype=self.dtype)
+        done = 0
+        for dz in parts:                                                 # dz^T [s, 1]
+            values += dz.T @ s1[done:done + dz.shape[0]]
+            done += dz.shape[0]
+        self.parts.append(DenseBlock(start, values[:, :H]))
+        self.bias[start:start + m] = values[:, H]
+
+    def add_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """The gradient of ``[V, c]`` at ``rows``: ``values`` (r, H+1)."""
+        self.parts.append(RowGradient(rows, values[:, :-1], self.shape))
+        self.bias[rows] = values[:, -1]
+
+    def matrix(self) -> BlockGradient:
+        """The gradient of ``words.V``."""
+        return BlockGradient(self.parts, self.shape, self.dtype)
 
 
 def _log_softmax_and_grad(z: np.ndarray, targets: np.ndarray, grad: bool, scale: float):

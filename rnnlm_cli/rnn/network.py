@@ -33,7 +33,7 @@ from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.decoders import make_decoder
 from rnnlm_cli.rnn.initialization import init_params, param_shapes
 from rnnlm_cli.rnn.kernels import distinct_rows, sum_rows_by, sum_rows_by_id
-from rnnlm_cli.rnn.optim import RowGradient
+from rnnlm_cli.rnn.optim import RowGradient, dense
 
 Hidden = List[tuple]    # per layer: (h,) or (h, c), each (B, H)
 
@@ -100,7 +100,9 @@ class RnnNetwork:
         state. Inverted dropout is applied iff ``dropout_rng`` is given and
         ``config.dropout > 0``. With ``row_gradients`` the embedding's gradient is an
         ``optim.RowGradient`` of the rows the chunk read (unless the weights are tied, when
-        the decoder's part makes it dense).
+        the decoder's part makes it dense), and the class softmax's ``words.V`` an
+        ``optim.BlockGradient`` of the classes of the targets; without, every gradient is
+        an array.
         """
         inputs, targets = self._check_ids(inputs, targets)
         masks = self._dropout_masks(inputs.shape, dropout_rng)
@@ -117,6 +119,8 @@ class RnnNetwork:
         else:
             grads["embedding"] = np.zeros_like(embedding)
             grads["embedding"][words] = rows
+        if not row_gradients:
+            grads = {name: dense(g) for name, g in grads.items()}
         return loss, {name: grads[name] for name in self.params}, new_hidden
 
     def loss(self, inputs: np.ndarray, targets: np.ndarray, hidden: Hidden):

@@ -7,18 +7,28 @@ plain arrays for a checkpoint (keys like ``"m.layer0.W"``: the slot, then the
 parameter); ``load_state_dict`` takes them back. ``clip_gradients`` is the
 norm-clipping algorithm over the whole gradient.
 
-A gradient is an array like its parameter, or a ``RowGradient``: the gradient of an
-embedding matrix is zero but for the rows of the words a chunk reads (a few hundred of
-60,000), so it is kept as those rows only. Norms, clipping, SGD and Adagrad touch those
-rows alone (for both, a zero gradient changes neither the parameter nor the state, so the
-update is the dense one exactly); Adam, whose moments move with a zero gradient too,
-takes it dense.
+A gradient is an array like its parameter, or one of two sparse kinds:
+
+- a ``RowGradient``: the gradient of an embedding matrix is zero but for the rows of the
+  words a chunk reads (a few hundred of 60,000), so it is kept as those rows only;
+- a ``BlockGradient``: the gradient of the class softmax's word matrix is zero but for
+  the blocks of rows of the classes a chunk's targets fall in, and each block is a product
+  ``dz^T s`` of a few positions' factors, (p, m)^T (p, H): a large class's block is kept
+  as the factors (``ProductBlock``; a class of 9,000 words hit by 3 positions: 3 x (9,000
+  + 200) numbers instead of 9,000 x 200), the small classes' rows come multiplied out
+  (``RowGradient`` parts).
+
+Norms, clipping, SGD and Adagrad touch the stored rows alone (for both, a zero gradient
+changes neither the parameter nor the state, so the update is the dense one exactly);
+Adam, whose moments move with a zero gradient too, takes them dense. A block's norm comes
+from its factors' Gram matrices, ``||L^T R||^2 = <L L^T, R R^T>``, and SGD subtracts the
+product from the parameter's rows piece by piece, so the (m, H) block is never written.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Mapping, Tuple
+from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
 
@@ -43,15 +53,138 @@ class RowGradient:
         out[self.rows] = self.values
         return out
 
+    # The interface of a sparse gradient (and of a part of a ``BlockGradient``):
+
+    def pieces(self):
+        """``(index, values)`` pairs: the gradient's nonzero rows ``param[index]`` are
+        ``values``, which the caller may scale in place (the gradient is used up)."""
+        return [(self.rows, self.values)]
+
+    def squared_norm(self) -> float:
+        return _sum_of_squares(self.values)
+
+    def scale(self, factor) -> None:
+        self.values *= factor
+
+    def subtract_from(self, param: np.ndarray) -> None:
+        """``param -= gradient`` (SGD's step after ``scale(lr)``)."""
+        param[self.rows] -= self.values
+
+
+PIECE_ROWS = 256   # rows of a block's product made at once (200 KB at H=200: in cache)
+
+
+@dataclass
+class ProductBlock:
+    """Rows ``start:start + m`` of a gradient, given as the product ``left.T @ right`` of
+    ``left`` (p, m) and ``right`` (p, k); zero elsewhere."""
+
+    start: int
+    left: np.ndarray
+    right: np.ndarray
+
+    def pieces(self):
+        """The product ``PIECE_ROWS`` rows at a time (each piece made while in cache)."""
+        m = self.left.shape[1]
+        for lo in range(0, m, PIECE_ROWS):
+            hi = min(lo + PIECE_ROWS, m)
+            yield slice(self.start + lo, self.start + hi), self.left[:, lo:hi].T @ self.right
+
+    def squared_norm(self) -> float:
+        """``||L^T R||_F^2 = sum((L L^T) * (R R^T))`` from the (p, p) Gram matrices, in
+        float64 (their entries may cancel)."""
+        left, right = self.left.astype(np.float64), self.right.astype(np.float64)
+        return float(np.vdot(left @ left.T, right @ right.T))
+
+    def scale(self, factor) -> None:
+        self.left *= factor
+
+    def subtract_from(self, param: np.ndarray) -> None:
+        """``param -= gradient``, ``PIECE_ROWS`` rows of the product at a time. When
+        ``param`` is the first columns of a joined array (``decoders.join``), the rows of
+        the joined array are updated, the product padded with zero columns: NumPy goes
+        through contiguous rows much faster than rows with a gap (1.7x on the word
+        matrix of viwiki's class softmax), and ``x - 0`` leaves the other columns as
+        they are, exactly."""
+        rows, right = _whole_rows(param), self.right
+        if rows is not param:
+            right = np.zeros((right.shape[0], rows.shape[1]), dtype=right.dtype)
+            right[:, :param.shape[1]] = self.right
+        m = self.left.shape[1]
+        for lo in range(0, m, PIECE_ROWS):
+            hi = min(lo + PIECE_ROWS, m)
+            rows[self.start + lo:self.start + hi] -= self.left[:, lo:hi].T @ right
+
+
+def _whole_rows(param: np.ndarray) -> np.ndarray:
+    """The C-contiguous 2-D array whose first columns ``param`` is, if it is one; else
+    ``param``."""
+    whole = param.base
+    if whole is None or param.ndim != 2 or whole.ndim != 2 or whole is param \
+            or not whole.flags.c_contiguous or whole.dtype != param.dtype \
+            or whole.shape[0] != param.shape[0] or whole.strides != param.strides \
+            or whole.__array_interface__["data"][0] != param.__array_interface__["data"][0]:
+        return param
+    return whole
+
+
+@dataclass
+class DenseBlock:
+    """Rows ``start:start + m`` of a gradient, given as the array ``values`` (m, k); zero
+    elsewhere."""
+
+    start: int
+    values: np.ndarray
+
+    def pieces(self):
+        return [(slice(self.start, self.start + len(self.values)), self.values)]
+
+    def squared_norm(self) -> float:
+        return _sum_of_squares(self.values)
+
+    def scale(self, factor) -> None:
+        self.values *= factor
+
+    def subtract_from(self, param: np.ndarray) -> None:
+        param[self.start:self.start + len(self.values)] -= self.values
+
+
+@dataclass
+class BlockGradient:
+    """The gradient of a (n, k) parameter: the sum of ``parts`` with no nonzero row in
+    common (``ProductBlock``, ``DenseBlock``, ``RowGradient``)."""
+
+    parts: List[object]
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.shape, dtype=self.dtype)
+        for index, values in self.pieces():
+            out[index] = values
+        return out
+
+    def pieces(self):
+        return (piece for part in self.parts for piece in part.pieces())
+
+    def squared_norm(self) -> float:
+        return sum(part.squared_norm() for part in self.parts)
+
+    def scale(self, factor) -> None:
+        for part in self.parts:
+            part.scale(factor)
+
+    def subtract_from(self, param: np.ndarray) -> None:
+        for part in self.parts:
+            part.subtract_from(param)
+
+
+SPARSE = (RowGradient, BlockGradient)
+
 
 def dense(g) -> np.ndarray:
     """``g`` as an array like its parameter."""
-    return g.dense() if isinstance(g, RowGradient) else g
-
-
-def _stored(g) -> np.ndarray:
-    """The values ``g`` holds (all of an array; the rows of a ``RowGradient``)."""
-    return g.values if isinstance(g, RowGradient) else g
+    return g.dense() if isinstance(g, SPARSE) else g
 
 
 def clip_gradients(grads: Mapping[str, np.ndarray], threshold: float) -> Tuple[float, bool]:
@@ -65,8 +198,10 @@ def clip_gradients(grads: Mapping[str, np.ndarray], threshold: float) -> Tuple[f
         return norm, False
     scale = threshold / norm
     for g in grads.values():
-        values = _stored(g)
-        values *= values.dtype.type(scale)
+        if isinstance(g, SPARSE):
+            g.scale(g.dtype.type(scale))
+        else:
+            g *= g.dtype.type(scale)
     return norm, True
 
 
@@ -74,18 +209,30 @@ NORM_BLOCK = 1 << 15   # float32 dot products this long lose ~1e-7; their sum is
 
 
 def global_norm(arrays: Mapping[str, np.ndarray]) -> float:
-    """The L2 norm of all arrays taken as one vector.
-
-    Blocks of ``NORM_BLOCK`` values go through BLAS ``dot`` in the arrays' dtype and are
-    summed in float64: as exact as a float64 sum for clipping, at a tenth of its cost.
-    """
+    """The L2 norm of all arrays (and sparse gradients) taken as one vector."""
     total = 0.0
     for a in arrays.values():
-        flat = _stored(a).reshape(-1)
-        for start in range(0, flat.size, NORM_BLOCK):
-            block = flat[start:start + NORM_BLOCK]
-            total += float(np.dot(block, block))
+        total += a.squared_norm() if isinstance(a, SPARSE) else _sum_of_squares(a)
     return math.sqrt(total)
+
+
+def _sum_of_squares(a: np.ndarray) -> float:
+    """``sum(a ** 2)`` in float64, without copying ``a``.
+
+    A contiguous array: blocks of ``NORM_BLOCK`` values through BLAS ``dot`` in the
+    array's dtype, summed in float64 (as exact as a float64 sum for clipping, at a tenth
+    of its cost). Any other (a part of a joined array, ``decoders.join``: rows with a gap
+    between them): each row's sum of squares by ``einsum`` (no copy), summed in float64.
+    """
+    if not a.flags.c_contiguous and a.ndim >= 2:
+        rows = a.reshape(a.shape[0], -1)
+        return float(np.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64))
+    flat = a.reshape(-1)
+    total = 0.0
+    for start in range(0, flat.size, NORM_BLOCK):
+        block = flat[start:start + NORM_BLOCK]
+        total += float(np.dot(block, block))
+    return total
 
 
 class Optimizer:
@@ -127,7 +274,8 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """``p -= lr * g``, computed as ``g *= lr; p -= g`` (the same floats)."""
+    """``p -= lr * g``, computed as ``g *= lr; p -= g`` (the same floats; for a
+    ``ProductBlock``, ``lr`` scales its (p, m) factor)."""
 
     name = "sgd"
 
@@ -137,12 +285,12 @@ class SGD(Optimizer):
     def step(self, params, grads, lr):
         for k, p in params.items():
             g = grads[k]
-            values = _stored(g)
-            values *= p.dtype.type(lr)
-            if isinstance(g, RowGradient):
-                p[g.rows] -= values
+            if isinstance(g, SPARSE):
+                g.scale(p.dtype.type(lr))               # a product block: its small factor
+                g.subtract_from(p)
             else:
-                p -= values
+                g *= p.dtype.type(lr)
+                p -= g
 
 
 class Adagrad(Optimizer):
@@ -157,16 +305,16 @@ class Adagrad(Optimizer):
     def step(self, params, grads, lr):
         for k, p in params.items():
             g, s = grads[k], self.sum[f"sum.{k}"]
-            if isinstance(g, RowGradient):
-                rows, g = g.rows, g.values
-                s_rows = s[rows] + g * g
-                s[rows] = s_rows
-                p[rows] -= p.dtype.type(lr) * g / (np.sqrt(s_rows) + p.dtype.type(self.eps))
+            if not isinstance(g, SPARSE):
+                s += g * g
+                denom = np.sqrt(s)
+                denom += p.dtype.type(self.eps)
+                p -= p.dtype.type(lr) * g / denom
                 continue
-            s += g * g
-            denom = np.sqrt(s)
-            denom += p.dtype.type(self.eps)
-            p -= p.dtype.type(lr) * g / denom
+            for index, g in g.pieces():                 # the nonzero rows alone
+                s_rows = s[index] + g * g
+                s[index] = s_rows
+                p[index] -= p.dtype.type(lr) * g / (np.sqrt(s_rows) + p.dtype.type(self.eps))
 
     def state_dict(self):
         return dict(self.sum)
