@@ -3,12 +3,20 @@ child's exact peak RSS (``os.wait4``), and a line about the machine.
 
 The scripts in ``bench/`` import it as ``from measure import ...`` (they run as
 ``python bench/x.py``, so their own folder is on ``sys.path``).
+
+A child's peak RSS is never below its parent's own peak: Linux carries the parent's
+high-water mark into the child (Python starts children with ``vfork``, and ``exec``
+keeps the old address space's peak in ``ru_maxrss``). So a benchmark that measures
+children does its own heavy work in a child too; ``run_child`` warns on stderr when a
+figure may be the parent's.
 """
 from __future__ import annotations
 
 import os
 import platform
+import resource
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -60,6 +68,11 @@ def run_child(args: List, stdin: Optional[Path] = None, cwd: Optional[Path] = No
         stderr = err.read().decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{stderr}")
+    own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if usage.ru_maxrss <= own_peak:
+        print(f"measure: {Path(args[0]).name}'s peak RSS reads as this process's own peak "
+              f"({own_peak >> 10} MB), which the kernel carries into every child: the "
+              "child's true peak is lower", file=sys.stderr)
     return Run(seconds, usage.ru_utime + usage.ru_stime,
                usage.ru_maxrss * 1024, stdout, stderr)    # ru_maxrss is in KiB on Linux
 
