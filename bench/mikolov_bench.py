@@ -64,7 +64,8 @@ from typing import Dict, List, Optional
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from ngram_bench import CORPORA, PROJECT, RNNLM, run_child  # noqa: E402  (os.wait4 timing)
+from measure import run_child  # noqa: E402  (os.wait4 timing)
+from ngram_bench import CORPORA, PROJECT, RNNLM  # noqa: E402
 
 WORK = BENCH / ".mikolov-work"
 PEER_DEFAULT = PROJECT.parent / "peers" / "mikolov-rnnlm" / "rnnlm"

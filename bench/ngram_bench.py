@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from measure import Run, run_child
+
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CORPORA = SHARED / "corpora"
@@ -54,15 +56,6 @@ NLTK_MIN_RATIO = 1000.0
 
 
 # --------------------------------------------------------------------------- measuring
-
-@dataclass
-class Run:
-    """One child process: wall seconds, peak RSS in bytes, and its stdout."""
-
-    seconds: float
-    peak_rss: int
-    stdout: str
-
 
 @dataclass
 class Stats:
@@ -85,26 +78,6 @@ class Stats:
     def to_dict(self) -> dict:
         return {"median": self.median, "min": self.min, "max": self.max,
                 "runs": self.values}
-
-
-def run_child(args: List[str], env: Optional[Dict[str, str]] = None,
-              cwd: Optional[Path] = None) -> Run:
-    """Run a command, wait for it with os.wait4: exact wall time and peak RSS of the child.
-    ``env`` adds to (or overrides) this process's environment; ``cwd`` defaults to the
-    project root."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=cwd or PROJECT,
-                                env={**os.environ, **env} if env else None)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: tell Popen
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{stderr}")
-    return Run(seconds, usage.ru_maxrss * 1024, stdout)  # ru_maxrss is in KiB on Linux
 
 
 def repeat(args: List[str], repeats: int) -> List[Run]:

@@ -26,41 +26,15 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
+from measure import cpu_model, run_child
+
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 RNNLM = [sys.executable, "-m", "rnnlm_cli"]
-
-
-def measure(args) -> tuple:
-    """``(seconds, peak RSS bytes)`` of one child process (it must succeed)."""
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, cwd=PROJECT)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            err.seek(0)
-            raise RuntimeError(f"{' '.join(map(str, args))} failed:\n{err.read().decode()}")
-    return seconds, usage.ru_maxrss * 1024      # ru_maxrss is in KiB on Linux
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:
@@ -91,13 +65,14 @@ def main() -> int:
                                 "-o", str(model), "--temp-dir", folder]
                 args += ["--arpa", str(arpa)] if options.arpa else []
                 args += ["--memory", budget] if budget else []
-                runs[budget].append(measure(args))
+                run = run_child(args)
+                runs[budget].append((run.seconds, run.peak_rss))
         same = all(filecmp.cmp(outputs(b)[0], outputs(None)[0], shallow=False) and
                    (not options.arpa or filecmp.cmp(outputs(b)[1], outputs(None)[1],
                                                     shallow=False)) for b in budgets[1:])
     print(f"train-ngram {options.corpus.parent.name}/{options.corpus.name} --order "
           f"{options.order} --tokenizer {options.tokenizer}{' --arpa' if options.arpa else ''}"
-          f"; median of {options.repeats} (range); CPU: {cpu_name()}, {os.cpu_count()} "
+          f"; median of {options.repeats} (range); CPU: {cpu_model()}, {os.cpu_count()} "
           f"cores, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'budget':>12} {'seconds':>22} {'peak RSS MB':>22}")
     for budget in budgets:

@@ -79,7 +79,8 @@ from typing import List, Optional
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from ngram_bench import CORPORA, PROJECT, RNNLM, run_child  # noqa: E402  (os.wait4 timing)
+from measure import run_child  # noqa: E402  (os.wait4 timing)
+from ngram_bench import CORPORA, PROJECT, RNNLM  # noqa: E402
 import rnn_step_profile  # noqa: E402  (the float32 GEMM peak child)
 
 B, T = 20, 35

@@ -39,10 +39,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from measure import Run, child_env, cpu_model, run_child
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"
@@ -52,41 +52,6 @@ ORDER = 5
 
 SPEED_TARGET = 1.0     # rnnlm tokens/s over query's, at least
 RSS_TARGET = 1.5       # rnnlm peak RSS over query's, at most
-
-
-@dataclass
-class Run:
-    seconds: float
-    cpu_seconds: float  # user + system
-    peak_rss: int      # bytes
-    stdout: str
-
-
-def child_env() -> dict:
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-def run_child(args: List[str], stdin: Optional[Path] = None, cwd: Path = PROJECT) -> Run:
-    """Run a command, wait for it with os.wait4: wall time, CPU time and the child's peak
-    RSS. (Run ``python -m rnnlm_cli`` from a folder holding no ``rnnlm_cli``: ``-m`` looks
-    in the working folder first.)"""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            open(stdin if stdin else os.devnull, "rb") as source:
-        start = time.perf_counter()
-        proc = subprocess.Popen(args, stdin=source, stdout=out, stderr=err, cwd=cwd,
-                                env=child_env())
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)   # reaped: tell Popen
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, args))} exited {proc.returncode}:\n{stderr}")
-    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,  # (KiB)
-               stdout)
 
 
 # -- the two commands -----------------------------------------------------------------------
@@ -180,16 +145,6 @@ def print_results(results: Dict[str, dict], text: Path) -> None:
         print(f"  {name}: {speed:.2f}x query's tokens/s (target >= {SPEED_TARGET}x: "
               f"{'met' if speed >= SPEED_TARGET else 'NOT met'}), peak RSS {rss:.2f}x "
               f"query's (target <= {RSS_TARGET}x: {'met' if rss <= RSS_TARGET else 'NOT met'})")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
