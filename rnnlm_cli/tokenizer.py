@@ -448,7 +448,7 @@ def read_text(path: str, encoding_errors: str = "strict") -> str:
     return _decode(data, name, encoding_errors)
 
 
-BLOCK_BYTES = 1 << 18   # read_blocks: about this many bytes a block (a longer line: its own)
+BLOCK_BYTES = 1 << 21   # read_blocks: about this many bytes a block (a longer line: its own)
 
 
 @dataclass

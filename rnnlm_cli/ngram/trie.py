@@ -53,8 +53,10 @@ def find(keys: np.ndarray, first: np.ndarray, context_rows: np.ndarray,
     key, of an earlier context.)"""
     if keys.size == 0:
         return np.full(queries.size, -1, dtype=np.int64)
-    lo = first.take(context_rows).astype(np.intp)
-    size = first[1:].take(context_rows) - lo
+    lo = first.take(context_rows)
+    size = first[1:].take(context_rows)
+    size -= lo                                            # (in first's dtype, int32 mostly)
+    lo = lo.astype(np.intp)
     longer = np.flatnonzero(size > 1)                     # runs to search in
     if longer.size:
         lo[longer] = _lift(keys, lo.take(longer), size.take(longer), queries.take(longer))
