@@ -51,6 +51,7 @@ class NgramModel(LanguageModel):
         self._children_lock = threading.Lock()
         # rows pending in scoring: int32 where every table allows (half the memory)
         self._row_dtype = np.int32 if max(k.size for k in tables.keys) < 2 ** 31 else np.int64
+        self._word_dtype = np.uint32 if len(vocab) < 2 ** 32 else np.uint64
 
     @property
     def kind(self) -> str:
@@ -176,12 +177,12 @@ class NgramModel(LanguageModel):
         ends = np.cumsum(lengths + 1)                       # of each sentence, </s> included
         is_eos = np.zeros(int(ends[-1]) if ends.size else 0, dtype=bool)
         is_eos[ends - 1] = True
-        words = np.empty(is_eos.size, dtype=np.uint64)
+        words = np.empty(is_eos.size, dtype=self._word_dtype)
         words[~is_eos] = ids
         words[is_eos] = self.vocab.eos_id
         order_used = np.ones(words.size, dtype=np.int8)     # int8: orders up to 127 (--order 1-20)
         if top == 1 or words.size == 0:
-            logprob = tables.logprob[0].take(words.view(np.int64)).astype(np.float64)
+            logprob = tables.logprob[0].take(words.astype(np.intp)).astype(np.float64)
             return TokenScores(logprob, order_used, ends)
         # Every position is written below: at order 2 it finds its bigram (then its row
         # waits in ``found``) or takes its unigram probability and the back-off.
@@ -204,7 +205,7 @@ class NgramModel(LanguageModel):
                 missed = np.flatnonzero(rows < 0)
                 at = positions.take(missed)
                 if n == 2:
-                    logprob[at] = tables.logprob[0].take(words.view(np.int64).take(at))
+                    logprob[at] = tables.logprob[0].take(words.take(at).astype(np.intp))
                     contexts = (queries.take(missed) // v).view(np.int64)
                 else:
                     self._read_found(logprob, found, order_used, at)

@@ -18,8 +18,8 @@ The search within a run is binary lifting: from ``lo = first[r]``, for ``h`` = t
 largest power of two below the run's size down to 1, step to ``lo + h`` if the key
 there is at most the query. A position past the run holds a key of a later context,
 greater than the query, so the run's end needs no test; only the table's end is
-clipped. Queries are taken in order of falling run size, so the queries still stepping
-at a level are always a prefix: each level is a few array operations on that prefix.
+clipped. Queries are taken in order of rising run size, so the queries still stepping
+at a level are always a suffix: each level is a few array operations on that suffix.
 
 A damaged file (keys out of order, a stored ``first`` of any values) gives wrong rows but
 never a read out of bounds: every read of the table is clipped to it, and so is every
@@ -59,31 +59,34 @@ def find(keys: np.ndarray, first: np.ndarray, context_rows: np.ndarray,
     lo = lo.astype(np.intp)
     longer = np.flatnonzero(size > 1)                     # runs to search in
     if longer.size:
-        lo[longer] = _lift(keys, lo.take(longer), size.take(longer), queries.take(longer))
+        _lift(keys, lo, longer, size.take(longer), queries)
+    del size, longer
     lo = np.minimum(np.maximum(lo, 0, out=lo), keys.size - 1, out=lo)
     return np.where(keys.take(lo) == queries, lo, -1)
 
 
-def _lift(keys: np.ndarray, lo: np.ndarray, size: np.ndarray,
-          queries: np.ndarray) -> np.ndarray:
-    """For each run ``keys[lo:lo + size]``, the last position holding a key at most the
-    query (or ``lo``), by binary lifting (the module docstring)."""
+def _lift(keys: np.ndarray, lo: np.ndarray, which: np.ndarray, size: np.ndarray,
+          queries: np.ndarray) -> None:
+    """For the queries ``which``, whose runs ``keys[lo:lo + size]`` hold more than one
+    key, ``lo`` becomes the last position holding a key at most the query (or stays),
+    by binary lifting (the module docstring)."""
     levels = _levels(size)
-    by_size = np.argsort(-levels, kind="stable")          # (a radix sort of int8: cheap)
-    falling = -levels.take(by_size)                       # ascending
-    stepping, wanted = lo.take(by_size), queries.take(by_size)
-    for level in range(-int(falling[0]), 0, -1):
-        # the queries with this step: a prefix (np.searchsorted, unlike np.bincount, lets
+    by_size = np.argsort(levels, kind="stable")          # (a radix sort of int8: cheap)
+    rising = levels.take(by_size)
+    which = which.take(by_size)
+    stepping, wanted = lo.take(which), queries.take(which)
+    for level in range(int(rising[-1]), 0, -1):
+        # the queries with this step: a suffix (np.searchsorted, unlike np.bincount, lets
         # other threads run)
-        head = stepping[:int(np.searchsorted(falling, -level, side="right"))]
+        start = int(np.searchsorted(rising, level))
+        head = stepping[start:]
         h = 1 << (level - 1)
-        head += (keys.take(head + h, mode="clip") <= wanted[:head.size]) * h
-    lo[by_size] = stepping
-    return lo
+        head += (keys.take(head + h, mode="clip") <= wanted[start:]) * h
+    lo[which] = stepping
 
 
 def _levels(size: np.ndarray) -> np.ndarray:
     """The steps a run of ``size`` needs: the bit length of ``size - 1`` (0 for sizes 0
     and 1), as int8; steps of 2^(levels-1) .. 1 reach every offset below ``size``."""
-    _, exponent = np.frexp(np.maximum(size - 1, 0).astype(np.float64))
-    return exponent.astype(np.int8)
+    below = np.maximum(size - 1, 0).astype(np.float64)
+    return np.frexp(below)[1].astype(np.int8)
