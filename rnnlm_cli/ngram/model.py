@@ -346,16 +346,16 @@ def sorted_distinct(queries: np.ndarray):
 
 def _sorted_with_positions(queries: np.ndarray):
     """``(positions, queries[positions])`` with the queries ascending; ``queries`` (uint64)
-    is used up: sorted in place. Where the positions fit beside the largest query in 64
+    is used up: sorted in place. Where the positions fit beside the largest query in 63
     bits, query and position are packed into one integer and sorted as one array, about
-    twice as fast as ``argsort``."""
+    twice as fast as ``argsort`` (and as int64, which NumPy sorts faster than uint64)."""
     bits = max(1, int(queries.size).bit_length())
-    if int(queries.max(initial=0)) >= 1 << (64 - bits):
+    if int(queries.max(initial=0)) >= 1 << (63 - bits):
         positions = np.argsort(queries)
         return positions, queries[positions]
     queries <<= np.uint64(bits)
     queries |= np.arange(queries.size, dtype=np.uint64)
-    queries.sort()
+    queries.view(np.int64).sort()
     positions = (queries & np.uint64((1 << bits) - 1)).view(np.int64)
     queries >>= np.uint64(bits)
     return positions, queries
