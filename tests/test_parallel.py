@@ -21,6 +21,22 @@ def test_thread_count_follows_the_environment(monkeypatch):
         assert parallel.thread_count() >= 1
 
 
+def test_one_thread_while_the_cores_are_busy(monkeypatch):
+    monkeypatch.delenv("RNNLM_NUM_THREADS", raising=False)
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for load, threads in ((0.0, 4), (3.9, 4), (4.0, 1), (9.5, 1)):
+        monkeypatch.setattr(parallel.os, "getloadavg", lambda: (load, 0.0, 0.0))
+        assert parallel.thread_count() == threads, load
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "3")          # the environment decides
+    assert parallel.thread_count() == 3
+
+    def no_load_average():
+        raise OSError("no load average")
+    monkeypatch.delenv("RNNLM_NUM_THREADS")
+    monkeypatch.setattr(parallel.os, "getloadavg", no_load_average)
+    assert parallel.thread_count() == 4
+
+
 def test_parts_are_one_per_thread_and_never_too_small(monkeypatch):
     monkeypatch.setenv("RNNLM_NUM_THREADS", "4")
     assert parallel.parts_for(parallel.MIN_PART * 10) == 4
