@@ -169,9 +169,12 @@ class NgramModel(LanguageModel):
         start to end rather than at random.
 
         A found n-gram's probability is read only once it is known to be the longest
-        match (``found``: its row, until then): most positions go on to find a longer
-        one, and each read of a probability table is a cache miss. The values, and the
-        order in which back-offs are added to them, are those of the rule as stated.
+        match (``found``: its row, until then; at the top order at once, in row order):
+        most positions go on to find a longer one, and each read of a probability table
+        is a cache miss. The values, and the order in which back-offs are added to them,
+        are those of the rule as stated (tests/test_ngram_scoring.py checks it bit for
+        bit). Pending rows are int32 and words uint32 where the tables and the
+        vocabulary allow: less memory, and fewer pages faulted in.
         """
         tables, v, top = self.tables, self._v, self.order
         ends = np.cumsum(lengths + 1)                       # of each sentence, </s> included

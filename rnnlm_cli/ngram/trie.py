@@ -67,9 +67,9 @@ def find(keys: np.ndarray, first: np.ndarray, context_rows: np.ndarray,
 
 def _lift(keys: np.ndarray, lo: np.ndarray, which: np.ndarray, size: np.ndarray,
           queries: np.ndarray) -> None:
-    """For the queries ``which``, whose runs ``keys[lo:lo + size]`` hold more than one
-    key, ``lo`` becomes the last position holding a key at most the query (or stays),
-    by binary lifting (the module docstring)."""
+    """For each query ``i`` of ``which``, whose run ``keys[lo[i]:lo[i] + size]`` holds more
+    than one key, ``lo[i]`` becomes the last position of the run holding a key at most the
+    query (or stays), by binary lifting (the module docstring)."""
     levels = _levels(size)
     by_size = np.argsort(levels, kind="stable")          # (a radix sort of int8: cheap)
     rising = levels.take(by_size)
@@ -88,5 +88,5 @@ def _lift(keys: np.ndarray, lo: np.ndarray, which: np.ndarray, size: np.ndarray,
 def _levels(size: np.ndarray) -> np.ndarray:
     """The steps a run of ``size`` needs: the bit length of ``size - 1`` (0 for sizes 0
     and 1), as int8; steps of 2^(levels-1) .. 1 reach every offset below ``size``."""
-    below = np.maximum(size - 1, 0).astype(np.float64)
-    return np.frexp(below)[1].astype(np.int8)
+    _, exponent = np.frexp(np.maximum(size - 1, 0).astype(np.float64))
+    return exponent.astype(np.int8)
