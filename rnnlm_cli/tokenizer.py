@@ -455,6 +455,9 @@ def read_text(path: str, encoding_errors: str = "strict") -> str:
 BLOCK_BYTES = 1 << 21
 
 
+_ASCII_ISSPACE = bytes(c for c in range(128) if chr(c).isspace())
+
+
 @dataclass
 class TextBlock:
     """Whole lines of a text file, as its bytes: each line ends with ``\\n`` (one is added
@@ -476,8 +479,12 @@ class TextBlock:
                               "(use --encoding-errors replace to go on)") from None
 
     def is_blank(self) -> bool:
-        """Whether the block holds nothing but whitespace (``str.isspace``)."""
-        return not self.data.strip() or not self.text().strip()
+        """Whether the block holds nothing but whitespace (``str.isspace``). (The block is
+        decoded only if its first byte that is no ASCII whitespace is not ASCII either.)"""
+        rest = self.data.lstrip(_ASCII_ISSPACE)
+        if rest and rest[0] < 0x80:
+            return False
+        return not rest or not self.text().strip()
 
 
 def read_blocks(path: str, encoding_errors: str = "strict",
@@ -502,7 +509,7 @@ def read_blocks(path: str, encoding_errors: str = "strict",
             data = b"".join(unfinished + [chunk[:end]]) if unfinished else chunk[:end]
             unfinished = [chunk[end:]] if end < len(chunk) else []
             yield TextBlock(data, name, line, encoding_errors)
-            line += data.count(b"\n")
+            line += int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A))
         if unfinished:
             yield TextBlock(b"".join(unfinished) + b"\n", name, line, encoding_errors)
     finally:

@@ -395,4 +395,4 @@ def _search(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     if keys.size == 0:
         return np.full(queries.size, -1, dtype=np.int64)
     clipped = np.minimum(rows, keys.size - 1)
-    return np.where(keys[clipped] == queries, clipped, -1)
+    return np.where(keys.take(clipped) == queries, clipped, -1)
