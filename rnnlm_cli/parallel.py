@@ -22,9 +22,10 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, List, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Sequence, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:           # (NumPy is imported where it is used: cli.perplexity asks
+    import numpy as np      # thread_count before NumPy loads)
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -72,6 +73,7 @@ def parts_for(items: int) -> int:
 def even_cuts(sizes: np.ndarray, parts: int) -> np.ndarray:
     """Indices ``0 = c_0 <= c_1 <= ... <= c_parts = len(sizes)`` cutting the sequence of
     ``sizes`` (tokens per sentence, say) into ``parts`` runs of about equal total size."""
+    import numpy as np
     ends = np.cumsum(sizes)
     total = int(ends[-1]) if ends.size else 0
     inner = np.searchsorted(ends, np.arange(1, parts) * total / parts)
