@@ -796,6 +796,9 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
         rnnlm perplexity en.npz --per-sentence --json < test.txt
         rnnlm perplexity kn.npz --mix lstm.npz --tune valid.txt test.txt
     """
+    from rnnlm_cli.parallel import thread_count
+    if thread_count() == 1:   # one thread for the blocks of text (a busy machine, or asked
+        _one_blas_thread()    # for): none for BLAS either (its pool costs ~40 ms to start)
     from rnnlm_cli.allocator import keep_freed_memory
     from rnnlm_cli.scoring import Totals, score_blocks
 

@@ -117,10 +117,15 @@ def padded_bytes(data: bytes) -> np.ndarray:
 def short_keys(data: np.ndarray, starts: np.ndarray, sizes: np.ndarray):
     """The first and second 8 bytes (little-endian, zero beyond the span) of each span
     ``data[starts[i]:starts[i] + sizes[i]]`` of the padded array ``data``: with the size,
-    the exact bytes of every span of at most ``SHORT`` bytes."""
+    the exact bytes of every span of at most ``SHORT`` bytes. (The second 8 bytes are read
+    only for the spans longer than 8 bytes: most words are not.)"""
     at = np.ndarray((data.size - 7,), dtype="<u8", buffer=data, strides=(1,))  # 8 bytes at i
     first = at[starts] & _MASKS[np.minimum(sizes, 8)]
-    second = at[starts + 8] & _MASKS[np.clip(sizes - 8, 0, 8)]
+    second = np.zeros(starts.size, dtype=np.uint64)
+    longer = np.flatnonzero(sizes > 8)
+    if longer.size:
+        second[longer] = (at[starts.take(longer) + 8]
+                          & _MASKS[np.minimum(sizes.take(longer) - 8, 8)])
     return first, second
 
 
@@ -227,10 +232,15 @@ class ByteIndex:
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def _probe(self, slots, first, second, code):
-        """The ``id * 32 + size`` at each slot, and whether the slot holds that key."""
+        """The ``id * 32 + size`` at each slot, and whether the slot holds that key. The
+        second 8 bytes are compared only for keys longer than 8 bytes: a key of at most 8
+        bytes and a stored word of the same size both have zeros there."""
         word = self.slot_word.take(slots)
-        return word, ((self.slot_first.take(slots) == first)
-                      & (self.slot_second.take(slots) == second) & ((word & 31) == code))
+        hit = (self.slot_first.take(slots) == first) & ((word & 31) == code)
+        check = np.flatnonzero(hit & (code > 8))
+        if check.size:
+            hit[check] = self.slot_second.take(slots.take(check)) == second.take(check)
+        return word, hit
 
     def _lookup(self, data: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         first, second = short_keys(data, starts, sizes)

@@ -12,8 +12,9 @@ it to worker threads, each block going through every step (tokens, word ids, n-g
 lookups) in one thread, and a worker does not cut its block again (``parts_for`` is 1
 inside a worker).
 
-``RNNLM_NUM_THREADS`` in the environment caps the threads (1: no threads at all);
-by default there is one per core this process may run on.
+``RNNLM_NUM_THREADS`` in the environment sets the number of threads (1: no threads at
+all); by default there is one per core this process may run on, or only one while the
+machine is busy (``busy``).
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, List, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Sequence, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:           # (NumPy is imported where it is used: cli.perplexity asks
+    import numpy as np      # thread_count before NumPy loads)
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -34,14 +36,30 @@ _worker = threading.local()   # .active: this thread is a worker of map_ordered
 
 
 def thread_count() -> int:
-    """How many threads to use: ``RNNLM_NUM_THREADS`` if set, else the usable cores."""
+    """How many threads to use: ``RNNLM_NUM_THREADS`` if set; else one per usable core,
+    or one while they are all busy."""
     wanted = os.environ.get("RNNLM_NUM_THREADS", "").strip()
     if wanted.isdigit() and int(wanted) > 0:
         return int(wanted)
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:             # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return 1 if busy(cores) else cores
+
+
+def busy(cores: int) -> bool:
+    """Whether the machine's cores are all taken already: its 1-minute load average (tasks
+    running or waiting to run) is at least their number, as ``make -l`` judges it before
+    starting another job. More threads then get no core of their own (Linux commonly
+    shares the processor between sessions or control groups, not between threads) and
+    only cost: each thread's own memory, faulted in page by page, and the threads slowing
+    each other in the shared caches. Scoring viwiki's training text while other work
+    keeps the two cores busy, one thread is about 10% faster than two (bench/README.md)."""
+    try:
+        return os.getloadavg()[0] >= cores
+    except (AttributeError, OSError):   # no load average (Windows)
+        return False
 
 
 def parts_for(items: int) -> int:
@@ -55,6 +73,7 @@ def parts_for(items: int) -> int:
 def even_cuts(sizes: np.ndarray, parts: int) -> np.ndarray:
     """Indices ``0 = c_0 <= c_1 <= ... <= c_parts = len(sizes)`` cutting the sequence of
     ``sizes`` (tokens per sentence, say) into ``parts`` runs of about equal total size."""
+    import numpy as np
     ends = np.cumsum(sizes)
     total = int(ends[-1]) if ends.size else 0
     inner = np.searchsorted(ends, np.arange(1, parts) * total / parts)

@@ -97,8 +97,11 @@ def score_text(model: LanguageModel, tokens: List[List[str]]) -> ScoredText:
 def score_spans(model: LanguageModel, spans) -> ScoredText:
     """``score_text`` for text tokenized into byte spans (``Tokenizer.token_spans``), the
     fast path of large texts: no Python string per token; the tokens are not kept."""
-    return _scored(model, model.vocab.encode_spans(spans.data, spans.starts, spans.sizes,
-                                                   spans.lengths), None)
+    return _scored(model, _encoded_spans(model, spans), None)
+
+
+def _encoded_spans(model: LanguageModel, spans) -> EncodedCorpus:
+    return model.vocab.encode_spans(spans.data, spans.starts, spans.sizes, spans.lengths)
 
 
 def _scored(model: LanguageModel, corpus: EncodedCorpus, tokens) -> ScoredText:
@@ -134,8 +137,8 @@ class ScoredBlock:
 
 def _score_block(model: LanguageModel, tokenizer: Tokenizer, as_spans: bool, keep_lines: bool,
                  block: TextBlock) -> ScoredBlock:
-    if as_spans:
-        scored = score_spans(model, tokenizer.block_spans(block))
+    if as_spans:   # (the spans are let go before the scoring, the peak of memory)
+        scored = _scored(model, _encoded_spans(model, tokenizer.block_spans(block)), None)
     else:
         lines = split_lines(block.text())
         scored = score_text(model, list(tokenizer.tokenize_lines(lines)))

@@ -1,5 +1,8 @@
 """parallel.py, and the scoring and word lookups that cut their work into threads: the
 same answers however the work is cut."""
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -19,6 +22,22 @@ def test_thread_count_follows_the_environment(monkeypatch):
     for unusable in ("0", "-2", "many", ""):
         monkeypatch.setenv("RNNLM_NUM_THREADS", unusable)
         assert parallel.thread_count() >= 1
+
+
+def test_one_thread_while_the_cores_are_busy(monkeypatch):
+    monkeypatch.delenv("RNNLM_NUM_THREADS", raising=False)
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for load, threads in ((0.0, 4), (3.9, 4), (4.0, 1), (9.5, 1)):
+        monkeypatch.setattr(parallel.os, "getloadavg", lambda: (load, 0.0, 0.0))
+        assert parallel.thread_count() == threads, load
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "3")          # the environment decides
+    assert parallel.thread_count() == 3
+
+    def no_load_average():
+        raise OSError("no load average")
+    monkeypatch.delenv("RNNLM_NUM_THREADS")
+    monkeypatch.setattr(parallel.os, "getloadavg", no_load_average)
+    assert parallel.thread_count() == 4
 
 
 def test_parts_are_one_per_thread_and_never_too_small(monkeypatch):
@@ -89,3 +108,22 @@ def test_word_lookups_are_the_same_however_the_tokens_are_cut(threaded, monkeypa
     monkeypatch.setenv("RNNLM_NUM_THREADS", "1")
     assert vocab.byte_index.lookup(spans.data, spans.starts, spans.sizes).tolist() == \
         cut.tolist()
+
+
+@pytest.mark.parametrize("threads, blas", [("1", "1"), ("2", "None")])
+def test_perplexity_on_one_thread_asks_blas_for_one_too(tmp_path, threads, blas):
+    """On one thread for its blocks (a busy machine; here RNNLM_NUM_THREADS=1),
+    ``perplexity`` asks BLAS for one thread too, before NumPy loads (in a process of its
+    own: this one has NumPy loaded already)."""
+    from test_cli_errors import assert_ok, run, write
+    corpus = write(tmp_path / "c.txt", "a b c\nb c a\n")
+    assert_ok(run("train-ngram", corpus, "-o", tmp_path / "m.npz", "--order", "2"))
+    code = ("import os, sys; from rnnlm_cli.cli import cli; "
+            f"cli(['perplexity', {str(tmp_path / 'm.npz')!r}, {str(corpus)!r}], "
+            "standalone_mode=False); print(os.environ.get('OPENBLAS_NUM_THREADS'))")
+    env = {**os.environ, "RNNLM_NUM_THREADS": threads}
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == blas

@@ -527,3 +527,13 @@ def test_is_nfc_of_a_long_text_is_unicodedatas(pieces, at):
     text = filler[:at] + "".join(pieces) + filler[at:]
     assert len(text) >= tokenizer_module._LONG_TEXT
     assert tokenizer_module._is_nfc(text) == unicodedata.is_normalized("NFC", text)
+
+
+@pytest.mark.parametrize("data, blank", [
+    (b" \t\r\n\x0b\x0c\x1c\x1d\x1e\x1f\n", True),     # every ASCII whitespace
+    ("\u00a0\u3000 \n".encode(), True),                  # no-break and ideographic spaces
+    (b"  x\n", False), ("  \u00e9\n".encode(), False), ("\u00a0x\n".encode(), False),
+    (b"\n", True)])
+def test_a_block_is_blank_when_it_holds_only_whitespace(data, blank):
+    from rnnlm_cli.tokenizer import TextBlock
+    assert TextBlock(data, "t.txt", 1, "strict").is_blank() is blank

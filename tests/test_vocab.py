@@ -1,4 +1,6 @@
 """rnnlm_cli.vocab: building, encoding (from strings and from byte spans), the byte index."""
+from unittest.mock import patch
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -63,6 +65,52 @@ def test_byte_index_is_exact_when_hashes_collide(monkeypatch):
     ids = index.lookup(padded_bytes(text), np.array([0, 3, 6, 8, 9 + len(LONG)]),
                        np.array([2, 2, 1, len(LONG), 3]))
     assert ids.tolist() == [4, -1, 3, 5, 6]
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_words_alike_in_their_first_eight_bytes_are_told_apart(collide, monkeypatch):
+    """The second 8 bytes of a key are compared only for words longer than 8 bytes: words
+    of 9 to 16 bytes with the same first 8 bytes and size are still told apart, and a
+    word of at most 8 bytes never matches a longer one; also when every hash is the same
+    (every query then meets every word on its way)."""
+    if collide:
+        monkeypatch.setattr(hashing_module, "_mix", lambda a, b, n: np.zeros(a.shape, np.uint64))
+    words = ["<unk>", "<s>", "</s>", "abcdefgh", "abcdefghi", "abcdefghj", "abcdefghijklmnop",
+             "abcdefghijklmnoq", "abcdefg"]
+    index = ByteIndex("\n".join(words).encode())
+    queries = words[3:] + ["abcdefghk", "abcdefghijklmnoz", "abcdefghijklmno", "abcdefgi"]
+    text = " ".join(queries).encode()
+    starts = np.cumsum([0] + [len(q) + 1 for q in queries[:-1]])
+    sizes = np.array([len(q) for q in queries])
+    ids = index.lookup(padded_bytes(text), starts, sizes)
+    assert ids.tolist() == [3, 4, 5, 6, 7, 8, -1, -1, -1, -1]
+
+
+# Words of 1 to 19 bytes of two letters, many sharing their first 8 bytes.
+ALIKE = st.builds(lambda head, tail: head + tail, st.sampled_from(["", "ab", "abababab"]),
+                  st.text(alphabet="ab", max_size=11)).filter(bool)
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(ALIKE, unique=True, max_size=40), queries=st.lists(ALIKE, max_size=60),
+       collide=st.booleans())
+def test_byte_index_agrees_with_a_dict(words, queries, collide):
+    words = ["<unk>", "<s>", "</s>"] + words
+    if collide:           # every word and query from slot 0: each query meets many words
+        with patch.object(hashing_module, "_mix", lambda a, b, n: np.zeros(a.shape, np.uint64)):
+            index = ByteIndex("\n".join(words).encode())
+    else:
+        index = ByteIndex("\n".join(words).encode())
+    text = " ".join(queries).encode()
+    starts = np.cumsum([0] + [len(q) + 1 for q in queries[:-1]]).astype(np.int64)
+    sizes = np.array([len(q) for q in queries], dtype=np.int64)
+    if collide:
+        with patch.object(hashing_module, "_mix", lambda a, b, n: np.zeros(a.shape, np.uint64)):
+            ids = index.lookup(padded_bytes(text), starts, sizes)
+    else:
+        ids = index.lookup(padded_bytes(text), starts, sizes)
+    where = {w: i for i, w in enumerate(words)}
+    assert ids.tolist() == [where.get(q, -1) for q in queries]
 
 
 @pytest.mark.parametrize("words", [["<unk>", "<s>", "</s>", "a", "a"],

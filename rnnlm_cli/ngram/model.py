@@ -49,6 +49,9 @@ class NgramModel(LanguageModel):
             if not 3 <= n <= self.order or first.shape != (tables.keys[n - 2].size + 1,):
                 raise ValueError(f"children_{n} does not fit the {n - 1}-grams")
         self._children_lock = threading.Lock()
+        # rows pending in scoring: int32 where every table allows (half the memory)
+        self._row_dtype = np.int32 if max(k.size for k in tables.keys) < 2 ** 31 else np.int64
+        self._word_dtype = np.uint32 if len(vocab) < 2 ** 32 else np.uint64
 
     @property
     def kind(self) -> str:
@@ -136,7 +139,9 @@ class NgramModel(LanguageModel):
     def score(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
         """``_score_sentences`` over groups of whole sentences, one per thread
         (``parallel.py``); the scores are the same however the text is cut."""
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            ids = ids.astype(np.int64)
         lengths = np.asarray(lengths, dtype=np.int64)
         cuts = even_cuts(lengths + 1, parts_for(ids.size))
         first_word = np.concatenate(([0], np.cumsum(lengths)))
@@ -164,29 +169,36 @@ class NgramModel(LanguageModel):
         start to end rather than at random.
 
         A found n-gram's probability is read only once it is known to be the longest
-        match (``found``: its row, until then): most positions go on to find a longer
-        one, and each read of a probability table is a cache miss. The values, and the
-        order in which back-offs are added to them, are those of the rule as stated.
+        match (``found``: its row, until then; at the top order at once, in row order):
+        most positions go on to find a longer one, and each read of a probability table
+        is a cache miss. The values, and the order in which back-offs are added to them,
+        are those of the rule as stated (tests/test_ngram_scoring.py checks it bit for
+        bit). Pending rows are int32 and words uint32 where the tables and the
+        vocabulary allow: less memory, and fewer pages faulted in.
         """
-        tables, v = self.tables, self._v
+        tables, v, top = self.tables, self._v, self.order
         ends = np.cumsum(lengths + 1)                       # of each sentence, </s> included
         is_eos = np.zeros(int(ends[-1]) if ends.size else 0, dtype=bool)
         is_eos[ends - 1] = True
-        words = np.empty(is_eos.size, dtype=np.uint64)
+        words = np.empty(is_eos.size, dtype=self._word_dtype)
         words[~is_eos] = ids
         words[is_eos] = self.vocab.eos_id
-        logprob = tables.logprob[0].take(words.view(np.int64)).astype(np.float64, copy=False)
         order_used = np.ones(words.size, dtype=np.int8)     # int8: orders up to 127 (--order 1-20)
-        if self.order == 1 or words.size == 0:
+        if top == 1 or words.size == 0:
+            logprob = tables.logprob[0].take(words.astype(np.intp)).astype(np.float64)
             return TokenScores(logprob, order_used, ends)
-        found = np.full(words.size, -1, dtype=np.int64)     # row of a match not yet read
-        context = np.empty(words.size, dtype=np.uint64)     # the word before, or <s>
-        context[1:] = words[:-1]
-        context[ends - lengths - 1] = self.vocab.bos_id
-        positions, queries = _sorted_with_positions(context * v + words)
-        context_rows = context.take(positions).astype(np.int64)
+        # Every position is written below: at order 2 it finds its bigram (then its row
+        # waits in ``found``) or takes its unigram probability and the back-off.
+        logprob = np.empty(words.size, dtype=np.float64)
+        found = np.full(words.size, -1, dtype=self._row_dtype)  # row of a match not yet read
+        bigrams = np.empty(words.size, dtype=np.uint64)     # the word before (or <s>) * |V|
+        bigrams[1:] = words[:-1]
+        bigrams[ends - lengths - 1] = self.vocab.bos_id
+        bigrams *= v
+        bigrams += words
+        positions, queries = _sorted_with_positions(bigrams)    # (sorts bigrams in place)
         goes_on = ~is_eos                                   # </s> is no context
-        for n in range(2, self.order + 1):
+        for n in range(2, top + 1):
             if n == 2:
                 rows = _search_ascending(tables.keys[1], queries)
             else:
@@ -195,17 +207,26 @@ class NgramModel(LanguageModel):
             if rows.size and rows.min() < 0:
                 missed = np.flatnonzero(rows < 0)
                 at = positions.take(missed)
-                self._read_found(logprob, found, order_used, at)
-                logprob[at] += tables.backoff[n - 2].take(context_rows.take(missed))
+                if n == 2:
+                    logprob[at] = tables.logprob[0].take(words.take(at).astype(np.intp))
+                    contexts = (queries.take(missed) // v).view(np.int64)
+                else:
+                    self._read_found(logprob, found, order_used, at)
+                    contexts = context_rows.take(missed)
+                logprob[at] += tables.backoff[n - 2].take(contexts)
                 hit = np.flatnonzero(rows >= 0)
                 positions, rows = positions.take(hit), rows.take(hit)
+            if n == top:      # no longer match to wait for: read them now, in row order
+                found[positions] = -1
+                logprob[positions] = tables.logprob[n - 1].take(rows)
+                order_used[positions] = n
+                break
             found[positions] = rows
             order_used[positions] = n
-            if n == self.order:
-                break
             go_on = np.flatnonzero(goes_on.take(positions))
             positions, context_rows = positions.take(go_on) + 1, rows.take(go_on)
-            queries = context_rows.astype(np.uint64) * v + words.take(positions)
+            queries = context_rows.view(np.uint64) * v + words.take(positions)
+            del rows, go_on          # (before the next order's lookups: the peak of memory)
         self._read_found(logprob, found, order_used, np.flatnonzero(found >= 0))
         return TokenScores(logprob, order_used, ends)
 
@@ -321,21 +342,26 @@ def sorted_distinct(queries: np.ndarray):
     (ascending, each once) with each repeated ``repeats`` times."""
     if queries.size == 0:
         return np.zeros(0, dtype=np.int64), queries.copy(), np.zeros(0, dtype=np.int64)
-    order, ordered = _sorted_with_positions(queries)
+    order, ordered = _sorted_with_positions(queries.copy())
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
     return order, ordered[starts], np.diff(np.append(starts, ordered.size))
 
 
 def _sorted_with_positions(queries: np.ndarray):
-    """``(positions, queries[positions])`` with the queries ascending. Where the positions
-    fit beside the largest query in 64 bits, query and position are packed into one
-    integer and sorted as one array, about twice as fast as ``argsort``."""
+    """``(positions, queries[positions])`` with the queries ascending; ``queries`` (uint64)
+    is used up: sorted in place. Where the positions fit beside the largest query in 63
+    bits, query and position are packed into one integer and sorted as one array, about
+    twice as fast as ``argsort`` (and as int64, which NumPy sorts faster than uint64)."""
     bits = max(1, int(queries.size).bit_length())
-    if int(queries.max(initial=0)) >= 1 << (64 - bits):
+    if int(queries.max(initial=0)) >= 1 << (63 - bits):
         positions = np.argsort(queries)
         return positions, queries[positions]
-    packed = np.sort((queries << np.uint64(bits)) | np.arange(queries.size, dtype=np.uint64))
-    return (packed & np.uint64((1 << bits) - 1)).astype(np.int64), packed >> np.uint64(bits)
+    queries <<= np.uint64(bits)
+    queries |= np.arange(queries.size, dtype=np.uint64)
+    queries.view(np.int64).sort()
+    positions = (queries & np.uint64((1 << bits) - 1)).view(np.int64)
+    queries >>= np.uint64(bits)
+    return positions, queries
 
 
 def _search_ascending(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -369,4 +395,4 @@ def _search(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     if keys.size == 0:
         return np.full(queries.size, -1, dtype=np.int64)
     clipped = np.minimum(rows, keys.size - 1)
-    return np.where(keys[clipped] == queries, clipped, -1)
+    return np.where(keys.take(clipped) == queries, clipped, -1)

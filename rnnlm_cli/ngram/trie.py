@@ -18,8 +18,8 @@ The search within a run is binary lifting: from ``lo = first[r]``, for ``h`` = t
 largest power of two below the run's size down to 1, step to ``lo + h`` if the key
 there is at most the query. A position past the run holds a key of a later context,
 greater than the query, so the run's end needs no test; only the table's end is
-clipped. Queries are taken in order of falling run size, so the queries still stepping
-at a level are always a prefix: each level is a few array operations on that prefix.
+clipped. Queries are taken in order of rising run size, so the queries still stepping
+at a level are always a suffix: each level is a few array operations on that suffix.
 
 A damaged file (keys out of order, a stored ``first`` of any values) gives wrong rows but
 never a read out of bounds: every read of the table is clipped to it, and so is every
@@ -53,31 +53,36 @@ def find(keys: np.ndarray, first: np.ndarray, context_rows: np.ndarray,
     key, of an earlier context.)"""
     if keys.size == 0:
         return np.full(queries.size, -1, dtype=np.int64)
-    lo = first.take(context_rows).astype(np.intp)
-    size = first[1:].take(context_rows) - lo
+    lo = first.take(context_rows)
+    size = first[1:].take(context_rows)
+    size -= lo                                            # (in first's dtype, int32 mostly)
+    lo = lo.astype(np.intp)
     longer = np.flatnonzero(size > 1)                     # runs to search in
     if longer.size:
-        lo[longer] = _lift(keys, lo.take(longer), size.take(longer), queries.take(longer))
+        _lift(keys, lo, longer, size.take(longer), queries)
+    del size, longer
     lo = np.minimum(np.maximum(lo, 0, out=lo), keys.size - 1, out=lo)
     return np.where(keys.take(lo) == queries, lo, -1)
 
 
-def _lift(keys: np.ndarray, lo: np.ndarray, size: np.ndarray,
-          queries: np.ndarray) -> np.ndarray:
-    """For each run ``keys[lo:lo + size]``, the last position holding a key at most the
-    query (or ``lo``), by binary lifting (the module docstring)."""
+def _lift(keys: np.ndarray, lo: np.ndarray, which: np.ndarray, size: np.ndarray,
+          queries: np.ndarray) -> None:
+    """For each query ``i`` of ``which``, whose run ``keys[lo[i]:lo[i] + size]`` holds more
+    than one key, ``lo[i]`` becomes the last position of the run holding a key at most the
+    query (or stays), by binary lifting (the module docstring)."""
     levels = _levels(size)
-    by_size = np.argsort(-levels, kind="stable")          # (a radix sort of int8: cheap)
-    falling = -levels.take(by_size)                       # ascending
-    stepping, wanted = lo.take(by_size), queries.take(by_size)
-    for level in range(-int(falling[0]), 0, -1):
-        # the queries with this step: a prefix (np.searchsorted, unlike np.bincount, lets
+    by_size = np.argsort(levels, kind="stable")          # (a radix sort of int8: cheap)
+    rising = levels.take(by_size)
+    which = which.take(by_size)
+    stepping, wanted = lo.take(which), queries.take(which)
+    for level in range(int(rising[-1]), 0, -1):
+        # the queries with this step: a suffix (np.searchsorted, unlike np.bincount, lets
         # other threads run)
-        head = stepping[:int(np.searchsorted(falling, -level, side="right"))]
+        start = int(np.searchsorted(rising, level))
+        head = stepping[start:]
         h = 1 << (level - 1)
-        head += (keys.take(head + h, mode="clip") <= wanted[:head.size]) * h
-    lo[by_size] = stepping
-    return lo
+        head += (keys.take(head + h, mode="clip") <= wanted[start:]) * h
+    lo[which] = stepping
 
 
 def _levels(size: np.ndarray) -> np.ndarray:
