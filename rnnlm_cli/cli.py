@@ -60,6 +60,9 @@ def cli():
         rnnlm generate en.npz --num 3 --seed 1
         echo "The train" | rnnlm complete en.npz --top 3
     """
+    from rnnlm_cli.parallel import thread_count
+    if thread_count() == 1:   # a busy machine, or RNNLM_NUM_THREADS=1 (parallel.busy): no
+        _one_blas_thread()    # BLAS threads either, before a command's options load NumPy
 
 
 # -- options shared by several commands -------------------------------------------------
@@ -495,9 +498,12 @@ def _warn_training(metadata: dict) -> None:
 
 
 def _one_blas_thread() -> None:
-    """Decoding multiplies one row (or a few) by a matrix at each step: threaded BLAS only
-    adds hand-offs there (a batch-1 RNN step takes ~0.06 ms on one thread, several ms on
-    two on a busy machine). Ask for one thread unless the user chose, before NumPy loads."""
+    """Ask BLAS for one thread unless the user chose, before NumPy loads. Decoding always
+    does: it multiplies one row (or a few) by a matrix at each step, where threads only
+    add hand-offs (a batch-1 RNN step takes ~0.06 ms on one thread, several ms on two on
+    a busy machine). Every command does on a busy machine: a 2-thread product waits until
+    both threads get a core (train-rnn at H=100: 10x slower; perplexity: the pool's ~40 ms
+    of start-up for nothing)."""
     if "numpy" not in sys.modules:
         for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, "1")
@@ -798,9 +804,6 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
         rnnlm perplexity en.npz --per-sentence --json < test.txt
         rnnlm perplexity kn.npz --mix lstm.npz --tune valid.txt test.txt
     """
-    from rnnlm_cli.parallel import thread_count
-    if thread_count() == 1:   # one thread for the blocks of text (a busy machine, or asked
-        _one_blas_thread()    # for): none for BLAS either (its pool costs ~40 ms to start)
     from rnnlm_cli.allocator import keep_freed_memory
     from rnnlm_cli.scoring import Totals, score_blocks
 

@@ -127,3 +127,22 @@ def test_perplexity_on_one_thread_asks_blas_for_one_too(tmp_path, threads, blas)
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == blas
+
+
+@pytest.mark.parametrize("threads, blas", [("1", "1"), ("2", "None")])
+def test_train_rnn_on_a_busy_machine_asks_blas_for_one_thread(tmp_path, threads, blas):
+    """``train-rnn`` asks BLAS for one thread where ``perplexity`` uses one (a busy
+    machine; here RNNLM_NUM_THREADS=1): a 2-thread product then waits for both cores."""
+    from test_cli_errors import write
+    corpus = write(tmp_path / "c.txt", "a b c\nb c a\n" * 5)
+    code = ("import os, sys; from rnnlm_cli.cli import cli; "
+            f"cli(['train-rnn', {str(corpus)!r}, '-o', {str(tmp_path / 'r.npz')!r}, "
+            "'--hidden', '4', '--epochs', '1', '--bptt', '3', '--batch-size', '2'], "
+            "standalone_mode=False); print(os.environ.get('OPENBLAS_NUM_THREADS'))")
+    env = {**os.environ, "RNNLM_NUM_THREADS": threads}
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == blas
+    assert (tmp_path / "r.npz").exists()
