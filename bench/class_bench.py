@@ -6,6 +6,7 @@ Run with an interpreter that has rnnlm and, for the PyTorch rows, torch installe
     python bench/class_bench.py                  # everything, 3 runs per row (~25 minutes)
     python bench/class_bench.py --quick          # 1 run per row, fewer chunks (~8 minutes)
     python bench/class_bench.py --skip-torch --skip-rss --json
+    python bench/class_bench.py --quality --threads 1   # class beside full on PTB (~10 min)
 
 Vietnamese Wikipedia (``../shared/corpora/viwiki/train.txt``, 4.3M whitespace tokens),
 ``--tokenizer whitespace --min-count 2``: the words seen at least twice, 60,413, plus
@@ -42,6 +43,12 @@ least: a 2-thread BLAS call waits for both threads to be scheduled).
    done and tokens/s are read from its checkpoint. ``--rss-full`` measures the full
    softmax the same way, for comparison.
 
+3. Quality (``--quality``, alone): ``rnn_bench.py``'s PTB quality setup (LSTM H=200,
+   train ``ptb/valid.txt``, validation its first lines, SGD lr 1, clipping at 5, constant
+   learning rate, ``--seed 0``, ``--epochs``, default 5) trained twice, ``--softmax full``
+   and ``--softmax class`` (its default number of classes), and ``rnnlm perplexity`` of
+   each best epoch on ``ptb/test.txt``; target: class within 5% of full.
+
 The data lives in ``../shared`` relative to the project root; without it the script says so
 and exits 0. PyTorch is a benchmark peer only (``pip install torch==2.13.0``, the CPU
 build); without it the PyTorch row says so.
@@ -73,6 +80,7 @@ BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 BLAS_THREADS = dict.fromkeys(BLAS_VARIABLES, "2")     # --threads sets them
 MIN_PTB_RATIO = 0.7
 MIN_TORCH_RATIO = 5.0
+MAX_QUALITY_GAP = 0.05     # class softmax test perplexity within 5% of the full one's
 MAX_RSS = 2e9              # "2 GB", read strictly as 10^9 bytes
 RSS_TIMEOUT = 1200.0       # seconds before the H=650 run is stopped without a checkpoint
 
@@ -217,6 +225,43 @@ def bench_ptb(tmp: Path, repeats: int) -> List[float]:
     return speeds
 
 
+def bench_quality(tmp: Path, epochs: int) -> dict:
+    """rnn_bench's PTB quality run with each softmax: the test perplexities."""
+    ptb = CORPORA / "ptb"
+    valid = tmp / "ptb_valid_small.txt"
+    with open(ptb / "valid.txt", encoding="utf-8") as f:
+        valid.write_text("".join(f.readlines()[:rnn_bench.VALID_LINES]), encoding="utf-8")
+    found = {}
+    for softmax in ("full", "class"):
+        model = tmp / f"ptb_quality_{softmax}.npz"
+        res = rnn_bench.rnnlm_train(ptb / "valid.txt", model, "lstm", H, epochs, valid,
+                                    ["--lr-decay", "1", "--patience", "0", "--seed", "0",
+                                     "--softmax", softmax])
+        test = rnn_bench.rnnlm_perplexity(model, ptb / "test.txt")
+        found[softmax] = {"test": test, "seconds": res["seconds"],
+                          "valid": [r["valid_ppl"] for r in res["history"]],
+                          "tokens_per_s": res["history"][-1]["tokens_per_s"]}
+        print(f"  .. PTB quality, --softmax {softmax}: test {test['perplexity']:.2f} "
+              f"({res['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    return found
+
+
+def print_quality(found: dict, epochs: int) -> None:
+    print(f"== Quality: rnn_bench's PTB setup (LSTM H={H}, train ptb/valid.txt, SGD lr 1, "
+          f"clip 5, {epochs} epochs, seed 0);\n   test perplexity of ptb/test.txt incl. / "
+          "excl. OOVs, best epoch")
+    for softmax, res in found.items():
+        test = res["test"]
+        valid = " ".join(f"{v:.1f}" for v in res["valid"])
+        print(f"  --softmax {softmax:<6} {test['perplexity']:8.2f} / "
+              f"{test['perplexity_excluding_oovs']:8.2f}   valid per epoch: {valid}; "
+              f"{res['tokens_per_s']:,.0f} tokens/s, {res['seconds']:.0f} s in all")
+    gap = found["class"]["test"]["perplexity"] / found["full"]["test"]["perplexity"] - 1
+    print(f"  target: class within {MAX_QUALITY_GAP:.0%} of full: {gap:+.2%} -> "
+          f"{'MET' if abs(gap) <= MAX_QUALITY_GAP else 'NOT MET'}")
+    print()
+
+
 def bench_rss(spec: dict, tmp: Path, softmax: str) -> dict:
     """Peak RSS of a whole ``train-rnn`` at H=650, stopped by SIGINT after its first
     periodic checkpoint (half a minute of training)."""
@@ -343,6 +388,9 @@ def main(argv=None) -> int:
                    help="also the H=650 memory run with the full softmax")
     p.add_argument("--threads", type=int, default=2,
                    help="BLAS threads of every row, PTB's too (2)")
+    p.add_argument("--quality", action="store_true",
+                   help="only the quality comparison on PTB (class beside full softmax)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs of --quality (5)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--rnnlm-child", help=argparse.SUPPRESS)
     p.add_argument("--torch-child", help=argparse.SUPPRESS)
@@ -373,6 +421,12 @@ def main(argv=None) -> int:
                     "classes": args.classes}
     with tempfile.TemporaryDirectory(prefix="class_bench_") as tmpdir:
         tmp = Path(tmpdir)
+        if args.quality:
+            report["quality"] = bench_quality(tmp, args.epochs)
+            print_quality(report["quality"], args.epochs)
+            if args.json:
+                print(json.dumps(report))
+            return 0
         valid = tmp / "viwiki_valid_small.txt"
         with open(viwiki / "valid.txt", encoding="utf-8") as f:
             valid.write_text("".join(f.readlines()[:VALID_LINES]), encoding="utf-8")

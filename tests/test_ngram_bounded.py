@@ -38,6 +38,7 @@ def test_packed_keys_sort_and_search_as_tuples_of_ids(vocab_size, n):
     keys = packing.pack(ids)
     np.testing.assert_array_equal(packing.unpack(keys), ids)
     ordered = keys[packed.lex_order(keys)]
+    np.testing.assert_array_equal(packed.sort_rows(keys), ordered)
     tuples = sorted(map(tuple, ids.tolist()))
     assert list(map(tuple, packing.unpack(ordered).tolist())) == tuples
     assert packed.row_starts(ordered).sum() == len(set(tuples))
