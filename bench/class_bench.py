@@ -258,7 +258,8 @@ def print_quality(found: dict, epochs: int) -> None:
               f"{res['tokens_per_s']:,.0f} tokens/s, {res['seconds']:.0f} s in all")
     gap = found["class"]["test"]["perplexity"] / found["full"]["test"]["perplexity"] - 1
     print(f"  target: class within {MAX_QUALITY_GAP:.0%} of full: {gap:+.2%} -> "
-          f"{'MET' if abs(gap) <= MAX_QUALITY_GAP else 'NOT MET'}")
+          f"{'MET' if abs(gap) <= MAX_QUALITY_GAP else 'NOT MET'} (no more than "
+          f"{MAX_QUALITY_GAP:.0%} worse: {'MET' if gap <= MAX_QUALITY_GAP else 'NOT MET'})")
     print()
 
 
