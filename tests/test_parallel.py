@@ -110,39 +110,37 @@ def test_word_lookups_are_the_same_however_the_tokens_are_cut(threaded, monkeypa
         cut.tolist()
 
 
-@pytest.mark.parametrize("threads, blas", [("1", "1"), ("2", "None")])
-def test_perplexity_on_one_thread_asks_blas_for_one_too(tmp_path, threads, blas):
-    """On one thread for its blocks (a busy machine; here RNNLM_NUM_THREADS=1),
-    ``perplexity`` asks BLAS for one thread too, before NumPy loads (in a process of its
-    own: this one has NumPy loaded already)."""
-    from test_cli_errors import assert_ok, run, write
-    corpus = write(tmp_path / "c.txt", "a b c\nb c a\n")
-    assert_ok(run("train-ngram", corpus, "-o", tmp_path / "m.npz", "--order", "2"))
-    code = ("import os, sys; from rnnlm_cli.cli import cli; "
-            f"cli(['perplexity', {str(tmp_path / 'm.npz')!r}, {str(corpus)!r}], "
-            "standalone_mode=False); print(os.environ.get('OPENBLAS_NUM_THREADS'))")
+def blas_threads_asked(args, threads: str) -> str:
+    """``OPENBLAS_NUM_THREADS`` after ``rnnlm ARGS`` ran with ``RNNLM_NUM_THREADS=threads``
+    (in a process of its own: this one has NumPy loaded already)."""
+    code = ("import os; from rnnlm_cli.cli import cli; "
+            f"cli({[str(a) for a in args]!r}, standalone_mode=False); "
+            "print(os.environ.get('OPENBLAS_NUM_THREADS'))")
     env = {**os.environ, "RNNLM_NUM_THREADS": threads}
     env.pop("OPENBLAS_NUM_THREADS", None)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == blas
+    return done.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("threads, blas", [("1", "1"), ("2", "None")])
+def test_perplexity_on_one_thread_asks_blas_for_one_too(tmp_path, threads, blas):
+    """On one thread for its blocks (a busy machine; here RNNLM_NUM_THREADS=1),
+    ``perplexity`` asks BLAS for one thread too, before NumPy loads."""
+    from test_cli_errors import assert_ok, run, write
+    corpus = write(tmp_path / "c.txt", "a b c\nb c a\n")
+    assert_ok(run("train-ngram", corpus, "-o", tmp_path / "m.npz", "--order", "2"))
+    assert blas_threads_asked(["perplexity", tmp_path / "m.npz", corpus], threads) == blas
 
 
 @pytest.mark.parametrize("threads, blas", [("1", "1"), ("2", "None")])
 def test_train_rnn_on_a_busy_machine_asks_blas_for_one_thread(tmp_path, threads, blas):
-    """``train-rnn`` asks BLAS for one thread where ``perplexity`` uses one (a busy
-    machine; here RNNLM_NUM_THREADS=1): a 2-thread product then waits for both cores."""
+    """``train-rnn`` too (its options load NumPy: the group asks before they do): a
+    2-thread product waits until both threads get a core."""
     from test_cli_errors import write
     corpus = write(tmp_path / "c.txt", "a b c\nb c a\n" * 5)
-    code = ("import os, sys; from rnnlm_cli.cli import cli; "
-            f"cli(['train-rnn', {str(corpus)!r}, '-o', {str(tmp_path / 'r.npz')!r}, "
-            "'--hidden', '4', '--epochs', '1', '--bptt', '3', '--batch-size', '2'], "
-            "standalone_mode=False); print(os.environ.get('OPENBLAS_NUM_THREADS'))")
-    env = {**os.environ, "RNNLM_NUM_THREADS": threads}
-    env.pop("OPENBLAS_NUM_THREADS", None)
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == blas
+    args = ["train-rnn", corpus, "-o", tmp_path / "r.npz", "--hidden", "4", "--epochs", "1",
+            "--bptt", "3", "--batch-size", "2"]
+    assert blas_threads_asked(args, threads) == blas
     assert (tmp_path / "r.npz").exists()
