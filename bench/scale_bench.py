@@ -687,7 +687,12 @@ def train_commands(plan: Plan, name: str, kenlm: Optional[Path], scratch: Path) 
         "rnnlm (default budget)": rnnlm + ["-o", models / f"rnnlm-{name}-default.npz"],
     }
     if kenlm:
+        # --discount_fallback: where an order's discounts cannot be estimated (at 100M
+        # sampled words every word follows at least two others: no adjusted count of 1),
+        # lmplz stops without it; rnnlm takes the same fallback (0.5, 1, 1.5) by itself,
+        # with a warning, and notes it in the model's metadata.
         commands[f"lmplz -S {BUDGET}"] = [kenlm / "lmplz", "-o", ORDER, "-S", BUDGET,
+                                          "--discount_fallback",
                                           "-T", f"{scratch}/", "--text", corpus,
                                           "--arpa", models / f"lmplz-{name}.arpa"]
     return commands
