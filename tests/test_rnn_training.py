@@ -71,6 +71,29 @@ def test_adam_by_hand():
     np.testing.assert_allclose(second, expected, rtol=1e-6)
 
 
+def test_adam_updates_block_by_block_as_the_whole_formula(monkeypatch):
+    """Blocks of 2 rows (``ADAM_BLOCK`` 7 values, rows of 3), a 1-D and a 2-D parameter:
+    three steps give PyTorch's formula applied to the whole arrays."""
+    import rnnlm_cli.rnn.optim as optim
+    monkeypatch.setattr(optim, "ADAM_BLOCK", 7)
+    rng = np.random.default_rng(4)
+    params = {"W": rng.standard_normal((9, 3)), "b": rng.standard_normal(5)}
+    expected = {k: v.copy() for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v2 = {k: np.zeros_like(v) for k, v in params.items()}
+    adam = Adam(params)
+    for t in range(1, 4):
+        grads = {k: rng.standard_normal(p.shape) for k, p in params.items()}
+        for k, g in grads.items():
+            m[k] = 0.9 * m[k] + 0.1 * g
+            v2[k] = 0.999 * v2[k] + 0.001 * g * g
+            expected[k] -= 0.01 / (1 - 0.9 ** t) * m[k] / (
+                np.sqrt(v2[k]) / math.sqrt(1 - 0.999 ** t) + 1e-8)
+        adam.step(params, grads, 0.01)
+    for k in params:
+        np.testing.assert_allclose(params[k], expected[k], rtol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["sgd", "adagrad", "adam"])
 def test_optimizer_state_round_trips(name):
     rng = np.random.default_rng(1)
