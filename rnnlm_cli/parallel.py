@@ -106,25 +106,6 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> List[T]:
     return results
 
 
-def map_threads(func: Callable[[T], U], items: Iterable[T], workers: int) -> List[U]:
-    """``[func(item) for item in items]`` on ``workers`` threads, each taking the next item
-    as it ends one (give the longest first), the results in the order of ``items``. An
-    exception in ``func`` (or a Ctrl-C) is raised here once the items running have
-    ended; the items not started yet are dropped."""
-    items = list(items)
-    workers = min(workers, len(items))
-    if workers <= 1:
-        return [func(item) for item in items]
-    with ThreadPoolExecutor(workers) as executor:
-        futures = [executor.submit(func, item) for item in items]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-
-
 def map_ordered(func: Callable[[T], U], items: Iterable[T]) -> Iterator[U]:
     """``map(func, items)`` in worker threads, one per thread (``thread_count``), the
     results in the order of ``items``. At most two items per thread are taken from

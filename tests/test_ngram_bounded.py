@@ -124,10 +124,10 @@ def test_many_runs_merge_in_several_passes():
 
 # -- counting in blocks -----------------------------------------------------------------------
 
-def count_in_blocks(ids, lengths, order, vocab_size, block, memory, threads=1):
+def count_in_blocks(ids, lengths, order, vocab_size, block, memory):
     sequence, _ = padded_sequence(ids, lengths, 1, 2, dtype=np.int32)
     with Scratch() as scratch:
-        counter = BlockCounter(scratch, order, vocab_size, bos=1, threads=threads)
+        counter = BlockCounter(scratch, order, vocab_size, bos=1)
         for start in range(0, sequence.size, block):
             counter.add(sequence[start:start + block])
         tables = counter.finish(memory)
@@ -147,9 +147,9 @@ def as_trie(grams, order, vocab_size):
     return keys
 
 
-def assert_counts_equal(ids, lengths, order, vocab_size, block, memory, threads=1):
+def assert_counts_equal(ids, lengths, order, vocab_size, block, memory):
     expected = count_ngrams(ids, lengths, order, vocab_size, 1, 2)
-    tables, grams = count_in_blocks(ids, lengths, order, vocab_size, block, memory, threads)
+    tables, grams = count_in_blocks(ids, lengths, order, vocab_size, block, memory)
     np.testing.assert_array_equal(grams[0], expected.counts[0])
     for n, keys in enumerate(as_trie(grams, order, vocab_size)[1:], 2):
         np.testing.assert_array_equal(keys, expected.keys[n - 1])
@@ -157,14 +157,11 @@ def assert_counts_equal(ids, lengths, order, vocab_size, block, memory, threads=
     return tables
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_counts_in_many_small_blocks_equal_the_in_memory_counts(threads):
-    """Orders counted and merged one at a time, or several at once on threads."""
+def test_counts_in_many_small_blocks_equal_the_in_memory_counts():
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 15, 400)
     ids = rng.zipf(1.3, lengths.sum()) % 500 + 3            # 500 words, Zipf-like
-    tables = assert_counts_equal(ids, lengths, 5, 503, block=61, memory=4000,
-                                 threads=threads)
+    tables = assert_counts_equal(ids, lengths, 5, 503, block=61, memory=4000)
     assert tables.runs == 4 * -(-(lengths.sum() + 800) // 61)   # a run per order per block
 
 
@@ -252,15 +249,11 @@ def assert_same_model(expected, got):
     assert got[0] == npz
 
 
-@pytest.mark.parametrize("threads", ["1", "2"])
 @pytest.mark.parametrize("order, smoothing, prune", [
     (1, "kneser-ney", []), (3, "kneser-ney", []), (4, "kneser-ney", [0, 1, 2]),
     (8, "kneser-ney", [1]),                       # 8 ids of 9 bits: two uint64 a key
     (4, "witten-bell", []), (4, "add-k", []), (4, "mle", [])])
-def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothing, prune,
-                                                                 threads, monkeypatch):
-    """On one thread, or with the orders' independent steps on two."""
-    monkeypatch.setenv("RNNLM_NUM_THREADS", threads)
+def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothing, prune):
     lines = zipf_corpus(order, 2500, 400)
     config = NgramConfig(order, smoothing, 0.25, prune)
     expected, got, files = train_both(lines, config, memory=20_000)

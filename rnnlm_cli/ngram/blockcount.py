@@ -23,7 +23,6 @@ from typing import List, Optional
 import numpy as np
 
 from rnnlm_cli.ngram import packed
-from rnnlm_cli.parallel import map_threads
 from rnnlm_cli.ngram.runs import Progress, merge_runs, write_run
 from rnnlm_cli.ngram.scratch import Scratch, header_size
 
@@ -67,14 +66,10 @@ def count_records(ids: np.ndarray, offsets: np.ndarray, first: int, n: int,
 
 
 class BlockCounter:
-    """Counts the n-grams of a padded sequence given a block at a time (``add``), the
-    orders of a block on ``threads`` threads at once (NumPy's sorts and gathers release
-    the GIL): a block then takes ``threads`` times ``BYTES_PER_POSITION``."""
+    """Counts the n-grams of a padded sequence given a block at a time (``add``)."""
 
-    def __init__(self, scratch: Scratch, order: int, vocab_size: int, bos: int,
-                 threads: int = 1):
+    def __init__(self, scratch: Scratch, order: int, vocab_size: int, bos: int):
         self.scratch, self.order, self.vocab_size, self.bos = scratch, order, vocab_size, bos
-        self.threads = max(1, min(threads, order - 1))
         self.unigrams = np.zeros(vocab_size, dtype=np.int64)
         self.runs: List[List[str]] = [[] for _ in range(order + 1)]
         self.tail_ids = np.zeros(0, dtype=np.int32)     # the last N-1 positions so far
@@ -90,19 +85,11 @@ class BlockCounter:
         all_ids = np.concatenate([self.tail_ids, ids])
         all_offsets = np.concatenate([self.tail_offsets, offsets])
         first = self.tail_ids.size
-
-        def count(n: int) -> str:
+        for n in range(2, self.order + 1):
             records = count_records(all_ids, all_offsets, first, n, self.vocab_size)
-            return write_run(self.scratch, f"run-{n}", records)
-        orders = range(self.order, 1, -1)               # the longest keys first
-        for n, run in zip(orders, map_threads(count, orders, self.threads)):
-            self.runs[n].append(run)
+            self.runs[n].append(write_run(self.scratch, f"run-{n}", records))
         keep = max(0, all_ids.size - (self.order - 1))
         self.tail_ids, self.tail_offsets = all_ids[keep:], all_offsets[keep:]
-
-    def block_positions(self, memory: int) -> int:
-        """The positions of a block that ``add`` counts within ``memory`` bytes."""
-        return max(1 << 10, memory // (BYTES_PER_POSITION * self.threads))
 
     def _offsets(self, ids: np.ndarray) -> np.ndarray:
         """Each position's offset in its sentence, carried on from the previous block."""
@@ -117,13 +104,13 @@ class BlockCounter:
                    for path in runs)
 
     def finish(self, memory: int, progress: Progress = None) -> CountTables:
-        """Merge each order's runs into its count table (``threads`` orders at once)."""
+        """Merge each order's runs into its count table."""
         result = CountTables(self.order, self.vocab_size, self.unigrams, [None],
                              sum(len(r) for r in self.runs))
-        def merge(n: int) -> str:                       # (the orders share the memory)
+        for n in range(2, self.order + 1):
             dtype = count_dtype(result.packing(n))
             runs = self.runs[n] or [write_run(self.scratch, f"run-{n}", np.zeros(0, dtype))]
-            rows = memory // (3 * dtype.itemsize * self.threads)
-            return merge_runs(self.scratch, runs, f"counts-{n}", rows, "count", progress)
-        result.tables += map_threads(merge, range(self.order, 1, -1), self.threads)[::-1]
+            rows = memory // (3 * dtype.itemsize)
+            result.tables.append(merge_runs(self.scratch, runs, f"counts-{n}", rows,
+                                            "count", progress))
         return result

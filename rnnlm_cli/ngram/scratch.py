@@ -13,10 +13,10 @@ file-size limit) is a ``TrainingError`` naming the folder, not a traceback.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
 import tempfile
-import threading
 from typing import Callable, Optional
 
 import numpy as np
@@ -39,9 +39,9 @@ class Scratch:
     def __init__(self, parent: Optional[str] = None):
         self.parent = parent or tempfile.gettempdir()
         self._folder: Optional[str] = None
+        self._names = itertools.count()
         self.files_made = 0
         self.bytes_written = 0
-        self._lock = threading.Lock()       # (tables are written from several threads)
 
     def __enter__(self) -> "Scratch":
         return self
@@ -64,15 +64,8 @@ class Scratch:
 
     def path(self, name: str) -> str:
         """A new file name in the folder (``name`` says what it holds)."""
-        with self._lock:
-            self.files_made += 1
-            number = self.files_made
-        return os.path.join(self.folder, f"{number:05d}-{name}.npy")
-
-    def wrote(self, size: int) -> None:
-        """Note ``size`` more bytes written to the folder."""
-        with self._lock:
-            self.bytes_written += size
+        self.files_made = next(self._names) + 1
+        return os.path.join(self.folder, f"{self.files_made:05d}-{name}.npy")
 
     def writer(self, name: str, dtype) -> "TableWriter":
         return TableWriter(self.path(name), np.dtype(dtype), self)
@@ -137,7 +130,7 @@ class TableWriter:
         except OSError as exc:
             self._close_quietly()
             raise self.scratch.failure(exc) from None
-        self.scratch.wrote(len(data))
+        self.scratch.bytes_written += len(data)
 
     def _close_quietly(self) -> None:
         try:

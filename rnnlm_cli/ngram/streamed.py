@@ -39,6 +39,7 @@ import numpy as np
 from rnnlm_cli import progress
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.blockcount import CountTables
+from rnnlm_cli.vocab import Vocabulary
 from rnnlm_cli.ngram.runs import AlignedReader, RunSorter
 from rnnlm_cli.ngram.scratch import (Scratch, TableArray, TableReader, header_size, read_table,
                                      remove)
@@ -46,8 +47,6 @@ from rnnlm_cli.ngram.smoothing import (
     Contexts, add_k_order, add_k_unigrams, check_estimate, choose_discounts, counts_of_counts,
     interpolate, interpolated_backoff, katz_backoff, kn_order, mle_order, prune_thresholds,
     safe_log, unigram_probabilities, wb_order)
-from rnnlm_cli.parallel import map_threads
-from rnnlm_cli.vocab import Vocabulary
 
 # Bytes of memory per row of a chunk in each step (its records, ids and temporaries); a
 # sort's buffer takes SORT_FACTOR times the bytes of its records (the sort's copy, index).
@@ -155,23 +154,20 @@ def _ignore(size: int) -> None:
 
 
 def estimate_streamed(counts: CountTables, method: str, bos: int, eos: int, add_k: float,
-                      prune: Optional[Sequence[int]], memory: int, scratch: Scratch,
-                      threads: int = 1) -> StreamedTables:
-    """``smoothing.estimate`` on count tables on disk, within about ``memory`` bytes; the
-    steps that are independent from order to order (the suffix order, left extensions,
-    counts of counts) take ``threads`` orders at once, sharing the memory."""
-    return _Estimator(counts, method, bos, eos, add_k, prune, memory, scratch, threads).run()
+                      prune: Optional[Sequence[int]], memory: int, scratch: Scratch
+                      ) -> StreamedTables:
+    """``smoothing.estimate`` on count tables on disk, within about ``memory`` bytes."""
+    return _Estimator(counts, method, bos, eos, add_k, prune, memory, scratch).run()
 
 
 class _Estimator:
     def __init__(self, counts: CountTables, method: str, bos: int, eos: int, add_k: float,
-                 prune: Optional[Sequence[int]], memory: int, scratch: Scratch,
-                 threads: int = 1):
+                 prune: Optional[Sequence[int]], memory: int, scratch: Scratch):
         self.counts, self.method, self.add_k = counts, method, add_k
         self.bos, self.eos = bos, eos
         self.order, self.vocab_size = counts.order, counts.vocab_size
         self.thresholds = prune_thresholds(prune, counts.order) if prune else None
-        self.memory, self.scratch, self.threads = memory, scratch, threads
+        self.memory, self.scratch = memory, scratch
         self.meter: Callable[[int], None] = _ignore
 
     def rows(self, step: str) -> int:
@@ -184,19 +180,6 @@ class _Estimator:
 
     def packing(self, n: int) -> packed.Packing:
         return packed.Packing(n, self.vocab_size)
-
-    def each_order(self, step: Callable[[int], object], orders: Sequence[int]) -> list:
-        """``[step(n) for n in orders]``, ``threads`` orders at once (the highest, with the
-        longest keys, first), each step given an equal share of the memory."""
-        orders = list(orders)
-        ways = max(1, min(self.threads, len(orders)))
-        whole = self.memory
-        self.memory = max(1, whole // ways)            # (read by rows() and sort_rows())
-        try:
-            results = map_threads(step, orders[::-1], ways)
-        finally:
-            self.memory = whole
-        return results[::-1]
 
     def reader(self, path: str) -> TableReader:
         """A reader of one of the tables each step reads whole, on the progress bar."""
@@ -227,12 +210,11 @@ class _Estimator:
     def _run(self) -> StreamedTables:
         N = self.order
         rotated = [None] * (N + 1)
-        rotated[3:] = self.each_order(self._rotate, range(3, N + 1))
+        rotated[3:] = [self._rotate(n) for n in range(3, N + 1)]
         extensions = [None] * (N + 1)
         notes = {"add-k": {"add_k": self.add_k}}.get(self.method, {})
         if self.method == "kneser-ney":
-            extensions[2:N] = self.each_order(lambda n: self._extensions(n, rotated[n + 1]),
-                                              range(2, N))
+            extensions[2:N] = [self._extensions(n, rotated[n + 1]) for n in range(2, N)]
             notes = {"discounts": {}, "discount_fallback": {}}
             self.unigram_adjusted = self._unigram_adjusted()
             self.discounts = self._kn_discounts(extensions, notes)
@@ -304,13 +286,12 @@ class _Estimator:
     def _kn_discounts(self, extensions: List[Optional[str]], notes: dict) -> List[np.ndarray]:
         """The discounts of every order, from the adjusted counts' counts of counts (noted
         in order 1..N, as the in-memory path notes them)."""
-        def tally(n: int) -> np.ndarray:
-            total = np.zeros(5, dtype=np.int64)
-            for chunk, ids, extensions_beside in self._chunks_with(n, extensions[n]):
-                total += counts_of_counts(self._adjusted(chunk, ids, extensions_beside))
-            return total
         tallies = [counts_of_counts(self.unigram_adjusted)]
-        tallies += self.each_order(tally, range(2, self.order + 1))
+        for n in range(2, self.order + 1):
+            tally = np.zeros(5, dtype=np.int64)
+            for chunk, ids, extensions_beside in self._chunks_with(n, extensions[n]):
+                tally += counts_of_counts(self._adjusted(chunk, ids, extensions_beside))
+            tallies.append(tally)
         return [None] + [choose_discounts(t, n, notes) for n, t in enumerate(tallies, 1)]
 
     def _chunks_with(self, n: int, extensions: Optional[str]):

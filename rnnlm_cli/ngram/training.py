@@ -19,7 +19,7 @@ import numpy as np
 from rnnlm_cli import progress
 from rnnlm_cli.errors import CorpusError, OptionError
 from rnnlm_cli.ngram import cluster
-from rnnlm_cli.ngram.blockcount import BlockCounter, CountTables
+from rnnlm_cli.ngram.blockcount import BYTES_PER_POSITION, BlockCounter, CountTables
 from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.scratch import Scratch, TableReader, remove
@@ -27,7 +27,6 @@ from rnnlm_cli.ngram.smoothing import METHODS, check_estimate, estimate
 from rnnlm_cli.ngram.streamed import StreamedModel, estimate_streamed
 from rnnlm_cli.options import (LEAST_MEMORY, available_memory, check_choice, check_number,
                                check_vocab_source, check_whole)
-from rnnlm_cli.parallel import thread_count
 from rnnlm_cli.vocab import Vocabulary, WordCounter
 
 # Memory per byte of text in the first pass: its lines, tokens and ids as Python objects.
@@ -144,7 +143,7 @@ def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: Ng
                                     corpus_name, tokenizer, step)
     counts = _count_on_disk(corpus.spool, new_id, vocab, config.order, memory, scratch)
     tables = estimate_streamed(counts, config.smoothing, vocab.bos_id, vocab.eos_id,
-                               config.add_k, config.prune, memory, scratch, thread_count())
+                               config.add_k, config.prune, memory, scratch)
     metadata = _metadata(config, tokenizer, corpus_name, corpus.sentences, corpus.tokens,
                          counter.skipped, tables.sizes, tables.notes)
     return StreamedModel(vocab, tables, metadata, memory)
@@ -179,7 +178,7 @@ def train_ngram_cluster(address: str, paths: Sequence[str], names: Sequence[str]
                                       config.order, cluster.part_cuts(vocab, corpus.sentences,
                                                                       parts), scratch, job)
     tables = estimate_streamed(counts, config.smoothing, vocab.bos_id, vocab.eos_id,
-                               config.add_k, config.prune, memory, scratch, thread_count())
+                               config.add_k, config.prune, memory, scratch)
     metadata = _metadata(config, tokenizer, corpus_name, corpus.sentences, corpus.tokens,
                          corpus.counter.skipped, tables.sizes, tables.notes)
     return StreamedModel(vocab, tables, metadata, memory)
@@ -241,9 +240,9 @@ def _first_pass(blocks: SentenceBlocks, counter: WordCounter, scratch: Scratch, 
 def _count_on_disk(corpus: str, new_id: np.ndarray, vocab: Vocabulary, order: int,
                    memory: int, scratch: Scratch) -> CountTables:
     """The second pass: the padded sequence in blocks, in final ids, counted."""
-    counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id, thread_count())
+    counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id)
     with TableReader(corpus) as reader, progress.bytes_bar("counting", reader.rows * 4) as bar:
-        for block in reader.chunks(counter.block_positions(memory)):
+        for block in reader.chunks(max(1 << 10, memory // BYTES_PER_POSITION)):
             counter.add(new_id[block])
             bar.update(block.nbytes)
     remove(corpus)
