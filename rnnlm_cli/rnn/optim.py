@@ -379,9 +379,9 @@ def _adam_update(p, m, v, step_size, root_correction, eps) -> None:
     time: each temporary is a block's (64 KB) rather than the parameter's (40 MB for a
     40k x 256 embedding), so the update reads ``m``, ``v`` and ``p`` once instead of
     going through memory once per operation (3x faster on a 40k x 256 embedding)."""
-    rows = max(1, ADAM_BLOCK * p.shape[0] // max(p.size, 1)) if p.ndim else 1
     if p.ndim == 0:
         p, m, v = p.reshape(1), m.reshape(1), v.reshape(1)
+    rows = max(1, ADAM_BLOCK * p.shape[0] // max(p.size, 1))
     for lo in range(0, p.shape[0], rows):
         block = slice(lo, lo + rows)
         denom = np.sqrt(v[block])
