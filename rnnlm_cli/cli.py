@@ -542,6 +542,11 @@ def _one_blas_thread() -> None:
 @click.option("--lr-decay", type=FiniteFloat(0, 1, min_open=True), default=0.5,
               show_default=True, help="Multiply the learning rate by F after an epoch that "
                                       "does not improve validation perplexity (1: never).")
+@click.option("--lr-schedule", type=LibraryChoice("rnnlm_cli.rnn.training", "LR_SCHEDULES"),
+              default="plateau", show_default=True,
+              help="plateau: --lr-decay after an epoch without improvement; cosine or "
+                   "linear: from --lr down to 0 over the --epochs, update by update (for a "
+                   "fixed budget of epochs).")
 @click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
               help="Stop after N epochs in a row without improvement (0: never).")
 @click.option("--clip-norm", type=FiniteFloat(min=0), default=5.0, show_default=True,
@@ -563,7 +568,8 @@ def _one_blas_thread() -> None:
 def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embed, dropout,
               tie_weights, softmax, classes, init, init_scale, forget_bias, epochs,
               batch_size, bptt, optimizer,
-              lr, lr_decay, patience, clip_norm, seed, checkpoint_every, resume, log,
+              lr, lr_decay, lr_schedule, patience, clip_norm, seed, checkpoint_every, resume,
+              log,
               tokenizer_kind, level, lowercase, min_count, max_vocab, vocab_from,
               encoding_errors):
     """Train a recurrent (LSTM, GRU or Elman) model on CORPUS files, one sentence per line.
@@ -588,8 +594,10 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
 
     model_config = RnnConfig(cell, activation, layers, hidden, embed, dropout, tie_weights,
                              init, init_scale, forget_bias, softmax, classes)
-    config = TrainConfig(epochs, batch_size, bptt, optimizer, lr, lr_decay, patience,
-                         clip_norm, seed, checkpoint_every, log)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, bptt=bptt, optimizer=optimizer,
+                         lr=lr, lr_decay=lr_decay, lr_schedule=lr_schedule, patience=patience,
+                         clip_norm=clip_norm, seed=seed, checkpoint_every=checkpoint_every,
+                         log=log)
     _usage_checked(model_config, config)
     checkpoint = default_path(output)
     check_outputs({"-o": output, "the checkpoint": checkpoint, "--log": log},

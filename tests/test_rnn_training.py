@@ -302,6 +302,42 @@ def test_patience_zero_never_stops_and_decay_one_keeps_the_rate(tmp_path):
     assert run.state.best_valid_ppl == pytest.approx(100)
 
 
+@pytest.mark.parametrize("schedule, rate", [
+    ("cosine", lambda p: (1 + math.cos(math.pi * p)) / 2),   # cos 0 = 1 ... cos(pi 5/6)
+    ("linear", lambda p: 1 - p),
+])
+def test_a_schedule_gives_every_update_its_rate_and_ignores_plateaus(schedule, rate, tmp_path,
+                                                                      monkeypatch):
+    rates = []
+    step = SGD.step
+    monkeypatch.setattr(SGD, "step", lambda self, params, grads, lr: (rates.append(lr),
+                                                                      step(self, params, grads,
+                                                                           lr)))
+    run, _ = scripted([100, 90, 95], tmp_path, lr_schedule=schedule, lr_decay=0.5)
+    chunks = len(rates) // 3
+    assert chunks >= 2 and len(rates) == 3 * chunks
+    expected = [rate(u / (3 * chunks)) for u in range(3 * chunks)]  # update u of 3 epochs
+    assert rates == pytest.approx(expected, rel=1e-12)
+    assert rates[0] == 1.0 and 0 < rates[-1] < rates[-2]            # 1 at first, never 0
+    assert [r.lr for r in run.state.history] == pytest.approx(expected[::chunks])
+    assert run.state.lr == 1.0        # the bad third epoch did not decay the base rate
+
+
+def test_a_resumed_schedule_goes_on_from_where_it_stopped(tmp_path):
+    config = replace(CONFIG, epochs=2, lr_schedule="cosine")
+    whole = fit(config, checkpoint_path=str(tmp_path / "whole.npz"))
+    path = str(tmp_path / "c.npz")
+    chunks = len(Batches(DATA.train, 4, 5))
+
+    def stop(progress):
+        if progress.epoch == 1 and progress.position == chunks // 2:
+            raise KeyboardInterrupt
+    with pytest.raises(TrainingInterrupted):
+        fit(config, hooks=Hooks(on_chunk=stop), checkpoint_path=path)
+    resumed = fit(config, checkpoint_path=path, resume=path)
+    assert params_bytes(resumed.network) == params_bytes(whole.network)
+
+
 class Diverging(BigramNetwork):
     """Returns a NaN loss (or an infinite gradient) from the ``bad``-th update on."""
 
@@ -353,6 +389,8 @@ def test_train_config_validation():
         (TrainConfig(lr=-1.0), "--lr must be a number above 0, not -1.0"),
         (TrainConfig(lr=math.nan), "--lr must be a number above 0, not nan"),
         (TrainConfig(lr_decay=1.5), "--lr-decay must be a number in (0, 1] (1: no decay), not 1.5"),
+        (TrainConfig(lr_schedule="step"),
+         "--lr-schedule must be one of plateau, cosine, linear, not 'step'"),
         (TrainConfig(clip_norm=-1.0), "--clip-norm must be a number at least 0 (0: off), not -1.0"),
         (TrainConfig(optimizer="rmsprop"),
          "--optimizer must be one of sgd, adagrad, adam, not 'rmsprop'"),

@@ -7,7 +7,8 @@ object a checkpoint needs besides the weights and the optimiser state. Each chun
 forward and backward from the hidden state the previous chunk left (detached), the
 gradient norm measured, clipped, the update applied. Each epoch ends with the validation
 perplexity: the best parameters so far are kept, the learning rate decays when it does
-not improve, and ``patience`` epochs without improvement stop training. A non-finite loss
+not improve (or follows a schedule over the whole run, ``lr_schedule``), and ``patience``
+epochs without improvement stop training. A non-finite loss
 or gradient stops training before the update, so the weights never turn NaN.
 
 The state changes only between chunks: an interrupt (``KeyboardInterrupt`` from a hook,
@@ -30,6 +31,9 @@ from rnnlm_cli.options import check_choice, check_number, check_whole
 from rnnlm_cli.rnn.optim import OPTIMIZERS, Optimizer, clip_gradients
 
 
+LR_SCHEDULES = ("plateau", "cosine", "linear")
+
+
 @dataclass
 class TrainConfig:
     """How a recurrent model is trained; saved in the model and its checkpoints.
@@ -45,6 +49,8 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 1.0
     lr_decay: float = 0.5      # lr *= lr_decay after an epoch that does not improve
+    lr_schedule: str = "plateau"   # "plateau" (lr_decay) or a schedule over all updates:
+                                   # "cosine" | "linear" (``scheduled_lr``)
     patience: int = 3          # epochs without improvement before stopping; 0: never stop
     clip_norm: float = 5.0     # 0: no clipping
     seed: int = 0
@@ -62,6 +68,7 @@ class TrainConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_number("lr", self.lr, 0.0, low_open=True)
         check_number("lr_decay", self.lr_decay, 0.0, 1.0, low_open=True, why=" (1: no decay)")
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_whole("patience", self.patience, 0, why=" (0: never stop)")
         check_number("clip_norm", self.clip_norm, 0.0, why=" (0: off)")
         check_whole("seed", self.seed, 0)
@@ -242,7 +249,8 @@ class Trainer:
         if not (math.isfinite(loss) and math.isfinite(norm)):
             raise NonFiniteLoss(_non_finite_message(state, config, "loss" if not
                                                     math.isfinite(loss) else "gradient"))
-        self.optimizer.step(self.network.params, grads, state.lr)
+        self.optimizer.step(self.network.params, grads,
+                            scheduled_lr(config, state, len(self.train_batches)))
         sums = state.sums
         sums.loss += loss * targets.size
         sums.targets += targets.size
@@ -266,7 +274,9 @@ class Trainer:
         record = EpochRecord(
             epoch=state.epoch + 1, train_ppl=_exp(sums.loss / max(sums.targets, 1)),
             valid_ppl=valid_ppl, grad_norm=sums.grad_norm / max(sums.updates, 1),
-            clipped=sums.clipped / max(sums.updates, 1), lr=state.lr, improved=improved,
+            clipped=sums.clipped / max(sums.updates, 1),
+            lr=scheduled_lr(config, state, len(self.train_batches), position=0),
+            improved=improved,
             tokens_per_s=_rate(sums), seconds=sums.seconds + time.perf_counter() - started)
         state.updating = True
         if improved:
@@ -275,7 +285,8 @@ class Trainer:
             state.bad_epochs = 0
         else:
             state.bad_epochs += 1
-            state.lr *= config.lr_decay
+            if config.lr_schedule == "plateau":
+                state.lr *= config.lr_decay
         state.epoch += 1
         state.position, state.hidden, state.sums = 0, None, EpochSums()
         state.history.append(record)
@@ -283,6 +294,29 @@ class Trainer:
             state.stopped = "early stop"
         state.updating = False
         self.hooks.on_epoch(record)
+
+
+def scheduled_lr(config: TrainConfig, state: TrainState, chunks: int,
+                 position: Optional[int] = None) -> float:
+    """The learning rate of the update at chunk ``position`` (default: the state's) of
+    epoch ``state.epoch``, with ``chunks`` chunks an epoch.
+
+    ``plateau``: ``state.lr``, which ``end_epoch`` multiplies by ``lr_decay`` after an epoch
+    that does not improve. The schedules follow the run's progress p = u / U, update u of
+    U = ``epochs`` x ``chunks``, from ``state.lr`` (= ``--lr``) down towards 0, as
+    PyTorch's ``CosineAnnealingLR`` (Loshchilov & Hutter 2017, eq. 5, one cycle, minimum
+    0) and ``LinearLR`` do:
+
+        cosine: lr(p) = lr_0 (1 + cos(pi p)) / 2          linear: lr(p) = lr_0 (1 - p)
+
+    A run resumed with more ``--epochs`` stretches what is left of the schedule."""
+    if config.lr_schedule == "plateau":
+        return state.lr
+    done = state.epoch * chunks + (state.position if position is None else position)
+    progress = min(done / max(config.epochs * chunks, 1), 1.0)
+    if config.lr_schedule == "cosine":
+        return state.lr * (1 + math.cos(math.pi * progress)) / 2
+    return state.lr * (1 - progress)
 
 
 def perplexity(network, batches: Sequence,
