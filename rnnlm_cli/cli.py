@@ -796,10 +796,16 @@ def _warn_rnn_training(state, data) -> None:
               help="One JSON object per line: one per sentence with --per-sentence or "
                    "--per-token (the tokens under token_scores), then the summary. "
                    "Infinite values (a zero probability) are written as null.")
+@click.option("--carry-state", is_flag=True,
+              help="Recurrent models: read each file as one text, every line in the "
+                   "context of the lines before it (the state after a line's </s> reads "
+                   "the next line), as training reads its text and as PyTorch and "
+                   "Mikolov's rnnlm evaluate. Without it each line is read alone, from "
+                   "<s>, as an n-gram model reads it.")
 @mixture_options
 @encoding_option
-def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune,
-               encoding_errors):
+def perplexity(model, text, per_sentence, per_token, as_json, carry_state, mix, weights,
+               tune, encoding_errors):
     """Score TEXT files (stdin if none) with MODEL, one sentence per line.
 
     MODEL is an .npz written by rnnlm, or an ARPA file (.arpa, .arpa.gz) made by KenLM
@@ -810,6 +816,7 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
     Example:
         rnnlm perplexity en.npz test.txt
         rnnlm perplexity en.npz --per-sentence --json < test.txt
+        rnnlm perplexity lstm.npz --carry-state test.txt
         rnnlm perplexity kn.npz --mix lstm.npz --tune valid.txt test.txt
     """
     from rnnlm_cli.allocator import keep_freed_memory
@@ -817,7 +824,12 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
 
     keep_freed_memory()   # the lookups' temporaries are reused, not faulted in (allocator.py)
     stdin_at_most_once(*(text or ("-",)), tune)
+    if carry_state and (mix or weights is not None or tune):
+        raise click.UsageError("--carry-state scores one recurrent model: it does not "
+                               "mix (--mix, --weights, --tune)")
     lm = _open_lm(model, mix, weights, tune, encoding_errors)
+    if carry_state:
+        lm = _carried(lm, model)
     paths = text or ("-",)
     details = per_sentence or per_token
     blocks = _WatchedBlocks(read_corpus_blocks(paths, encoding_errors), model)
@@ -838,6 +850,16 @@ def perplexity(model, text, per_sentence, per_token, as_json, mix, weights, tune
     if summary.zero_prob:
         click.echo(f"Warning: the model gives probability zero to {summary.zero_prob} "
                    "token(s): perplexity is infinite", err=True)
+
+
+def _carried(lm, path: str):
+    """The recurrent model ``lm`` with its state carried from line to line."""
+    from rnnlm_cli.rnn.model import CarriedState, RnnModel
+    if not isinstance(lm, RnnModel):
+        kind = {"ngram": "an n-gram"}.get(lm.kind, f"a {lm.kind}")
+        raise click.UsageError(f"--carry-state needs a recurrent model; {_name(path)} is "
+                               f"{kind} model, which reads each line alone")
+    return CarriedState(lm)
 
 
 class _WatchedBlocks:

@@ -119,12 +119,26 @@ def _scored(model: LanguageModel, corpus: EncodedCorpus, tokens) -> ScoredText:
 def score_blocks(model: LanguageModel, blocks: Iterable[TextBlock],
                  keep_lines: bool = False) -> Iterator["ScoredBlock"]:
     """Each block of text scored, in order; the blocks go through worker threads
-    (``parallel.map_ordered``), a few at a time. With ``keep_lines`` each block keeps its
-    lines and their tokens (for per-sentence output); without it, and where the model's
-    tokenizer can (``Tokenizer.has_spans``), the text is cut as bytes (``score_spans``)."""
+    (``parallel.map_ordered``), a few at a time, unless the model's state runs on from
+    one block into the next (``carries_state``): then one after another. With
+    ``keep_lines`` each block keeps its lines and their tokens (for per-sentence output);
+    without it, and where the model's tokenizer can (``Tokenizer.has_spans``), the text
+    is cut as bytes (``score_spans``)."""
     tokenizer = model.tokenizer
     as_spans = tokenizer.has_spans and not keep_lines
-    return map_ordered(partial(_score_block, model, tokenizer, as_spans, keep_lines), blocks)
+    score = partial(_score_block, model, tokenizer, as_spans, keep_lines)
+    if getattr(model, "carries_state", False):
+        return _in_turn(model, score, blocks)
+    return map_ordered(score, blocks)
+
+
+def _in_turn(model: LanguageModel, score, blocks: Iterable[TextBlock]) -> Iterator["ScoredBlock"]:
+    """The blocks scored one after another, for a model whose state runs on from block to
+    block (``rnn.model.CarriedState``); the first block of a file starts a new text."""
+    for block in blocks:
+        if block.first_line == 1:
+            model.restart()
+        yield score(block)
 
 
 @dataclass

@@ -12,7 +12,8 @@ from rnnlm_cli.modelfile import load_model, save_model
 from rnnlm_cli.models import open_model
 from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.batches import Batches, token_stream
-from rnnlm_cli.rnn.model import RnnModel, boundary_names, mean_state_before, model_metadata
+from rnnlm_cli.rnn.model import (CarriedState, RnnModel, boundary_names, mean_state_before,
+                                 model_metadata)
 from rnnlm_cli.rnn.network import RnnNetwork
 from rnnlm_cli.vocab import Vocabulary
 
@@ -120,6 +121,54 @@ def test_score_of_nothing_and_of_empty_sentences():
     empties = model.score(np.zeros(0, dtype=np.int32), np.zeros(2, dtype=np.int64))
     eos = model.log_probs(model.initial_state(1))[0, model.vocab.eos_id]
     assert np.allclose(empties.logprob, [eos, eos], rtol=1e-6)
+
+
+def stepped_stream(model, corpus):
+    """By hand: one state through the whole text, <s> first, each sentence's </s> read
+    before the next sentence."""
+    stream = token_stream(corpus.ids, corpus.lengths, model.vocab.eos_id)[1:]   # targets
+    state, out = model.initial_state(1), []
+    for token in stream:
+        out.append(model.log_probs(state)[0, token])
+        state = model.advance(state, np.array([token]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("cell,layers", [("lstm", 2), ("gru", 1), ("rnn", 1)])
+def test_score_stream_reads_each_sentence_after_those_before(cell, layers):
+    model, corpus = make_model(cell, layers)
+    expected = stepped_stream(model, corpus)
+    scores, _ = model.score_stream(corpus.ids, corpus.lengths)
+    assert np.array_equal(scores.sentence_ends, np.cumsum(corpus.lengths + 1))
+    assert np.allclose(scores.logprob, expected, rtol=1e-5, atol=1e-5)
+    alone = model.score(corpus.ids, corpus.lengths).logprob
+    first = corpus.lengths[0] + 1
+    assert np.allclose(scores.logprob[:first], alone[:first], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(scores.logprob[first:], alone[first:], atol=1e-3)   # context
+    # one position per piece (the smallest budget), and the text cut in two calls
+    tiny, _ = model.score_stream(corpus.ids, corpus.lengths, cache_floats=1)
+    assert np.allclose(tiny.logprob, expected, rtol=1e-5, atol=1e-5)
+    cut = int(corpus.lengths[:3].sum())
+    head, hidden = model.score_stream(corpus.ids[:cut], corpus.lengths[:3])
+    tail, _ = model.score_stream(corpus.ids[cut:], corpus.lengths[3:], hidden)
+    assert np.allclose(np.concatenate([head.logprob, tail.logprob]), expected,
+                       rtol=1e-5, atol=1e-5)
+
+
+def test_carried_state_goes_on_from_call_to_call_until_restarted():
+    model, corpus = make_model("lstm", 1)
+    expected = stepped_stream(model, corpus)
+    carried = CarriedState(model)
+    assert carried.carries_state and carried.kind == "rnn" and carried.vocab is model.vocab
+    parts = [carried.score(corpus.ids[:0], corpus.lengths[:0])]   # nothing: no change
+    cut = int(corpus.lengths[:5].sum())
+    parts.append(carried.score(corpus.ids[:cut], corpus.lengths[:5]))
+    parts.append(carried.score(corpus.ids[cut:], corpus.lengths[5:]))
+    assert np.allclose(np.concatenate([p.logprob for p in parts]), expected, rtol=1e-5,
+                       atol=1e-5)
+    carried.restart()
+    again = carried.score(corpus.ids, corpus.lengths)
+    assert np.allclose(again.logprob, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_save_and_load_give_identical_log_probs(tmp_path):

@@ -77,6 +77,61 @@ def test_the_output_does_not_depend_on_blocks_or_threads(models, kind, command, 
             (block_bytes, threads)
 
 
+@pytest.fixture(scope="module")
+def rnn_model(models):
+    path = models / "rnn.npz"
+    assert_ok(run("train-rnn", models / "corpus.txt", "-o", path, "--hidden", "8",
+                  "--epochs", "1", "--tokenizer", "regex"))
+    return path
+
+
+def logprobs(output):
+    """The logprob of each JSON line (sentences, then the summary)."""
+    return [json.loads(line)["logprob"] for line in output.splitlines()]
+
+
+def test_carried_state_does_not_depend_on_blocks_or_threads(models, rnn_model, monkeypatch):
+    """The same figures however the text is cut (to float32 rounding, as without
+    --carry-state): a block does not start the text again. Lines read alone differ."""
+    options = ["--carry-state", "--json", "--per-sentence"]
+    whole = logprobs(perplexity(models, "rnn", options, 1 << 20, 1, monkeypatch))
+    alone = logprobs(perplexity(models, "rnn", options[1:], 1 << 20, 1, monkeypatch))
+    assert len(whole) == len(alone) == 409
+    assert abs(whole[-1] - alone[-1]) > 0.1          # the lines were read in context
+    for block_bytes, threads in [(1, 2), (50, 3)]:
+        cut = logprobs(perplexity(models, "rnn", options, block_bytes, threads, monkeypatch))
+        assert cut == pytest.approx(whole, abs=1e-5), (block_bytes, threads)
+
+
+def test_carried_state_starts_again_with_each_file(models, rnn_model, monkeypatch):
+    monkeypatch.setattr(tokenizer, "BLOCK_BYTES", 40)
+    text = models / "text.txt"
+    once = run("perplexity", rnn_model, text, "--carry-state", "--json", "--per-sentence")
+    twice = run("perplexity", rnn_model, text, text, "--carry-state", "--json",
+                "--per-sentence")
+    first = [json.loads(line) for line in once.stdout.splitlines()][:-1]
+    both = [json.loads(line) for line in twice.stdout.splitlines()][:-1]
+    assert len(both) == 2 * len(first) == 816
+    for a, b in zip(first, both[len(first):]):
+        assert b["logprob"] == pytest.approx(a["logprob"], abs=1e-5)
+    alone = run("perplexity", rnn_model, text, "--json", "--per-sentence")
+    alone = [json.loads(line) for line in alone.stdout.splitlines()][:-1]
+    assert first[0]["logprob"] == pytest.approx(alone[0]["logprob"], abs=1e-5)
+    assert sum(a["logprob"] for a in first) != pytest.approx(sum(a["logprob"] for a in alone),
+                                                            abs=0.1)
+
+
+def test_carried_state_needs_one_recurrent_model(models, rnn_model):
+    text = models / "text.txt"
+    assert_fails(run("perplexity", models / "regex.npz", text, "--carry-state"), 2,
+                 "Error: --carry-state needs a recurrent model; " + str(models / "regex.npz")
+                 + " is an n-gram model, which reads each line alone")
+    for mixing in (["--mix", models / "regex.npz"], ["--tune", text], ["--weights", "1"]):
+        assert_fails(run("perplexity", rnn_model, text, "--carry-state", *mixing), 2,
+                     "Error: --carry-state scores one recurrent model: it does not mix "
+                     "(--mix, --weights, --tune)")
+
+
 def test_the_totals_are_those_of_the_sentences(models, monkeypatch):
     """The byte-span path (totals alone) and the line path (--per-sentence) give the same
     summary; the summary is the sum of the sentence lines, and counts what it should:

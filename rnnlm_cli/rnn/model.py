@@ -140,6 +140,44 @@ class RnnModel(LanguageModel):
             out[where[lo:lo + block]] = self._target_log_probs(states[lo:lo + block],
                                                                targets[lo:lo + block])
 
+    def score_stream(self, ids: np.ndarray, lengths: np.ndarray, hidden: Optional[Hidden] = None,
+                     cache_floats: int = CACHE_FLOATS):
+        """``score`` with the sentences read as one text, each in the context of those
+        before it (``perplexity --carry-state``), as training reads its stream: the
+        first sentence is read from ``hidden`` after a ``</s>`` (from the boundary state
+        after ``<s>`` when ``hidden`` is None, as ``score`` reads every sentence), and
+        each later one after the ``</s>`` that ended the one before, in the state that
+        sentence left. Returns ``(TokenScores, hidden)``, the state to go on from: give
+        it to the next call, and the sentences of both calls are one text.
+
+        One stream, so one row of the network's batch, in pieces of the budget's size."""
+        ids = np.asarray(ids, dtype=np.int64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        ends = np.cumsum(lengths + 1)
+        targets = np.full(int(ends[-1]) if ends.size else 0, self.vocab.eos_id, dtype=np.int64)
+        inside = np.ones(targets.size, dtype=bool)
+        inside[ends - 1] = False                                         # the </s> of each
+        targets[inside] = ids
+        out = np.empty(targets.size)
+        if not targets.size:                       # nothing read: the state stays as it was
+            return TokenScores(out, np.zeros(0, dtype=np.int64), ends), hidden
+        if hidden is None:
+            first, hidden = self.vocab.bos_id, self._boundary_hidden(1)
+        else:
+            first = self.vocab.eos_id
+        inputs = np.concatenate([[first], targets[:-1]]).astype(np.int64)
+        net = self.network
+        width = self.config.hidden * (self.config.gates + 3) * self.config.layers
+        piece = max(1, cache_floats // width)
+        block = max(1, LOGIT_FLOATS // net.decoder.width)
+        for lo in range(0, targets.size, piece):
+            hi = min(lo + piece, targets.size)
+            top, hidden = net.outputs(inputs[lo:hi, None], hidden)      # (P, 1, H)
+            for at in range(lo, hi, block):
+                end = min(at + block, hi)
+                out[at:end] = self._target_log_probs(top[at - lo:end - lo, 0], targets[at:end])
+        return TokenScores(out, np.zeros(out.size, dtype=np.int64), ends), hidden
+
     def _target_log_probs(self, states: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """``log p(target)`` after each of the (R, H) states, ``<s>`` excluded: the
         renormalised softmax of ``log_probs``, without the whole rows."""
@@ -185,6 +223,41 @@ class RnnModel(LanguageModel):
         k = network.cell.state_size
         boundary = [tuple(parts[i:i + k]) for i in range(0, len(parts), k)] or None
         return cls(vocab, network, metadata, boundary)
+
+
+class CarriedState(LanguageModel):
+    """An ``RnnModel`` whose ``score`` goes on from where its last call stopped: the
+    sentences of call after call are one text (``RnnModel.score_stream``), as long as
+    the calls come in the text's order (``carries_state``: ``scoring.score_blocks``
+    scores its blocks one after another). ``restart`` begins a new text (a new file).
+    Decoding (``initial_state``, ``advance``, ``log_probs``) is the model's own."""
+
+    carries_state = True
+
+    def __init__(self, model: RnnModel):
+        self.model = model
+        self.vocab, self.metadata = model.vocab, model.metadata
+        self.hidden: Optional[Hidden] = None
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+    def restart(self) -> None:
+        self.hidden = None
+
+    def initial_state(self, batch: int) -> tuple:
+        return self.model.initial_state(batch)
+
+    def advance(self, state: tuple, token_ids: np.ndarray) -> tuple:
+        return self.model.advance(state, token_ids)
+
+    def log_probs(self, state: tuple) -> np.ndarray:
+        return self.model.log_probs(state)
+
+    def score(self, ids: np.ndarray, lengths: np.ndarray) -> TokenScores:
+        scores, self.hidden = self.model.score_stream(ids, lengths, self.hidden)
+        return scores
 
 
 def boundary_names(config: RnnConfig) -> List[str]:
