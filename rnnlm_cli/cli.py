@@ -235,12 +235,14 @@ def _list_items(value: str) -> List[str]:
     return [item for part in parts for item in part.split()]
 
 
-def _open_lm(model: str, mix=(), weights=None, tune=None, encoding_errors="strict"):
-    """MODEL, or the mixture of MODEL and ``--mix`` models, tuned on ``--tune`` text."""
+def _open_lm(model: str, mix=(), weights=None, tune=None, encoding_errors="strict",
+             carry_state=False):
+    """MODEL, or the mixture of MODEL and ``--mix`` models, tuned on ``--tune`` text;
+    with ``carry_state``, its recurrent models read each text as one stream."""
     from rnnlm_cli.errors import OptionError
     from rnnlm_cli.models import open_mixture, open_model
     if not mix and weights is None and tune is None:
-        return open_model(model)
+        return _carried(open_model(model), model) if carry_state else open_model(model)
     paths = [model, *mix]
     if weights is not None:
         from rnnlm_cli.mixture import check_weights
@@ -249,7 +251,21 @@ def _open_lm(model: str, mix=(), weights=None, tune=None, encoding_errors="stric
         except OptionError as exc:
             raise click.BadParameter(str(exc), param_hint="'--weights'") from None
     lm = open_mixture(paths, weights)
+    if carry_state:
+        lm = _carried(lm, model)
     return _tuned(lm, tune, encoding_errors) if tune else lm
+
+
+def _carried(lm, path: str):
+    """``lm`` with its recurrent models' state carried from line to line (``--carry-state``);
+    a usage error if it has none."""
+    from rnnlm_cli.models import carrying_state
+    carried = carrying_state(lm)
+    if not carried.carries_state:
+        what = "the models mixed are" if lm.kind == "mixture" else f"{_name(path)} is"
+        raise click.UsageError(f"--carry-state needs a recurrent model; {what} n-gram, "
+                               "reading each line alone")
+    return carried
 
 
 def _tuned(lm, heldout: str, encoding_errors: str):
@@ -800,8 +816,8 @@ def _warn_rnn_training(state, data) -> None:
               help="Recurrent models: read each file as one text, every line in the "
                    "context of the lines before it (the state after a line's </s> reads "
                    "the next line), as training reads its text and as PyTorch and "
-                   "Mikolov's rnnlm evaluate. Without it each line is read alone, from "
-                   "<s>, as an n-gram model reads it.")
+                   "Mikolov's rnnlm evaluate (in a mixture, with --tune too). Without it "
+                   "each line is read alone, from <s>, as an n-gram model reads it.")
 @mixture_options
 @encoding_option
 def perplexity(model, text, per_sentence, per_token, as_json, carry_state, mix, weights,
@@ -824,12 +840,7 @@ def perplexity(model, text, per_sentence, per_token, as_json, carry_state, mix, 
 
     keep_freed_memory()   # the lookups' temporaries are reused, not faulted in (allocator.py)
     stdin_at_most_once(*(text or ("-",)), tune)
-    if carry_state and (mix or weights is not None or tune):
-        raise click.UsageError("--carry-state scores one recurrent model: it does not "
-                               "mix (--mix, --weights, --tune)")
-    lm = _open_lm(model, mix, weights, tune, encoding_errors)
-    if carry_state:
-        lm = _carried(lm, model)
+    lm = _open_lm(model, mix, weights, tune, encoding_errors, carry_state)
     paths = text or ("-",)
     details = per_sentence or per_token
     blocks = _WatchedBlocks(read_corpus_blocks(paths, encoding_errors), model)
@@ -850,16 +861,6 @@ def perplexity(model, text, per_sentence, per_token, as_json, carry_state, mix, 
     if summary.zero_prob:
         click.echo(f"Warning: the model gives probability zero to {summary.zero_prob} "
                    "token(s): perplexity is infinite", err=True)
-
-
-def _carried(lm, path: str):
-    """The recurrent model ``lm`` with its state carried from line to line."""
-    from rnnlm_cli.rnn.model import CarriedState, RnnModel
-    if not isinstance(lm, RnnModel):
-        kind = {"ngram": "an n-gram"}.get(lm.kind, f"a {lm.kind}")
-        raise click.UsageError(f"--carry-state needs a recurrent model; {_name(path)} is "
-                               f"{kind} model, which reads each line alone")
-    return CarriedState(lm)
 
 
 class _WatchedBlocks:

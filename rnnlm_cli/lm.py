@@ -49,6 +49,12 @@ class LanguageModel(ABC):
 
     vocab: Vocabulary
     metadata: dict
+    # Whether ``score`` goes on from where its last call stopped (the calls must then come
+    # in the text's order; ``rnn.model.CarriedState``); ``restart`` begins a new text.
+    carries_state = False
+
+    def restart(self) -> None:
+        """Begin a new text: forget the context ``score`` carries (if it does)."""
 
     @property
     @abstractmethod

@@ -91,6 +91,14 @@ class MixtureModel(LanguageModel):
     def kind(self) -> str:
         return MIXTURE_TYPE
 
+    @property
+    def carries_state(self) -> bool:
+        return any(c.carries_state for c in self.components)
+
+    def restart(self) -> None:
+        for component in self.components:
+            component.restart()
+
     # -- the interface, passed on to each component --------------------------------------
 
     def initial_state(self, batch: int):
@@ -251,6 +259,8 @@ def tune_on_text(mixture: MixtureModel, lines: Sequence[str],
     """The mixture with its weights tuned by EM on held-out ``lines`` (one sentence per
     line, read as the components read text), starting from its current weights."""
     corpus = mixture.vocab.encode(list(mixture.tokenizer.tokenize_lines(lines)))
+    mixture.restart()           # the held-out text is a text of its own, and so is the next
     logp = mixture.component_scores(corpus.ids, corpus.lengths)
+    mixture.restart()
     weights = tune_weights(logp, mixture.weights, report)
     return MixtureModel(mixture.components, weights)

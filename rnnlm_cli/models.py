@@ -58,6 +58,20 @@ def open_mixture(paths: Sequence[str], weights: Optional[Sequence[float]] = None
     return MixtureModel(components, weights)
 
 
+def carrying_state(lm: LanguageModel) -> LanguageModel:
+    """``lm`` with every recurrent model in it reading a text as one stream, each line in
+    the context of those before it (``rnn.model.CarriedState``); n-gram models as they
+    are. ``carries_state`` of the result says whether anything carries state."""
+    from rnnlm_cli.mixture import MixtureModel
+    from rnnlm_cli.rnn.model import CarriedState, RnnModel
+    if isinstance(lm, RnnModel):
+        return CarriedState(lm)
+    if isinstance(lm, MixtureModel):
+        return MixtureModel([carrying_state(c) for c in lm.components], lm.weights,
+                            lm.metadata)
+    return lm
+
+
 def _from_arrays(path: str, arrays: dict, metadata: dict) -> LanguageModel:
     """The model that a file's (or a mixture member's) arrays and metadata describe."""
     try:

@@ -127,7 +127,7 @@ def score_blocks(model: LanguageModel, blocks: Iterable[TextBlock],
     tokenizer = model.tokenizer
     as_spans = tokenizer.has_spans and not keep_lines
     score = partial(_score_block, model, tokenizer, as_spans, keep_lines)
-    if getattr(model, "carries_state", False):
+    if model.carries_state:
         return _in_turn(model, score, blocks)
     return map_ordered(score, blocks)
 

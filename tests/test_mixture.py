@@ -255,3 +255,22 @@ def test_a_mixture_file_with_damaged_component_arrays(folder, tmp_path):
 def test_check_weights_normalises_rounding():
     assert check_weights([0.3333333, 0.3333333, 0.3333334], 3) == pytest.approx([1 / 3] * 3,
                                                                                 abs=1e-6)
+
+
+def test_tuning_reads_the_held_out_text_as_a_text_of_its_own(folder):
+    """With --carry-state the recurrent component's state runs from call to call: tuning
+    starts it afresh and leaves it fresh, so the text scored next starts from <s>."""
+    from rnnlm_cli.mixture import tune_on_text
+    from rnnlm_cli.models import carrying_state
+    mixture = carrying_state(MixtureModel([open_model(str(folder / "kn.npz")),
+                                           open_model(str(folder / "rnn.npz"))], [0.5, 0.5]))
+    assert mixture.carries_state and mixture.components[1].carries_state
+    corpus = mixture.vocab.encode([line.split() for line in TEST[:20]])
+    fresh = mixture.score(corpus.ids, corpus.lengths).logprob
+    assert not np.allclose(mixture.score(corpus.ids, corpus.lengths).logprob, fresh)  # goes on
+    tuned = tune_on_text(mixture, HELDOUT)
+    assert tuned.components[1] is mixture.components[1]
+    rnn = tuned.components[1]
+    own = rnn.vocab.encode([line.split() for line in TEST[:20]])
+    assert np.allclose(rnn.score(own.ids, own.lengths).logprob,
+                       rnn.model.score_stream(own.ids, own.lengths)[0].logprob)

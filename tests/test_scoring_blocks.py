@@ -121,15 +121,41 @@ def test_carried_state_starts_again_with_each_file(models, rnn_model, monkeypatc
                                                             abs=0.1)
 
 
-def test_carried_state_needs_one_recurrent_model(models, rnn_model):
+def test_carried_state_needs_a_recurrent_model(models):
     text = models / "text.txt"
     assert_fails(run("perplexity", models / "regex.npz", text, "--carry-state"), 2,
-                 "Error: --carry-state needs a recurrent model; " + str(models / "regex.npz")
-                 + " is an n-gram model, which reads each line alone")
-    for mixing in (["--mix", models / "regex.npz"], ["--tune", text], ["--weights", "1"]):
-        assert_fails(run("perplexity", rnn_model, text, "--carry-state", *mixing), 2,
-                     "Error: --carry-state scores one recurrent model: it does not mix "
-                     "(--mix, --weights, --tune)")
+                 f"Error: --carry-state needs a recurrent model; {models / 'regex.npz'} is "
+                 "n-gram, reading each line alone")
+    assert_fails(run("perplexity", models / "regex.npz", text, "--carry-state", "--mix",
+                     models / "regex.npz"), 2,
+                 "Error: --carry-state needs a recurrent model; the models mixed are n-gram, "
+                 "reading each line alone")
+
+
+def token_logprobs(output):
+    """(token, logprob) of every token of --per-token --json output."""
+    return [(t["token"], t["logprob"]) for line in output.splitlines()[:-1]
+            for t in json.loads(line)["token_scores"]]
+
+
+def test_a_mixture_carries_the_state_of_its_recurrent_model(models, rnn_model):
+    text, ngram = models / "text.txt", models / "regex.npz"
+    rnn = token_logprobs(run("perplexity", rnn_model, text, "--carry-state", "--json",
+                             "--per-token").stdout)
+    kn = token_logprobs(run("perplexity", ngram, text, "--json", "--per-token").stdout)
+    mixed = token_logprobs(run("perplexity", rnn_model, text, "--mix", ngram, "--weights",
+                               "0.3,0.7", "--carry-state", "--json", "--per-token").stdout)
+    assert [t for t, _ in rnn] == [t for t, _ in kn] == [t for t, _ in mixed]
+    by_hand = [math.log(0.3 * math.exp(a) + 0.7 * math.exp(b)) for (_, a), (_, b) in zip(rnn, kn)]
+    assert [p for _, p in mixed] == pytest.approx(by_hand, abs=1e-9)
+    # --tune reads the held-out text as a text of its own: EM starts at the perplexity
+    # of the equal mixture, carried
+    tuned = run("perplexity", rnn_model, "--mix", ngram, "--tune", text, "--carry-state",
+                text)
+    assert_ok(tuned)
+    equal = json.loads(run("perplexity", rnn_model, text, "--mix", ngram, "--carry-state",
+                           "--json").stdout)
+    assert f"EM iteration 0: held-out perplexity {equal['perplexity']:.4f}," in tuned.stderr
 
 
 def test_the_totals_are_those_of_the_sentences(models, monkeypatch):
