@@ -260,3 +260,16 @@ def test_an_edited_option_is_shown_on_one_line(work, value, shown):
     assert_fails(result, 1, f"Error: bad.npz: made with other options: --cell {shown} (here "
                             "lstm); resume with the options it was made with")
     assert len(result.stderr.splitlines()) == 2   # "Holding out ..." and the Error: line
+
+
+def test_a_checkpoint_older_than_an_option_resumes_with_its_value(work):
+    """A checkpoint written before --lr-schedule existed was trained with plateau decay."""
+    def edit(arrays, metadata):
+        del metadata["options"]["--lr-schedule"]
+    old = write_edited(edit)
+    assert_ok(resume(old))
+    result = run("train-rnn", "corpus.txt", "-o", "m.npz", "--epochs", 3, *OPTIONS,
+                 "--lr-schedule", "cosine", "--resume", old)
+    assert_fails(result, 1, f"Error: {old}: made with other options: --lr-schedule "
+                            "plateau (here cosine); resume with the options it was made "
+                            "with")

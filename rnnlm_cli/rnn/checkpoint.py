@@ -37,6 +37,11 @@ def default_path(model_path: str) -> str:
     return stem + ".checkpoint.npz"
 
 
+# Options added since checkpoints were first written, with the value that a checkpoint
+# without them was trained with: such a checkpoint resumes with that value.
+NEWER_OPTIONS = {"--lr-schedule": "plateau"}
+
+
 def save_checkpoint(path: str, network, optimizer, state: TrainState, options: dict,
                     fingerprint: str) -> None:
     """Write a checkpoint of a consistent ``state`` (between two chunks) to ``path``."""
@@ -72,8 +77,10 @@ class Checkpoint:
         return self.metadata.get("options") or {}
 
     def check_matches(self, options: dict, fingerprint: str) -> None:
-        """Raise ``OptionError`` naming every option that differs from this run's."""
-        saved = self.options
+        """Raise ``OptionError`` naming every option that differs from this run's. An
+        option newer than the checkpoint counts as the value it was made with
+        (``NEWER_OPTIONS``)."""
+        saved = {**NEWER_OPTIONS, **self.options}
         differ = [f"{flag} {_show(saved.get(flag))} (here {_show(value)})"
                   for flag, value in options.items() if saved.get(flag) != value]
         if differ:

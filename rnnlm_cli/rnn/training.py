@@ -8,8 +8,8 @@ forward and backward from the hidden state the previous chunk left (detached), t
 gradient norm measured, clipped, the update applied. Each epoch ends with the validation
 perplexity: the best parameters so far are kept, the learning rate decays when it does
 not improve (or follows a schedule over the whole run, ``lr_schedule``), and ``patience``
-epochs without improvement stop training. A non-finite loss
-or gradient stops training before the update, so the weights never turn NaN.
+epochs without improvement stop training. A non-finite loss or gradient stops training
+before the update, so the weights never turn NaN.
 
 The state changes only between chunks: an interrupt (``KeyboardInterrupt`` from a hook,
 or Ctrl-C, which ``deferred_interrupts`` holds back until the next chunk boundary) leaves
