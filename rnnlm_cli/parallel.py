@@ -13,8 +13,9 @@ lookups) in one thread, and a worker does not cut its block again (``parts_for``
 inside a worker).
 
 ``RNNLM_NUM_THREADS`` in the environment sets the number of threads (1: no threads at
-all); by default there is one per core this process may run on, or only one while the
-machine is busy (``busy``).
+all; at most ``THREADS_PER_CORE`` per core, since each thread holds blocks of the text
+in memory); by default there is one per core this process may run on, or only one while
+the machine is busy (``busy``).
 """
 from __future__ import annotations
 
@@ -31,21 +32,28 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 MIN_PART = 1 << 15     # items: below this, a thread costs more than it saves
+THREADS_PER_CORE = 4   # RNNLM_NUM_THREADS is capped there: more only hold more memory
 
 _worker = threading.local()   # .active: this thread is a worker of map_ordered
 
 
 def thread_count() -> int:
-    """How many threads to use: ``RNNLM_NUM_THREADS`` if set; else one per usable core,
-    or one while they are all busy."""
+    """How many threads to use: ``RNNLM_NUM_THREADS`` if set (at most
+    ``THREADS_PER_CORE`` per usable core); else one per usable core, or one while they
+    are all busy."""
+    cores = usable_cores()
     wanted = os.environ.get("RNNLM_NUM_THREADS", "").strip()
     if wanted.isdigit() and int(wanted) > 0:
-        return int(wanted)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:             # not on Linux
-        cores = os.cpu_count() or 1
+        return min(int(wanted), THREADS_PER_CORE * cores)
     return 1 if busy(cores) else cores
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:             # not on Linux
+        return os.cpu_count() or 1
 
 
 def busy(cores: int) -> bool:

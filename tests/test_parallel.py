@@ -24,6 +24,14 @@ def test_thread_count_follows_the_environment(monkeypatch):
         assert parallel.thread_count() >= 1
 
 
+def test_threads_asked_for_are_capped_by_the_cores(monkeypatch):
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "100000")
+    assert parallel.thread_count() == 2 * parallel.THREADS_PER_CORE
+    monkeypatch.setenv("RNNLM_NUM_THREADS", str(2 * parallel.THREADS_PER_CORE - 1))
+    assert parallel.thread_count() == 2 * parallel.THREADS_PER_CORE - 1
+
+
 def test_one_thread_while_the_cores_are_busy(monkeypatch):
     monkeypatch.delenv("RNNLM_NUM_THREADS", raising=False)
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
