@@ -60,7 +60,10 @@ def cli():
         rnnlm generate en.npz --num 3 --seed 1
         echo "The train" | rnnlm complete en.npz --top 3
     """
-    from rnnlm_cli.parallel import thread_count
+    from rnnlm_cli.parallel import environment_problem, thread_count
+    problem = environment_problem()
+    if problem:
+        click.echo(f"Warning: {problem}", err=True)
     if thread_count() == 1:   # a busy machine, or RNNLM_NUM_THREADS=1 (parallel.busy): no
         _one_blas_thread()    # BLAS threads either, before a command's options load NumPy
 

@@ -23,7 +23,8 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Sequence, TypeVar
+from typing import (TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence,
+                    TypeVar)
 
 if TYPE_CHECKING:           # (NumPy is imported where it is used: cli.perplexity asks
     import numpy as np      # thread_count before NumPy loads)
@@ -42,10 +43,30 @@ def thread_count() -> int:
     ``THREADS_PER_CORE`` per usable core); else one per usable core, or one while they
     are all busy."""
     cores = usable_cores()
-    wanted = os.environ.get("RNNLM_NUM_THREADS", "").strip()
-    if wanted.isdigit() and int(wanted) > 0:
-        return min(int(wanted), THREADS_PER_CORE * cores)
+    wanted = threads_asked()
+    if wanted:
+        return min(wanted, THREADS_PER_CORE * cores)
     return 1 if busy(cores) else cores
+
+
+def threads_asked() -> Optional[int]:
+    """``RNNLM_NUM_THREADS`` as a whole number above 0 (ASCII digits), or None where it is
+    unset or unusable (``environment_problem`` says which)."""
+    wanted = os.environ.get("RNNLM_NUM_THREADS", "").strip()
+    if wanted.isascii() and wanted.isdigit():
+        digits = wanted.lstrip("0")[:10]  # (10 digits: far above any cap, and quick)
+        return int(digits) if digits else None
+    return None
+
+
+def environment_problem() -> Optional[str]:
+    """What is wrong with ``RNNLM_NUM_THREADS``, if it is set and unusable."""
+    wanted = os.environ.get("RNNLM_NUM_THREADS", "")
+    if not wanted.strip() or threads_asked() is not None:
+        return None
+    shown = wanted if len(wanted) <= 20 else wanted[:20] + "..."
+    return (f"RNNLM_NUM_THREADS={shown!r} is not a number of threads (a whole number from 1); "
+            "using the default")
 
 
 def usable_cores() -> int:

@@ -24,6 +24,31 @@ def test_thread_count_follows_the_environment(monkeypatch):
         assert parallel.thread_count() >= 1
 
 
+def test_an_unusable_thread_count_is_named_and_the_default_taken(monkeypatch):
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    for unusable in ("0", "-1", "abc", "1e3", "1.5", "\u00b2", "\u0663"):   # (2, 3: not ASCII)
+        monkeypatch.setenv("RNNLM_NUM_THREADS", unusable)
+        assert parallel.thread_count() == 2, unusable
+        assert repr(unusable) in parallel.environment_problem()
+    for usable, threads in (("1", 1), ("007", 7), ("  3 ", 3), ("9" * 5000, 8)):
+        monkeypatch.setenv("RNNLM_NUM_THREADS", usable)
+        assert parallel.thread_count() == threads
+        assert parallel.environment_problem() is None
+    monkeypatch.setenv("RNNLM_NUM_THREADS", " ")           # set empty: as unset
+    assert parallel.environment_problem() is None and parallel.thread_count() == 2
+
+
+def test_an_unusable_thread_count_is_one_warning_line(monkeypatch):
+    from click.testing import CliRunner
+    from rnnlm_cli.cli import cli
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "\u00b2")
+    result = CliRunner().invoke(cli, ["perplexity", "--help"])
+    assert result.exit_code == 0
+    assert "Traceback" not in result.output
+    assert "Warning: RNNLM_NUM_THREADS='\u00b2' is not a number of threads" in result.output
+
+
 def test_threads_asked_for_are_capped_by_the_cores(monkeypatch):
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setenv("RNNLM_NUM_THREADS", "100000")
