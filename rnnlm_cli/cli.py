@@ -618,6 +618,9 @@ def train_rnn(ctx, corpus, output, valid, cell, activation, layers, hidden, embe
                          clip_norm=clip_norm, seed=seed, checkpoint_every=checkpoint_every,
                          log=log)
     _usage_checked(model_config, config)
+    if lr_schedule != "plateau" and _given(ctx, ["lr_decay"]):
+        raise click.UsageError(f"--lr-decay works with --lr-schedule plateau only (the "
+                               f"{lr_schedule} schedule sets every update's rate itself)")
     checkpoint = default_path(output)
     check_outputs({"-o": output, "the checkpoint": checkpoint, "--log": log},
                   inputs=[*corpus, valid, vocab_from])

@@ -271,5 +271,30 @@ def test_a_checkpoint_older_than_an_option_resumes_with_its_value(work):
     result = run("train-rnn", "corpus.txt", "-o", "m.npz", "--epochs", 3, *OPTIONS,
                  "--lr-schedule", "cosine", "--resume", old)
     assert_fails(result, 1, f"Error: {old}: made with other options: --lr-schedule "
-                            "plateau (here cosine); resume with the options it was made "
-                            "with")
+                            "plateau (here cosine), --epochs unset (here 3); resume with "
+                            "the options it was made with")
+
+
+def test_a_schedule_over_the_run_resumes_with_its_epochs_only(work):
+    """Under cosine or linear each update's rate depends on --epochs: a checkpoint of such a
+    run resumes with the same --epochs (a plateau run may take more: test above)."""
+    def as_cosine(arrays, metadata):
+        options = metadata["options"]
+        assert options["--lr-schedule"] == "plateau" and "--epochs" not in options
+        options["--lr-schedule"], options["--epochs"] = "cosine", 3
+        del options["--lr-decay"]
+    cosine = write_edited(as_cosine)
+    result = run("train-rnn", "corpus.txt", "-o", "m.npz", "--epochs", 5, *OPTIONS,
+                 "--lr-schedule", "cosine", "--resume", cosine)
+    assert_fails(result, 1, f"Error: {cosine}: made with other options: --epochs 3 (here 5); "
+                            "resume with the options it was made with")
+    assert_ok(run("train-rnn", "corpus.txt", "-o", "m.npz", "--epochs", 3, *OPTIONS,
+                  "--lr-schedule", "cosine", "--resume", cosine))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_lr_decay_beside_a_schedule_over_the_run_is_a_usage_error(work, schedule):
+    result = run("train-rnn", "corpus.txt", "-o", "m.npz", "--lr-schedule", schedule,
+                 "--lr-decay", "0.1")
+    assert_fails(result, 2, contains=["--lr-decay works with --lr-schedule plateau only"])
+    assert not (work / "m.npz").exists()

@@ -75,8 +75,14 @@ class TrainConfig:
         check_number("checkpoint_every", self.checkpoint_every, 0.0, why=" minutes (0: off)")
 
     def model_options(self) -> dict:
-        """The options that decide the trained weights (all but ``RESUMABLE``)."""
-        return {k: v for k, v in asdict(self).items() if k not in self.RESUMABLE}
+        """The options that decide the trained weights: all but ``RESUMABLE``; under a
+        schedule over the whole run, ``epochs`` too (each update's rate depends on them)
+        and not ``lr_decay`` (unused)."""
+        options = {k: v for k, v in asdict(self).items() if k not in self.RESUMABLE}
+        if self.lr_schedule != "plateau":
+            options["epochs"] = self.epochs
+            del options["lr_decay"]
+        return options
 
 
 # -- what the loop reports -------------------------------------------------------------------
