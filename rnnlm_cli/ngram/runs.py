@@ -39,13 +39,24 @@ def sort_records(records: np.ndarray, sum_field: Optional[str] = None,
     ``order`` finds the sorting permutation: ``packed.lex_order`` for records in any
     order, or a faster one that knows how they come (``packed.merge_order``: sorted runs
     end to end)."""
-    records = records[order(records["key"])]
+    records = gather(records, order(records["key"]))
     if sum_field is None or records.size == 0:
         return records
     firsts = np.flatnonzero(packed.row_starts(records["key"]))
-    combined = records[firsts]
+    combined = gather(records, firsts)
     combined[sum_field] = np.add.reduceat(records[sum_field], firsts)
     return combined
+
+
+def gather(records: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``records[index]`` for an integer index: ``np.take``, which copies structured
+    records 2-6x faster than indexing does (NumPy 2.4: 3M records of 24 bytes)."""
+    return np.take(records, index)
+
+
+def select(records: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``records[mask]`` for a boolean mask: ``np.compress``, 5x faster on records."""
+    return np.compress(mask, records)
 
 
 def write_run(scratch: Scratch, name: str, records: np.ndarray) -> str:
@@ -192,7 +203,7 @@ class AlignedReader:
                     raise RuntimeError(f"{self.reader.path} ends before the rows it should "
                                        "hold")
                 chunk = self.reader.read(max(self.buffer_rows, needed))
-                self.buffer = chunk[~self.skip(chunk)] if self.skip else chunk
+                self.buffer = select(chunk, ~self.skip(chunk)) if self.skip else chunk
                 continue
             parts.append(self.buffer[:needed])
             self.buffer = self.buffer[needed:]
@@ -213,7 +224,7 @@ class AlignedReader:
         new = self.take(keys[starts])
         rows = np.concatenate([self.last[None], new]) if continued else new
         self.last = rows[-1].copy()
-        return rows[np.cumsum(starts) - (0 if continued else 1)]
+        return gather(rows, np.cumsum(starts) - (0 if continued else 1))
 
     def close(self) -> None:
         self.reader.close()
