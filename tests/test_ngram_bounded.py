@@ -42,6 +42,9 @@ def test_packed_keys_sort_and_search_as_tuples_of_ids(vocab_size, n):
     tuples = sorted(map(tuple, ids.tolist()))
     assert list(map(tuple, packing.unpack(ordered).tolist())) == tuples
     assert packed.row_starts(ordered).sum() == len(set(tuples))
+    rotated = [t[1:] + t[:1] for t in map(tuple, ids.tolist())]      # (w_2 .. w_n, w_1)
+    assert list(map(tuple, packing.unpack(packing.rotate(keys)).tolist())) == rotated
+    np.testing.assert_array_equal(packing.rotate(packing.rotate(keys), left=False), keys)
     queries = rng.integers(0, vocab_size, (300, n))
     queries[:100] = ids[:100]
     expected = [bisect.bisect_left(tuples, tuple(q)) for q in queries.tolist()]

@@ -52,6 +52,27 @@ class Packing:
             keys[:, word] |= column.astype(np.uint64)
         return keys
 
+    def rotate(self, keys: np.ndarray, left: bool = True) -> np.ndarray:
+        """``pack(np.roll(unpack(keys), -1 if left else 1, axis=1))`` without unpacking:
+        (w_1 .. w_n) -> (w_2 .. w_n, w_1), or back. Each uint64 word shifts its ids by
+        one place, and the id that leaves a word enters the next one (the last word's
+        goes round to the first), so a rotation is 2 shifts, a mask and an or a word."""
+        bits = np.uint64(self.bits)
+        lowest = np.uint64((1 << self.bits) - 1)
+        held = [min(self.per_word, self.n - w * self.per_word) for w in range(self.words)]
+        top = [np.uint64(self.bits * (h - 1)) for h in held]   # where a word's first id sits
+        out = np.empty_like(keys)
+        for w in range(self.words):
+            word = keys[:, w]
+            if left:    # drop the first id, shift up, take the next word's first id
+                after = (w + 1) % self.words
+                rest = word & np.uint64((1 << int(top[w])) - 1)
+                out[:, w] = (rest << bits) | (keys[:, after] >> top[after])
+            else:       # drop the last id, shift down, take the previous word's last id
+                before = keys[:, (w - 1) % self.words]
+                out[:, w] = (word >> bits) | ((before & lowest) << top[w])
+        return out
+
     def unpack(self, keys: np.ndarray) -> np.ndarray:
         """``(rows, W)`` keys -> ``(rows, n)`` int64 word ids."""
         ids = np.empty((keys.shape[0], self.n), dtype=np.int64)

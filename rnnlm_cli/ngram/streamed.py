@@ -245,7 +245,7 @@ class _Estimator:
         with self.reader(self.counts.tables[n - 1]) as reader:
             for chunk in reader.chunks(max(64, sort_rows // 4)):
                 records = np.empty(chunk.size, dtype=dtype)
-                records["key"] = packing.pack(np.roll(packing.unpack(chunk["key"]), -1, axis=1))
+                records["key"] = packing.rotate(chunk["key"])
                 sorter.add(records)
         return sorter.finish(sort_rows)
 
@@ -361,7 +361,7 @@ class _Estimator:
                 ids = packing.unpack(chunk["key"])                # (w_2 .. w_n, w_1)
                 records = np.empty(chunk.size, dtype=dtype)
                 records["lower"] = values.for_groups(below.pack(ids[:, :n - 1]))["value"]
-                records["key"] = packing.pack(np.roll(ids, 1, axis=1))
+                records["key"] = packing.rotate(chunk["key"], left=False)
                 sorter.add(records)
         return sorter.finish(sort_rows)
 
