@@ -275,13 +275,23 @@ def _restore(item: _Pending, backup: Optional[str]) -> None:
 
 @contextmanager
 def interrupts_held():
-    """Ctrl-C and SIGTERM wait until the block is done (the renames of one group)."""
+    """Ctrl-C and SIGTERM wait until the block is done (the renames of one group): while
+    it runs their handlers only note them, and the first one noted is raised again after
+    it. (Blocking them in this thread with ``pthread_sigmask`` is not enough: the kernel
+    gives a process's signal to any thread that does not block it, BLAS's or a pool's,
+    and Python then runs the handler in the main thread all the same.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    noted: List[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in held}
+    for signum in held:
+        signal.signal(signum, lambda signum, frame: noted.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if noted:
+            signal.raise_signal(noted[0])

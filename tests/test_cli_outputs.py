@@ -325,3 +325,32 @@ def test_a_gzipped_arpa_file_has_no_name_or_time_in_its_header(work):
     assert header[:3] == b"\x1f\x8b\x08"
     assert header[3] & 0x08 == 0                      # no FNAME
     assert header[4:8] == b"\x00\x00\x00\x00"         # MTIME 0
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_interrupts_wait_for_the_block_while_other_threads_run(signum):
+    """A signal to the process may be given to any of its threads (BLAS's, a pool's),
+    which the main thread's signal mask does not cover: the block still runs to its end,
+    and the interrupt comes after it."""
+    import signal
+    import threading
+    import time
+    from rnnlm_cli import process
+    from rnnlm_cli.outputs import interrupts_held
+    before = signal.signal(signal.SIGTERM, process._terminate)   # as process.prepare sets
+    try:
+        other = threading.Thread(target=time.sleep, args=(1.0,), daemon=True)
+        other.start()
+        steps = []
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            with interrupts_held():
+                os.kill(os.getpid(), getattr(signal, signum))
+                for step in range(20):
+                    time.sleep(0.005)            # the handler would run here
+                    steps.append(step)
+        assert steps == list(range(20))
+        assert isinstance(stopped.value, process.Terminated) == (signum == "SIGTERM")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is process._terminate
+    finally:
+        signal.signal(signal.SIGTERM, before)
