@@ -210,10 +210,9 @@ class WordCounter:
         """Count another counter's words as if its text came after this one's: ``words``
         its ``first_seen`` in order, ``counts`` its ``counts``. The counters of the parts
         of a corpus (shards counted apart), merged in order, are the whole's counter."""
-        setdefault, first_seen = self.first_seen.setdefault, self.first_seen
-        ids = np.fromiter((setdefault(w, len(first_seen)) for w in words), dtype=np.int64,
+        ids = np.fromiter(map(self.first_seen.__getitem__, words), dtype=np.int64,
                           count=len(words))
-        merged = np.zeros(len(first_seen), dtype=np.int64)
+        merged = np.zeros(len(self.first_seen), dtype=np.int64)
         merged[:self.counts.size] = self.counts
         merged[ids] += counts          # (each word once in ``words``: no repeated index)
         self.counts = merged
