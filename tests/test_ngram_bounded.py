@@ -6,6 +6,7 @@ import bisect
 import io
 import os
 from collections import Counter
+from functools import partial
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from rnnlm_cli.ngram.arpa import write_arpa
 from rnnlm_cli.ngram.blockcount import BlockCounter
 from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import NgramModel
-from rnnlm_cli.ngram.runs import RunSorter, merge_runs, write_run
+from rnnlm_cli.ngram.runs import RunSorter, merge_runs, sort_records, write_run
 from rnnlm_cli.ngram.scratch import Scratch, read_table
 from rnnlm_cli.ngram.smoothing import METHODS
 from rnnlm_cli.ngram.training import NgramConfig, train_ngram, train_ngram_bounded
@@ -67,6 +68,69 @@ def test_sorted_runs_end_to_end_merge_in_lexicographic_order(vocab_size, n):
     runs = np.concatenate([part[packed.lex_order(part)] for part in np.array_split(keys, 7)])
     np.testing.assert_array_equal(packed.merge_order(runs), packed.lex_order(runs))
     np.testing.assert_array_equal(packed.first_ids(keys, packing), ids[:, 0])
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Sorts cut even small tables into groups, sorted on two threads."""
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "2")
+    monkeypatch.setattr("rnnlm_cli.parallel.MIN_PART", 4)
+
+
+def test_first_word_groups_cut_between_ranges_of_first_words():
+    rng = np.random.default_rng(5)
+    words = np.concatenate([rng.integers(0, 50, 3000), np.full(2000, 7)]).astype(np.uint64)
+    groups = packed.first_word_groups(words, 4)
+    assert 2 <= len(groups) <= 4
+    np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(words.size))
+    for group in groups:
+        assert np.all(np.diff(group) > 0)                 # each group's rows in order
+    for before, after in zip(groups, groups[1:]):
+        assert words[before].max() < words[after].min()   # equal words share a group
+    assert len(packed.first_word_groups(np.full(500, 3, dtype=np.uint64), 4)) == 1
+
+
+@pytest.mark.parametrize("vocab_size", [5, 300, 70_000, 2**21 + 1])
+@pytest.mark.parametrize("n", [1, 2, 4, 7])
+def test_sorting_in_groups_on_two_threads_is_sorting_the_whole(vocab_size, n, two_threads,
+                                                               monkeypatch):
+    """``sort_rows`` and ``sort_records`` cut a large table into groups by first word and
+    sort them on two threads: the same rows, the same order and the same sums as one sort
+    of the whole, with each of the orders the estimate sorts with."""
+    rng = np.random.default_rng(vocab_size * n)
+    packing = packed.Packing(n, vocab_size)
+    ids = rng.integers(0, min(vocab_size, 9), (3000, n))
+    ids[::3] = rng.integers(0, vocab_size, (1000, n))
+    keys = packing.pack(ids)
+    records = np.zeros(keys.shape[0], dtype=packed.dtype_of(packing, count=np.int64))
+    records["key"], records["count"] = keys, rng.integers(1, 5, keys.shape[0])
+    runs = np.concatenate([sort_records(part) for part in np.array_split(records, 5)])
+    unique = sort_records(records, "count")
+    suffix_order = unique[packed.lex_order(packing.rotate(unique["key"]))]  # (w_2 .., w_1)
+    first_then_rest = partial(first_id_order, packing=packing)
+    grouped = []
+    real_groups = packed.first_word_groups
+    monkeypatch.setattr(packed, "first_word_groups",
+                        lambda *a: grouped.append(real_groups(*a)) or grouped[-1])
+    cases = [(records, packed.lex_order), (runs, packed.merge_order)]
+    if n > 1:
+        cases.append((suffix_order, first_then_rest))
+    for table, order in cases:
+        for sum_field in (None, "count"):
+            grouped.clear()
+            got = sort_records(table, sum_field, order)
+            assert len(grouped) == 1 and len(grouped[0]) > 1     # sorted in groups
+            monkeypatch.setenv("RNNLM_NUM_THREADS", "1")
+            expected = sort_records(table, sum_field, order)
+            monkeypatch.setenv("RNNLM_NUM_THREADS", "2")
+            assert got.tobytes() == expected.tobytes()
+    np.testing.assert_array_equal(packed.sort_rows(keys), keys[packed.lex_order(keys)])
+
+
+def first_id_order(keys, packing):
+    """The order ``_lower`` sorts with: unique keys in suffix order, sorted stably by first
+    word, are in lexicographic order."""
+    return np.argsort(packed.first_ids(keys, packing), kind="stable")
 
 
 def test_a_word_holds_as_many_ids_as_fit():
@@ -262,6 +326,20 @@ def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothi
     expected, got, files = train_both(lines, config, memory=20_000)
     assert_same_model(expected, got)
     assert files > 20 * (order - 1)               # many runs spilled and merged
+
+
+@pytest.mark.parametrize("order, smoothing", [(5, "kneser-ney"), (4, "witten-bell"),
+                                             (8, "kneser-ney")])
+def test_sorting_on_two_threads_gives_the_in_memory_model_too(order, smoothing,
+                                                              two_threads, monkeypatch):
+    lines = zipf_corpus(order, 2500, 400)
+    groups = []
+    real_groups = packed.first_word_groups
+    monkeypatch.setattr(packed, "first_word_groups",
+                        lambda *a: groups.append(real_groups(*a)) or groups[-1])
+    expected, got, _ = train_both(lines, NgramConfig(order, smoothing), memory=20_000)
+    assert_same_model(expected, got)
+    assert sum(len(g) > 1 for g in groups) > 20            # many sorts went in groups
 
 
 def test_a_fixed_vocabulary_gives_the_same_model_too():
