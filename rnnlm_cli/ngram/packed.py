@@ -20,7 +20,7 @@ the sorted groups laid end to end are the sorted rows, the same as one sort give
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Sequence
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -139,14 +139,32 @@ def sort_rows(keys: np.ndarray) -> np.ndarray:
     count = group_count(keys.shape[0])
     if count == 1:
         return _sort_rows(keys)
-    groups = first_word_groups(keys[:, 0], count)
-    ends = np.cumsum([group.size for group in groups])
+    rows, ends = first_word_groups(keys[:, 0], count)
     out = np.empty_like(keys)
 
     def sort_group(i: int) -> None:
-        out[ends[i] - groups[i].size:ends[i]] = _sort_rows(np.take(keys, groups[i], axis=0))
-    in_threads(sort_group, range(len(groups)))
+        start, end = ends[i], ends[i + 1]
+        out[start:end] = _sort_rows(np.take(keys, rows[start:end], axis=0))
+    in_threads(sort_group, nonempty(ends))
     return out
+
+
+def order_in_groups(keys: np.ndarray, order: Callable[[np.ndarray], np.ndarray]
+                    ) -> np.ndarray:
+    """``order(keys)`` (a permutation sorting ``keys`` lexicographically, stable), for
+    many rows found a group at a time on every core (``first_word_groups``): each
+    group's rows, sorted in place, laid end to end, are the permutation, and it takes no
+    more memory than ``order`` of the whole."""
+    count = group_count(keys.shape[0])
+    if count == 1:
+        return order(keys)
+    rows, ends = first_word_groups(keys[:, 0], count)
+
+    def order_group(i: int) -> None:
+        group = rows[ends[i]:ends[i + 1]]
+        group[:] = group[order(np.take(keys, group, axis=0))]
+    in_threads(order_group, nonempty(ends))
+    return rows
 
 
 def _sort_rows(keys: np.ndarray) -> np.ndarray:
@@ -163,20 +181,26 @@ def group_count(rows: int) -> int:
     return 1 if threads == 1 else GROUPS_PER_THREAD * threads
 
 
-def first_word_groups(first_words: np.ndarray, groups: int) -> List[np.ndarray]:
-    """The row numbers of up to ``groups`` groups of about equal size, cut between ranges
-    of the rows' first uint64 words (``first_words``), the groups in increasing order of
-    their range and each group's rows in their order in the table. Rows of equal first
-    words share a group, so sorting each group (stably, or rows that are unique) and
-    laying the groups end to end gives what sorting the whole gives."""
+def first_word_groups(first_words: np.ndarray, groups: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The row numbers cut into up to ``groups`` groups of about equal size, between
+    ranges of the rows' first uint64 words (``first_words``): ``(rows, ends)``, group i
+    being ``rows[ends[i]:ends[i + 1]]``; the groups come in increasing order of their
+    range, and each group's rows in their order in the table. Rows of equal first words
+    share a group, so sorting each group (stably, or rows that are unique) and laying
+    the groups end to end gives what sorting the whole gives."""
     sample = np.sort(first_words[::max(1, first_words.size // (64 * groups))])
     pivots = np.unique(sample[np.arange(1, groups) * sample.size // groups])
     group = np.zeros(first_words.size, dtype=np.uint8)
     for pivot in pivots:                     # group = how many pivots are at most the word
         group += first_words >= pivot
-    by_group = np.argsort(group, kind="stable")     # a radix sort of bytes: rows in order
-    ends = np.cumsum(np.bincount(group, minlength=pivots.size + 1))
-    return [part for part in np.split(by_group, ends[:-1]) if part.size]
+    rows = np.argsort(group, kind="stable")     # a radix sort of bytes: rows kept in order
+    ends = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=pivots.size + 1))])
+    return rows, ends
+
+
+def nonempty(ends: np.ndarray) -> List[int]:
+    """The groups of ``first_word_groups`` that have rows."""
+    return np.flatnonzero(np.diff(ends)).tolist()
 
 
 def in_threads(work: Callable[[int], None], items: Sequence[int]) -> None:

@@ -38,22 +38,9 @@ def sort_records(records: np.ndarray, sum_field: Optional[str] = None,
     """``records`` sorted by key; with ``sum_field``, one record per key holding the sum.
     ``order`` finds the permutation that sorts keys lexicographically: ``packed.lex_order``
     for records in any order, or a faster one that knows how they come
-    (``packed.merge_order``: sorted runs end to end). Many records are sorted in groups
-    on every core (``packed.first_word_groups``), each group as a whole would be."""
-    count = packed.group_count(records.size)
-    if count == 1:
-        return _sort_group(records, sum_field, order)
-    groups = packed.first_word_groups(records["key"][:, 0], count)
-    done: List[np.ndarray] = [None] * len(groups)
-
-    def sort_group(i: int) -> None:
-        done[i] = _sort_group(gather(records, groups[i]), sum_field, order)
-    packed.in_threads(sort_group, range(len(groups)))
-    return np.concatenate(done)
-
-
-def _sort_group(records: np.ndarray, sum_field: Optional[str], order: Order) -> np.ndarray:
-    records = gather(records, order(records["key"]))
+    (``packed.merge_order``: sorted runs end to end). Many keys are ordered on every
+    core (``packed.order_in_groups``)."""
+    records = gather(records, packed.order_in_groups(records["key"], order))
     if sum_field is None or records.size == 0:
         return records
     firsts = np.flatnonzero(packed.row_starts(records["key"]))
