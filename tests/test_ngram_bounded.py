@@ -6,7 +6,6 @@ import bisect
 import io
 import os
 from collections import Counter
-from functools import partial
 
 import numpy as np
 import pytest
@@ -80,15 +79,16 @@ def two_threads(monkeypatch):
 def test_first_word_groups_cut_between_ranges_of_first_words():
     rng = np.random.default_rng(5)
     words = np.concatenate([rng.integers(0, 50, 3000), np.full(2000, 7)]).astype(np.uint64)
-    rows, ends = packed.first_word_groups(words, 4)
-    groups = [rows[ends[i]:ends[i + 1]] for i in packed.nonempty(ends)]
+    labels, ends = packed.first_word_groups(words, 4)
+    groups = [np.flatnonzero(labels == i) for i in packed.nonempty(ends)]
     assert 2 <= len(groups) <= 4
+    assert [g.size for g in groups] == np.diff(ends)[np.diff(ends) > 0].tolist()
     np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(words.size))
     for group in groups:
         assert np.all(np.diff(group) > 0)                 # each group's rows in order
     for before, after in zip(groups, groups[1:]):
         assert words[before].max() < words[after].min()   # equal words share a group
-    rows, ends = packed.first_word_groups(np.full(500, 3, dtype=np.uint64), 4)
+    _, ends = packed.first_word_groups(np.full(500, 3, dtype=np.uint64), 4)
     assert len(packed.nonempty(ends)) == 1
 
 
@@ -96,9 +96,9 @@ def test_first_word_groups_cut_between_ranges_of_first_words():
 @pytest.mark.parametrize("n", [1, 2, 4, 7])
 def test_sorting_in_groups_on_two_threads_is_sorting_the_whole(vocab_size, n, two_threads,
                                                                monkeypatch):
-    """``sort_rows`` and ``sort_records`` cut a large table into groups by first word and
-    sort them on two threads: the same rows, the same order and the same sums as one sort
-    of the whole, with each of the orders the estimate sorts with."""
+    """``sort_rows`` and ``in_groups`` of an order cut a large table into groups by first
+    word and sort them on two threads: the same rows, the same order (so the same sums)
+    as one sort of the whole, with each of the orders the estimate sorts with."""
     rng = np.random.default_rng(vocab_size * n)
     packing = packed.Packing(n, vocab_size)
     ids = rng.integers(0, min(vocab_size, 9), (3000, n))
@@ -109,7 +109,8 @@ def test_sorting_in_groups_on_two_threads_is_sorting_the_whole(vocab_size, n, tw
     runs = np.concatenate([sort_records(part) for part in np.array_split(records, 5)])
     unique = sort_records(records, "count")
     suffix_order = unique[packed.lex_order(packing.rotate(unique["key"]))]  # (w_2 .., w_1)
-    first_then_rest = partial(first_id_order, packing=packing)
+    def first_then_rest(keys):
+        return first_id_order(keys, packing)
     grouped = []
     real_groups = packed.first_word_groups
     monkeypatch.setattr(packed, "first_word_groups",
@@ -118,15 +119,18 @@ def test_sorting_in_groups_on_two_threads_is_sorting_the_whole(vocab_size, n, tw
     if n > 1:
         cases.append((suffix_order, first_then_rest))
     for table, order in cases:
-        for sum_field in (None, "count"):
-            grouped.clear()
-            got = sort_records(table, sum_field, order)
-            assert len(grouped) == 1 and len(packed.nonempty(grouped[0][1])) > 1  # in groups
-            monkeypatch.setenv("RNNLM_NUM_THREADS", "1")
-            expected = sort_records(table, sum_field, order)
-            monkeypatch.setenv("RNNLM_NUM_THREADS", "2")
-            assert got.tobytes() == expected.tobytes()
+        grouped.clear()
+        got = packed.in_groups(order)(table["key"])
+        assert len(grouped) == 1 and len(packed.nonempty(grouped[0][1])) > 1  # in groups
+        np.testing.assert_array_equal(got, order(table["key"]))
+        if order is not first_then_rest:
+            np.testing.assert_array_equal(got, packed.lex_order(table["key"]))
+    grouped.clear()
     np.testing.assert_array_equal(packed.sort_rows(keys), keys[packed.lex_order(keys)])
+    assert len(grouped) == 1
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "1")           # one sort, in place, as well
+    np.testing.assert_array_equal(packed.sort_rows(keys), keys[packed.lex_order(keys)])
+    assert len(grouped) == 1
 
 
 def first_id_order(keys, packing):

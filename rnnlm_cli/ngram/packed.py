@@ -26,7 +26,8 @@ import numpy as np
 
 from rnnlm_cli import parallel
 
-GROUPS_PER_THREAD = 2     # more groups than threads: a thread given a small one takes another
+GROUPS_PER_THREAD = 4     # more groups than threads: less memory at once, and a thread
+                          # given a small group takes another
 
 
 @dataclass(frozen=True)
@@ -136,42 +137,52 @@ def sort_rows(keys: np.ndarray) -> np.ndarray:
     longer rows as byte strings, their words big-endian (as ``merge_order``; NumPy sorts
     values, not a permutation, about 1.8x faster than ``lex_order`` and its gather).
     Many rows are sorted in groups on every core (``first_word_groups``)."""
+    out = np.empty_like(keys)
     count = group_count(keys.shape[0])
     if count == 1:
-        return _sort_rows(keys)
-    rows, ends = first_word_groups(keys[:, 0], count)
-    out = np.empty_like(keys)
+        _sort_rows_into(keys, out)
+        return out
+    labels, ends = first_word_groups(keys[:, 0], count)
 
     def sort_group(i: int) -> None:
-        start, end = ends[i], ends[i + 1]
-        out[start:end] = _sort_rows(np.take(keys, rows[start:end], axis=0))
+        _sort_rows_into(np.take(keys, np.flatnonzero(labels == i), axis=0),
+                        out[ends[i]:ends[i + 1]])
     in_threads(sort_group, nonempty(ends))
     return out
 
 
-def order_in_groups(keys: np.ndarray, order: Callable[[np.ndarray], np.ndarray]
-                    ) -> np.ndarray:
-    """``order(keys)`` (a permutation sorting ``keys`` lexicographically, stable), for
-    many rows found a group at a time on every core (``first_word_groups``): each
-    group's rows, sorted in place, laid end to end, are the permutation, and it takes no
-    more memory than ``order`` of the whole."""
-    count = group_count(keys.shape[0])
-    if count == 1:
-        return order(keys)
-    rows, ends = first_word_groups(keys[:, 0], count)
-
-    def order_group(i: int) -> None:
-        group = rows[ends[i]:ends[i + 1]]
-        group[:] = group[order(np.take(keys, group, axis=0))]
-    in_threads(order_group, nonempty(ends))
-    return rows
-
-
-def _sort_rows(keys: np.ndarray) -> np.ndarray:
+def _sort_rows_into(keys: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (of ``keys``' shape) gets the rows of ``keys`` sorted, sorted in place: no
+    memory but ``out``'s. Rows of several words are written with their words big-endian,
+    sorted as byte strings, and the bytes swapped back (where the machine's are not)."""
     if keys.shape[1] == 1:
-        return np.sort(keys[:, 0])[:, None]
-    rows = np.sort(_byte_rows(keys))
-    return rows.view(">u8").reshape(keys.shape).astype(np.uint64)
+        out[:, 0] = keys[:, 0]
+        out[:, 0].sort()
+        return
+    big_endian = out.view(">u8")
+    big_endian[...] = keys
+    out.reshape(-1).view(f"S{8 * keys.shape[1]}").sort()
+    if not big_endian.dtype.isnative:
+        out.byteswap(inplace=True)
+
+
+def in_groups(order: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``order`` (keys -> the stable permutation that sorts them lexicographically), for
+    many rows found a group at a time on every core (``first_word_groups``): each
+    group's rows in the order ``order`` gives them, the groups end to end."""
+    def grouped(keys: np.ndarray) -> np.ndarray:
+        count = group_count(keys.shape[0])
+        if count == 1:
+            return order(keys)
+        labels, ends = first_word_groups(keys[:, 0], count)
+        permutation = np.empty(keys.shape[0], dtype=np.intp)
+
+        def order_group(i: int) -> None:
+            rows = np.flatnonzero(labels == i)
+            permutation[ends[i]:ends[i + 1]] = rows[order(np.take(keys, rows, axis=0))]
+        in_threads(order_group, nonempty(ends))
+        return permutation
+    return grouped
 
 
 def group_count(rows: int) -> int:
@@ -182,20 +193,19 @@ def group_count(rows: int) -> int:
 
 
 def first_word_groups(first_words: np.ndarray, groups: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The row numbers cut into up to ``groups`` groups of about equal size, between
-    ranges of the rows' first uint64 words (``first_words``): ``(rows, ends)``, group i
-    being ``rows[ends[i]:ends[i + 1]]``; the groups come in increasing order of their
-    range, and each group's rows in their order in the table. Rows of equal first words
-    share a group, so sorting each group (stably, or rows that are unique) and laying
-    the groups end to end gives what sorting the whole gives."""
+    """The rows cut into up to ``groups`` groups of about equal size, between ranges of
+    their first uint64 words (``first_words``): ``(labels, ends)``, each row's group
+    (uint8) and the groups' ends as the rows would be laid out group after group. The
+    groups come in increasing order of their ranges; rows of equal first words share a
+    group, so sorting each group's rows (stably, or rows that are unique) and laying the
+    groups end to end gives what sorting the whole gives."""
     sample = np.sort(first_words[::max(1, first_words.size // (64 * groups))])
     pivots = np.unique(sample[np.arange(1, groups) * sample.size // groups])
-    group = np.zeros(first_words.size, dtype=np.uint8)
-    for pivot in pivots:                     # group = how many pivots are at most the word
-        group += first_words >= pivot
-    rows = np.argsort(group, kind="stable")     # a radix sort of bytes: rows kept in order
-    ends = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=pivots.size + 1))])
-    return rows, ends
+    labels = np.zeros(first_words.size, dtype=np.uint8)
+    for pivot in pivots:                 # a row's group: how many pivots are at most its word
+        labels += first_words >= pivot
+    ends = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=pivots.size + 1))])
+    return labels, ends
 
 
 def nonempty(ends: np.ndarray) -> List[int]:

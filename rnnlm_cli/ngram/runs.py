@@ -38,9 +38,9 @@ def sort_records(records: np.ndarray, sum_field: Optional[str] = None,
     """``records`` sorted by key; with ``sum_field``, one record per key holding the sum.
     ``order`` finds the permutation that sorts keys lexicographically: ``packed.lex_order``
     for records in any order, or a faster one that knows how they come
-    (``packed.merge_order``: sorted runs end to end). Many keys are ordered on every
-    core (``packed.order_in_groups``)."""
-    records = gather(records, packed.order_in_groups(records["key"], order))
+    (``packed.merge_order``: sorted runs end to end; ``packed.in_groups`` of either to
+    sort on every core)."""
+    records = gather(records, order(records["key"]))
     if sum_field is None or records.size == 0:
         return records
     firsts = np.flatnonzero(packed.row_starts(records["key"]))
@@ -69,7 +69,9 @@ def write_run(scratch: Scratch, name: str, records: np.ndarray) -> str:
 
 class RunSorter:
     """Takes records in any order, ``add`` by ``add``, and gives them back as one run:
-    buffered up to ``buffer_rows`` at a time, each full buffer sorted and spilled."""
+    buffered up to ``buffer_rows`` at a time, each full buffer sorted (on every core:
+    ``packed.in_groups``) and spilled. (A merge's rounds are sorted on one: runs laid end
+    to end are merged by one timsort in about the time it takes to cut them in groups.)"""
 
     def __init__(self, scratch: Scratch, name: str, dtype: np.dtype, buffer_rows: int,
                  sum_field: Optional[str] = None, order: Order = packed.lex_order):
@@ -98,7 +100,8 @@ class RunSorter:
         self.buffer = grown
 
     def _spill(self) -> None:
-        sorted_part = sort_records(self.buffer[:self.filled], self.sum_field, self.order)
+        sorted_part = sort_records(self.buffer[:self.filled], self.sum_field,
+                                   packed.in_groups(self.order))
         self.runs.append(write_run(self.scratch, self.name, sorted_part))
         self.filled = 0
 
