@@ -441,7 +441,7 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
         rnnlm train-ngram big.txt --order 5 --memory 2G --temp-dir /scratch -o big.npz
         rnnlm train-ngram /shared/big.txt --order 5 --scheduler tcp://head:8786 -o big.npz
     """
-    from rnnlm_cli.allocator import keep_freed_memory
+    from rnnlm_cli.allocator import keep_freed_memory, one_arena
     from rnnlm_cli.models import check_not_arpa_output
     from rnnlm_cli.ngram.scratch import Scratch
     from rnnlm_cli.ngram.training import (NgramConfig, default_memory, train_ngram_bounded,
@@ -462,6 +462,7 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
     tokenizer = Tokenizer(tokenizer_config)
     name, memory = ", ".join(map(_name, corpus)), memory or default_memory()
     keep_freed_memory()   # the counts' and sorts' temporaries reused, not faulted in again
+    one_arena()           # ... by every thread: the sorts' threads keep no memory apart
     with Scratch(temp_dir) as scratch:   # removed on success, error, Ctrl-C and SIGTERM
         if scheduler is None:
             model = train_ngram_bounded(_sentence_blocks(corpus, encoding_errors, tokenizer),
