@@ -90,6 +90,14 @@ def test_first_word_groups_cut_between_ranges_of_first_words():
         assert words[before].max() < words[after].min()   # equal words share a group
     _, ends = packed.first_word_groups(np.full(500, 3, dtype=np.uint64), 4)
     assert len(packed.nonempty(ends)) == 1
+    labels, ends = packed.first_word_groups(np.arange(100_000, dtype=np.uint64), 255)
+    assert len(packed.nonempty(ends)) == 255 and labels.max() == 254
+
+
+def test_no_more_groups_than_a_byte_labels(monkeypatch):
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "1000")
+    monkeypatch.setattr("rnnlm_cli.parallel.usable_cores", lambda: 250)
+    assert packed.group_count(10**9) == 255
 
 
 @pytest.mark.parametrize("vocab_size", [5, 300, 70_000, 2**21 + 1])

@@ -187,9 +187,10 @@ def in_groups(order: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray
 
 def group_count(rows: int) -> int:
     """How many groups to sort ``rows`` rows in: ``GROUPS_PER_THREAD`` per thread where
-    there are threads to share them (``parallel.parts_for``), else one."""
+    there are threads to share them (``parallel.parts_for``), else one; at most 255
+    (``first_word_groups`` labels rows with a byte)."""
     threads = parallel.parts_for(rows)
-    return 1 if threads == 1 else GROUPS_PER_THREAD * threads
+    return 1 if threads == 1 else min(255, GROUPS_PER_THREAD * threads)
 
 
 def first_word_groups(first_words: np.ndarray, groups: int) -> Tuple[np.ndarray, np.ndarray]:
