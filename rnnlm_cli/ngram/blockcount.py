@@ -22,6 +22,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from rnnlm_cli.allocator import give_back_free_memory
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.runs import Progress, merge_runs, write_run
 from rnnlm_cli.ngram.scratch import Scratch, header_size
@@ -105,6 +106,7 @@ class BlockCounter:
 
     def finish(self, memory: int, progress: Progress = None) -> CountTables:
         """Merge each order's runs into its count table."""
+        give_back_free_memory()     # the block sorts' groups' blocks, before the merges'
         result = CountTables(self.order, self.vocab_size, self.unigrams, [None],
                              sum(len(r) for r in self.runs))
         for n in range(2, self.order + 1):

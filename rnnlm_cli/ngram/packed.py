@@ -16,7 +16,8 @@ for longer keys.
 Sorting many rows uses every core (``parallel.py``): ``first_word_groups`` cuts the rows
 into groups by ranges of their first uint64 word, each group is sorted in a thread, and
 the sorted groups laid end to end are the sorted rows, the same as one sort gives. The
-groups' temporaries are given back to the system after the sort (``allocator.py``).
+groups' temporaries are given back to the system when a step's sorting is done
+(``allocator.give_back_free_memory``: ``RunSorter.finish``, ``BlockCounter.finish``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from typing import Callable, List, Sequence, Tuple
 import numpy as np
 
 from rnnlm_cli import parallel
-from rnnlm_cli.allocator import give_back_free_memory
 
 GROUPS_PER_THREAD = 4     # more groups than threads: less memory at once, and a thread
                           # given a small group takes another
@@ -150,7 +150,6 @@ def sort_rows(keys: np.ndarray) -> np.ndarray:
         _sort_rows_into(np.take(keys, np.flatnonzero(labels == i), axis=0),
                         out[ends[i]:ends[i + 1]])
     in_threads(sort_group, nonempty(ends))
-    give_back_free_memory()
     return out
 
 
@@ -184,7 +183,6 @@ def in_groups(order: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray
             rows = np.flatnonzero(labels == i)
             permutation[ends[i]:ends[i + 1]] = rows[order(np.take(keys, rows, axis=0))]
         in_threads(order_group, nonempty(ends))
-        give_back_free_memory()
         return permutation
     return grouped
 

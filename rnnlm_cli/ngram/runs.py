@@ -22,6 +22,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from rnnlm_cli.allocator import give_back_free_memory
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.scratch import Scratch, TableReader, header_size, remove
 
@@ -110,6 +111,7 @@ class RunSorter:
         if self.filled or not self.runs:
             self._spill()
         self.buffer = None
+        give_back_free_memory()     # the sorts' groups' blocks, before the merge's
         return merge_runs(self.scratch, self.runs, self.name, memory_rows, self.sum_field,
                           progress)
 
