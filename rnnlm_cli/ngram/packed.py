@@ -22,7 +22,7 @@ groups' temporaries are given back to the system when a step's sorting is done
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 
@@ -143,13 +143,9 @@ def sort_rows(keys: np.ndarray) -> np.ndarray:
     count = group_count(keys.shape[0])
     if count == 1:
         _sort_rows_into(keys, out)
-        return out
-    labels, ends = first_word_groups(keys[:, 0], count)
-
-    def sort_group(i: int) -> None:
-        _sort_rows_into(np.take(keys, np.flatnonzero(labels == i), axis=0),
-                        out[ends[i]:ends[i + 1]])
-    in_threads(sort_group, nonempty(ends))
+    else:
+        _each_group(keys, count, lambda rows, place: _sort_rows_into(
+            np.take(keys, rows, axis=0), out[place]))
     return out
 
 
@@ -176,15 +172,26 @@ def in_groups(order: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray
         count = group_count(keys.shape[0])
         if count == 1:
             return order(keys)
-        labels, ends = first_word_groups(keys[:, 0], count)
         permutation = np.empty(keys.shape[0], dtype=np.intp)
 
-        def order_group(i: int) -> None:
-            rows = np.flatnonzero(labels == i)
-            permutation[ends[i]:ends[i + 1]] = rows[order(np.take(keys, rows, axis=0))]
-        in_threads(order_group, nonempty(ends))
+        def order_group(rows: np.ndarray, place: slice) -> None:
+            permutation[place] = rows[order(np.take(keys, rows, axis=0))]
+        _each_group(keys, count, order_group)
         return permutation
     return grouped
+
+
+def _each_group(keys: np.ndarray, count: int,
+                work: Callable[[np.ndarray, slice], None]) -> None:
+    """``work(rows, place)`` in ``parallel``'s worker threads for each of up to ``count``
+    groups of ``first_word_groups``: the group's row numbers (in table order) and its
+    place in the rows laid out group after group."""
+    labels, ends = first_word_groups(keys[:, 0], count)
+
+    def one(i: int) -> None:
+        work(np.flatnonzero(labels == i), slice(ends[i], ends[i + 1]))
+    for _ in parallel.map_ordered(one, nonempty(ends)):
+        pass
 
 
 def group_count(rows: int) -> int:
@@ -214,12 +221,6 @@ def first_word_groups(first_words: np.ndarray, groups: int) -> Tuple[np.ndarray,
 def nonempty(ends: np.ndarray) -> List[int]:
     """The groups of ``first_word_groups`` that have rows."""
     return np.flatnonzero(np.diff(ends)).tolist()
-
-
-def in_threads(work: Callable[[int], None], items: Sequence[int]) -> None:
-    """``work(item)`` for each item, in ``parallel``'s worker threads."""
-    for _ in parallel.map_ordered(work, items):
-        pass
 
 
 def row_starts(keys: np.ndarray) -> np.ndarray:
