@@ -18,7 +18,8 @@ from rnnlm_cli.ngram.arpa import write_arpa
 from rnnlm_cli.ngram.blockcount import BlockCounter
 from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import NgramModel
-from rnnlm_cli.ngram.runs import RunSorter, merge_runs, sort_records, write_run
+from rnnlm_cli.ngram.runs import (RunSorter, concat, gather, make_records, merge_runs,
+                                  sort_records, write_run)
 from rnnlm_cli.ngram.scratch import Scratch, read_table
 from rnnlm_cli.ngram.smoothing import METHODS
 from rnnlm_cli.ngram.training import NgramConfig, train_ngram, train_ngram_bounded
@@ -178,6 +179,32 @@ def test_sorting_in_runs_gives_each_key_once_with_its_total(values, buffer_rows,
             len(os.listdir(scratch.folder)) == 1          # merged runs are deleted
     expected = sorted(Counter(values).items())
     assert list(zip(table["key"][:, 0].tolist(), table["count"].tolist())) == expected
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_records_are_copied_as_numpy_copies_them(n):
+    """gather, concat and make_records copy records as opaque rows of bytes: the same
+    records as NumPy's own take, concatenate and field assignments, keys of one or two
+    words."""
+    rng = np.random.default_rng(n)
+    packing = packed.Packing(n, 70000)
+    dtype = packed.dtype_of(packing, count=np.int64, value=np.float64)
+    keys = rng.integers(0, 2 ** 62, size=(500, packing.words), dtype=np.uint64)
+    counts, values = rng.integers(0, 9, size=500), rng.random(500)
+    records = make_records(dtype, keys, count=counts, value=values)
+    expected = np.zeros(500, dtype=dtype)
+    expected["key"], expected["count"], expected["value"] = keys, counts, values
+    assert records.tobytes() == expected.tobytes()
+    index = rng.integers(0, 500, size=800)
+    assert gather(records, index).tobytes() == np.take(expected, index).tobytes()
+    assert gather(records[::3], index[:100] // 3).tobytes() == \
+        np.take(expected[::3], index[:100] // 3).tobytes()          # not contiguous
+    parts = [records[:10], records[10:10], records[200:], records[10:200]]
+    assert concat(parts).tobytes() == np.concatenate(parts).tobytes()
+    assert concat(parts).dtype == dtype
+    with pytest.raises(TypeError):
+        concat([records, records.astype(packed.dtype_of(packing, count=np.int64,
+                                                       value=np.int64))])
 
 
 def test_many_runs_merge_in_several_passes():

@@ -24,7 +24,7 @@ import numpy as np
 
 from rnnlm_cli.allocator import give_back_free_memory
 from rnnlm_cli.ngram import packed
-from rnnlm_cli.ngram.runs import Progress, merge_runs, write_run
+from rnnlm_cli.ngram.runs import Progress, make_records, merge_runs, write_run
 from rnnlm_cli.ngram.scratch import Scratch, header_size
 
 # Bytes of memory per position of a block while its n-grams are counted: the ids, their
@@ -60,10 +60,8 @@ def count_records(ids: np.ndarray, offsets: np.ndarray, first: int, n: int,
     keys = packing.pack([ids[ends - (n - 1) + j] for j in range(n)])
     keys = packed.sort_rows(keys)
     firsts = np.flatnonzero(packed.row_starts(keys))
-    records = np.empty(firsts.size, dtype=count_dtype(packing))
-    records["key"] = keys[firsts]
-    records["count"] = np.diff(np.append(firsts, keys.shape[0]))
-    return records
+    return make_records(count_dtype(packing), keys[firsts],
+                        count=np.diff(np.append(firsts, keys.shape[0])))
 
 
 class BlockCounter:

@@ -40,7 +40,7 @@ from rnnlm_cli.errors import CorpusError, OptionError, RnnlmError, TrainingError
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.blockcount import CountTables, count_dtype, count_records
 from rnnlm_cli.ngram.counting import padded_sequence
-from rnnlm_cli.ngram.runs import sort_records
+from rnnlm_cli.ngram.runs import concat, sort_records
 from rnnlm_cli.ngram.scratch import Scratch
 from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, read_range, split_lines
 from rnnlm_cli.vocab import Vocabulary, WordCounter
@@ -310,7 +310,7 @@ def _unigrams(shard: ShardNgrams) -> np.ndarray:
 
 def _sum_pieces(*pieces: np.ndarray) -> np.ndarray:
     """One part of a count table: the shards' pieces of it, each key once with its total."""
-    return sort_records(np.concatenate(pieces), "count", packed.merge_order)
+    return sort_records(concat(pieces), "count", packed.merge_order)
 
 
 def _shard_sentences(shard: Shard, tokenizer: dict,

@@ -40,7 +40,7 @@ from rnnlm_cli import progress
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.blockcount import CountTables
 from rnnlm_cli.vocab import Vocabulary
-from rnnlm_cli.ngram.runs import AlignedReader, RunSorter
+from rnnlm_cli.ngram.runs import AlignedReader, RunSorter, concat, make_records
 from rnnlm_cli.ngram.scratch import (Scratch, TableArray, TableReader, header_size, read_table,
                                      remove)
 from rnnlm_cli.ngram.smoothing import (
@@ -244,9 +244,7 @@ class _Estimator:
                            order=packed.merge_order)
         with self.reader(self.counts.tables[n - 1]) as reader:
             for chunk in reader.chunks(max(64, sort_rows // 4)):
-                records = np.empty(chunk.size, dtype=dtype)
-                records["key"] = packing.rotate(chunk["key"])
-                sorter.add(records)
+                sorter.add(make_records(dtype, packing.rotate(chunk["key"])))
         return sorter.finish(sort_rows)
 
     def _extensions(self, n: int, rotated: str) -> str:
@@ -260,9 +258,8 @@ class _Estimator:
             for chunk in reader.chunks(self.rows("lookup")):
                 suffixes = packing.pack(upper.unpack(chunk["key"])[:, :n])
                 firsts = np.flatnonzero(packed.row_starts(suffixes))
-                groups = np.empty(firsts.size, dtype=dtype)
-                groups["key"] = suffixes[firsts]
-                groups["extensions"] = np.diff(np.append(firsts, suffixes.shape[0]))
+                groups = make_records(dtype, suffixes[firsts], extensions=np.diff(
+                    np.append(firsts, suffixes.shape[0])))
                 if carry.size and np.array_equal(carry["key"][0], groups["key"][0]):
                     groups["extensions"][0] += carry["extensions"][0]
                 else:
@@ -359,10 +356,9 @@ class _Estimator:
                 AlignedReader(values_below, self.rows("lookup"), starts_with_bos) as values:
             for chunk in reader.chunks(max(64, sort_rows // 4)):
                 ids = packing.unpack(chunk["key"])                # (w_2 .. w_n, w_1)
-                records = np.empty(chunk.size, dtype=dtype)
-                records["lower"] = values.for_groups(below.pack(ids[:, :n - 1]))["value"]
-                records["key"] = packing.rotate(chunk["key"], left=False)
-                sorter.add(records)
+                lower = values.for_groups(below.pack(ids[:, :n - 1]))["value"]
+                sorter.add(make_records(dtype, packing.rotate(chunk["key"], left=False),
+                                        lower=lower))
         return sorter.finish(sort_rows)
 
     def _normalize(self, n: int, lower: Optional[str], extensions: Optional[str],
@@ -390,13 +386,10 @@ class _Estimator:
                 firsts = np.flatnonzero(packed.row_starts(ids[:, :n - 1]))
                 ctx = Contexts(np.cumsum(packed.row_starts(ids[:, :n - 1])) - 1, firsts.size)
                 value, log_bow = self._order_formulas(chunk, ids, ctx, below_value, beside)
-                out = np.empty(chunk.size, dtype=values_type)
-                out["key"], out["count"], out["value"] = chunk["key"], chunk["count"], value
-                values.append(out)
-                context = np.empty(firsts.size, dtype=weights_type)
-                context["key"] = below.pack(ids[firsts, :n - 1])
-                context["log_bow"] = log_bow
-                weights.append(context)
+                values.append(make_records(values_type, chunk["key"], count=chunk["count"],
+                                           value=value))
+                weights.append(make_records(weights_type, below.pack(ids[firsts, :n - 1]),
+                                            log_bow=log_bow))
         for path in (extensions, lower):
             if path:
                 remove(path)
@@ -488,13 +481,13 @@ class _Estimator:
                     backoff[continued] = bows.take(chunk["key"][continued])["log_bow"]
                     row = np.full(chunk.size, -1, dtype=np.int64)
                     row[keep] = kept_rows + np.arange(np.count_nonzero(keep))
-                    rows_out.append(_records(rows_type, chunk["key"][continued],
-                                             row=row[continued]))
+                    rows_out.append(make_records(rows_type, chunk["key"][continued],
+                                                 row=row[continued]))
                     backoff = backoff[keep]
                 check_estimate(n, logprob, backoff, self.method)
                 if np.any(context[keep] < 0):
                     raise RuntimeError(f"a context of a kept {n}-gram was pruned")
-                ids_out.append(_records(ids_type, chunk["key"][keep]))
+                ids_out.append(make_records(ids_type, chunk["key"][keep]))
                 keys_out.append(context[keep].astype(np.uint64) * np.uint64(self.vocab_size)
                                 + ids[keep, -1].astype(np.uint64))
                 if children:
@@ -549,15 +542,6 @@ def _stable_order(ids: np.ndarray) -> np.ndarray:
     return np.argsort(ids.astype(np.uint16) if small else ids, kind="stable")
 
 
-def _records(dtype: np.dtype, keys: np.ndarray, **fields) -> np.ndarray:
-    """Records of ``dtype`` from packed ``keys`` and the other fields' values."""
-    records = np.empty(keys.shape[0], dtype=dtype)
-    records["key"] = keys
-    for name, values in fields.items():
-        records[name] = values
-    return records
-
-
 def _context_chunks(paths: List[str], packing: packed.Packing, rows: int,
                     meter: Callable[[int], None]) -> Iterator[tuple]:
     """Aligned chunks of tables sorted alike (the first one's keys are n-grams of
@@ -566,7 +550,7 @@ def _context_chunks(paths: List[str], packing: packed.Packing, rows: int,
     held = [reader.read(0) for reader in readers]
     try:
         while True:
-            parts = [np.concatenate([h, r.read(rows)]) for h, r in zip(held, readers)]
+            parts = [concat([h, r.read(rows)]) for h, r in zip(held, readers)]
             if parts[0].size == 0:
                 return
             ids = packing.unpack(parts[0]["key"])
