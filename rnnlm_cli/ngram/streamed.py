@@ -169,6 +169,9 @@ class _Estimator:
         self.thresholds = prune_thresholds(prune, counts.order) if prune else None
         self.memory, self.scratch = memory, scratch
         self.meter: Callable[[int], None] = _ignore
+        # Kneser-Ney: the counts of adjusted counts 0..4 of each order (index n), tallied
+        # by the passes that read them (_rotate, _unigram_adjusted, _extensions)
+        self.tallies = [np.zeros(5, dtype=np.int64) for _ in range(counts.order + 1)]
 
     def rows(self, step: str) -> int:
         """Rows of a chunk for ``step`` (see ``ROW_BYTES``)."""
@@ -194,9 +197,9 @@ class _Estimator:
             with TableReader(self.counts.tables[n - 1]) as table:
                 rows = table.rows
             key, longer = 8 * self.packing(n).words, n > 2
-            # _normalize, _finish_order; _rotate and the lower values; _kn_discounts; and
+            # _normalize, _finish_order; _rotate and the lower values; and
             # _unigram_adjusted. Then the suffix order: _lower and _extensions.
-            records = 2 + 2 * longer + kn + (kn and n == 2)
+            records = 2 + 2 * longer + (kn and n == 2)
             total += rows * (records * (key + 8) + 8 + longer * (1 + kn) * key)
         return total
 
@@ -217,7 +220,7 @@ class _Estimator:
             extensions[2:N] = [self._extensions(n, rotated[n + 1]) for n in range(2, N)]
             notes = {"discounts": {}, "discount_fallback": {}}
             self.unigram_adjusted = self._unigram_adjusted()
-            self.discounts = self._kn_discounts(extensions, notes)
+            self.discounts = self._kn_discounts(notes)
         unigram_value = self._unigrams()
         values, context_weights = [None, None], [None]
         for n in range(2, N + 1):
@@ -245,6 +248,8 @@ class _Estimator:
         with self.reader(self.counts.tables[n - 1]) as reader:
             for chunk in reader.chunks(max(64, sort_rows // 4)):
                 sorter.add(make_records(dtype, packing.rotate(chunk["key"])))
+                if self.method == "kneser-ney":
+                    self._tally_raw(n, chunk, packed.first_ids(chunk["key"], packing))
         return sorter.finish(sort_rows)
 
     def _extensions(self, n: int, rotated: str) -> str:
@@ -255,6 +260,9 @@ class _Estimator:
         dtype = packed.dtype_of(packing, extensions=np.int64)
         carry = np.zeros(0, dtype=dtype)
         with self.reader(rotated) as reader, self.scratch.writer(f"extensions-{n}", dtype) as out:
+            def emit(records):          # (the extensions are adjusted counts: tallied)
+                out.append(records)
+                self.tallies[n] += counts_of_counts(records["extensions"])
             for chunk in reader.chunks(self.rows("lookup")):
                 suffixes = packing.pack(upper.unpack(chunk["key"])[:, :n])
                 firsts = np.flatnonzero(packed.row_starts(suffixes))
@@ -263,10 +271,10 @@ class _Estimator:
                 if carry.size and np.array_equal(carry["key"][0], groups["key"][0]):
                     groups["extensions"][0] += carry["extensions"][0]
                 else:
-                    out.append(carry)
-                out.append(groups[:-1])
+                    emit(carry)
+                emit(groups[:-1])
                 carry = groups[-1:]
-            out.append(carry)
+            emit(carry)
         return out.path
 
     def _adjusted(self, chunk: np.ndarray, ids: np.ndarray,
@@ -280,26 +288,19 @@ class _Estimator:
             adjusted[follows] = extensions.take(chunk["key"][follows])["extensions"]
         return adjusted.astype(np.float64)
 
-    def _kn_discounts(self, extensions: List[Optional[str]], notes: dict) -> List[np.ndarray]:
+    def _kn_discounts(self, notes: dict) -> List[np.ndarray]:
         """The discounts of every order, from the adjusted counts' counts of counts (noted
         in order 1..N, as the in-memory path notes them)."""
-        tallies = [counts_of_counts(self.unigram_adjusted)]
-        for n in range(2, self.order + 1):
-            tally = np.zeros(5, dtype=np.int64)
-            for chunk, ids, extensions_beside in self._chunks_with(n, extensions[n]):
-                tally += counts_of_counts(self._adjusted(chunk, ids, extensions_beside))
-            tallies.append(tally)
-        return [None] + [choose_discounts(t, n, notes) for n, t in enumerate(tallies, 1)]
+        self.tallies[1] = counts_of_counts(self.unigram_adjusted)
+        return [None] + [choose_discounts(self.tallies[n], n, notes)
+                         for n in range(1, self.order + 1)]
 
-    def _chunks_with(self, n: int, extensions: Optional[str]):
-        """The count table of order n in chunks, with its ids and ``extensions`` beside."""
-        packing = self.packing(n)
-        with ExitStack() as stack:
-            beside = stack.enter_context(AlignedReader(extensions, self.rows("lookup"))) \
-                if extensions else None
-            reader = stack.enter_context(self.reader(self.counts.tables[n - 1]))
-            for chunk in reader.chunks(self.rows("normalize")):
-                yield chunk, packing.unpack(chunk["key"]), beside
+    def _tally_raw(self, n: int, chunk: np.ndarray, first_ids: np.ndarray) -> None:
+        """Tally the adjusted counts that are raw counts in a chunk of order n's count
+        table: all of them at the top order, else those of n-grams starting with ``<s>``
+        (the others' are their left extensions: ``_extensions`` tallies them)."""
+        counts = chunk["count"] if n == self.order else chunk["count"][first_ids == self.bos]
+        self.tallies[n] += counts_of_counts(counts)
 
     # -- order 1, in memory ---------------------------------------------------------------------
 
@@ -332,8 +333,9 @@ class _Estimator:
         packing = self.packing(2)
         with self.reader(self.counts.tables[1]) as reader:
             for chunk in reader.chunks(self.rows("normalize")):
-                before += np.bincount(packing.unpack(chunk["key"])[:, 1],
-                                      minlength=self.vocab_size)
+                ids = packing.unpack(chunk["key"])
+                before += np.bincount(ids[:, 1], minlength=self.vocab_size)
+                self._tally_raw(2, chunk, ids[:, 0])
         before[self.bos] = 0
         return before.astype(np.float64)
 
