@@ -40,7 +40,8 @@ from rnnlm_cli import progress
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.blockcount import CountTables
 from rnnlm_cli.vocab import Vocabulary
-from rnnlm_cli.ngram.runs import AlignedReader, RunSorter, concat, make_records
+from rnnlm_cli.ngram.runs import (CHUNK_ROWS, AlignedReader, RunSorter, concat,
+                                  make_records)
 from rnnlm_cli.ngram.scratch import (Scratch, TableArray, TableReader, header_size, read_table,
                                      remove)
 from rnnlm_cli.ngram.smoothing import (
@@ -175,7 +176,7 @@ class _Estimator:
 
     def rows(self, step: str) -> int:
         """Rows of a chunk for ``step`` (see ``ROW_BYTES``)."""
-        return max(64, self.memory // ROW_BYTES[step])
+        return max(64, min(CHUNK_ROWS, self.memory // ROW_BYTES[step]))
 
     def sort_rows(self, dtype: np.dtype) -> int:
         """Records of ``dtype`` that a sort may buffer."""
@@ -246,7 +247,7 @@ class _Estimator:
         sorter = RunSorter(self.scratch, f"suffix-order-{n}", dtype, sort_rows,
                            order=packed.merge_order)
         with self.reader(self.counts.tables[n - 1]) as reader:
-            for chunk in reader.chunks(max(64, sort_rows // 4)):
+            for chunk in reader.chunks(max(64, min(CHUNK_ROWS, sort_rows // 4))):
                 sorter.add(make_records(dtype, packing.rotate(chunk["key"])))
                 if self.method == "kneser-ney":
                     self._tally_raw(n, chunk, packed.first_ids(chunk["key"], packing))
@@ -356,7 +357,7 @@ class _Estimator:
             return below.unpack(records["key"])[:, 0] == self.bos
         with self.reader(rotated) as reader, \
                 AlignedReader(values_below, self.rows("lookup"), starts_with_bos) as values:
-            for chunk in reader.chunks(max(64, sort_rows // 4)):
+            for chunk in reader.chunks(max(64, min(CHUNK_ROWS, sort_rows // 4))):
                 ids = packing.unpack(chunk["key"])                # (w_2 .. w_n, w_1)
                 lower = values.for_groups(below.pack(ids[:, :n - 1]))["value"]
                 sorter.add(make_records(dtype, packing.rotate(chunk["key"], left=False),
