@@ -3,8 +3,10 @@ blocks, and the whole model. Each is checked against the in-memory path or a pla
 Python reference, with memory budgets small enough to force many runs and several merge
 passes: the model file and the ARPA file are the same, byte for byte."""
 import bisect
+import errno
 import io
 import os
+import time
 from collections import Counter
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnnlm_cli.errors import TrainingError
 from rnnlm_cli.modelfile import write_model
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.arpa import write_arpa
@@ -20,7 +23,7 @@ from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.runs import (RunSorter, concat, gather, make_records, merge_runs,
                                   sort_records, write_run)
-from rnnlm_cli.ngram.scratch import Scratch, read_table
+from rnnlm_cli.ngram.scratch import Scratch, read_table, settle
 from rnnlm_cli.ngram.smoothing import METHODS
 from rnnlm_cli.ngram.training import NgramConfig, train_ngram, train_ngram_bounded
 from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig
@@ -175,6 +178,7 @@ def test_sorting_in_runs_gives_each_key_once_with_its_total(values, buffer_rows,
         for start in range(0, len(values), 97):
             sorter.add(count_records(values[start:start + 97]))
         table = read_table(sorter.finish(memory_rows))
+        settle()                                # (runs are deleted behind)
         assert os.listdir(scratch.folder) == [os.path.basename(sorter.runs[0])] or \
             len(os.listdir(scratch.folder)) == 1          # merged runs are deleted
     expected = sorted(Counter(values).items())
@@ -220,6 +224,7 @@ def test_many_runs_merge_in_several_passes():
         read = []
         # 600 records in memory: 2 runs at once, so 6 passes over 40 runs: 39 merges.
         table = read_table(merge_runs(scratch, runs, "merged", 600, "count", read.append))
+        settle()
         assert len(os.listdir(scratch.folder)) == 1
         assert scratch.files_made == 40 + 39
     totals = Counter()
@@ -294,6 +299,40 @@ def test_the_scratch_folder_goes_away_after_an_error():
             folder = scratch.folder
             raise KeyboardInterrupt
     assert not os.path.exists(folder)
+
+
+def test_tables_are_written_and_removed_behind_in_order(monkeypatch):
+    """Chunks appended are written by another thread, at most LIMIT bytes waiting; a
+    table closed is whole, a table removed goes once its writes are done, and a write
+    that failed behind is raised by the next append or the close."""
+    from rnnlm_cli.ngram import scratch as scratch_module
+    monkeypatch.setattr(scratch_module._WriteBehind, "LIMIT", 1000)
+    waiting = []
+    real_write = scratch_module.write_bytes
+
+    def slow_write(file, data):
+        waiting.append(scratch_module._BEHIND.pending_bytes)
+        time.sleep(0.001)
+        real_write(file, data)
+    monkeypatch.setattr(scratch_module, "write_bytes", slow_write)
+    chunks = [count_records(range(i, i + 7)) for i in range(0, 700, 7)]   # 168 bytes each
+    with Scratch() as scratch:
+        with scratch.writer("t", chunks[0].dtype) as out:
+            for chunk in chunks:
+                out.append(chunk)
+        assert read_table(out.path).tobytes() == np.concatenate(chunks).tobytes()
+        assert max(waiting) <= 1000 + 168 and max(waiting) > 168     # behind, and bounded
+        scratch_module.remove(out.path)
+        scratch_module.settle()
+        assert not os.path.exists(out.path)
+
+        def full(file, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(scratch_module, "write_bytes", full)
+        with pytest.raises(TrainingError, match="No space left on device"):
+            with scratch.writer("u", chunks[0].dtype) as out:
+                for chunk in chunks:
+                    out.append(chunk)
 
 
 # -- the whole model, bounded and in memory ---------------------------------------------------

@@ -43,7 +43,7 @@ from rnnlm_cli.vocab import Vocabulary
 from rnnlm_cli.ngram.runs import (CHUNK_ROWS, AlignedReader, RunSorter, concat,
                                   make_records)
 from rnnlm_cli.ngram.scratch import (Scratch, TableArray, TableReader, header_size, read_table,
-                                     remove)
+                                     remove, settle)
 from rnnlm_cli.ngram.smoothing import (
     Contexts, add_k_order, add_k_unigrams, check_estimate, choose_discounts, counts_of_counts,
     interpolate, interpolated_backoff, katz_backoff, kn_order, mle_order, prune_thresholds,
@@ -158,7 +158,9 @@ def estimate_streamed(counts: CountTables, method: str, bos: int, eos: int, add_
                       prune: Optional[Sequence[int]], memory: int, scratch: Scratch
                       ) -> StreamedTables:
     """``smoothing.estimate`` on count tables on disk, within about ``memory`` bytes."""
-    return _Estimator(counts, method, bos, eos, add_k, prune, memory, scratch).run()
+    tables = _Estimator(counts, method, bos, eos, add_k, prune, memory, scratch).run()
+    settle()                    # the tables of the steps are deleted, behind
+    return tables
 
 
 class _Estimator:
