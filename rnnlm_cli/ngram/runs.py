@@ -33,7 +33,7 @@ MIN_BUFFER = 64           # records in a merge buffer, at the least
 # the next chunk, where a larger array is mapped afresh each time, its pages faulted in,
 # zeroed and given back. (train-ngram, 30M words, --memory 2G: 100 GB of huge pages
 # faulted in, a third of the process's time in the kernel; half with chunks of 1M rows.)
-CHUNK_ROWS = 1 << 20
+CHUNK_ROWS = 1 << 19
 _HEADER = header_size()
 Progress = Optional[Callable[[int], None]]   # told the bytes read, as they are
 
