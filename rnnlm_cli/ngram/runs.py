@@ -29,10 +29,11 @@ from rnnlm_cli.ngram.scratch import Scratch, TableReader, header_size, remove
 MIN_BUFFER = 64           # records in a merge buffer, at the least
 # Records a chunk of work holds at most, whatever the memory (a merge's round, a chunk
 # of a pass, a slice of a sorted buffer written out): a chunk's arrays of a number a
-# record (8 MB) then stay below glibc's mmap threshold and the heap's freed blocks serve
-# the next chunk, where a larger array is mapped afresh each time, its pages faulted in,
-# zeroed and given back. (train-ngram, 30M words, --memory 2G: 100 GB of huge pages
-# faulted in, a third of the process's time in the kernel; half with chunks of 1M rows.)
+# record (4 MB) and its records then stay below malloc's mmap threshold (32 MB,
+# allocator.py) and reuse the heap's freed blocks, where a larger array is mapped afresh
+# for each chunk, its pages faulted in, zeroed and given back. (train-ngram, 30M words,
+# --memory 2G: 100 GB of huge pages faulted in before, and a third of the CPU time in
+# the kernel; 50 GB with chunks of 1M records, 34 GB with these and the merges' too.)
 CHUNK_ROWS = 1 << 19
 _HEADER = header_size()
 Progress = Optional[Callable[[int], None]]   # told the bytes read, as they are
@@ -163,9 +164,9 @@ def merge_runs(scratch: Scratch, runs: List[str], name: str, memory_rows: int,
                sum_field: Optional[str] = None, progress: Progress = None) -> str:
     """Merge sorted runs into one (the runs merged are deleted); its path.
 
-    ``memory_rows`` records may be in memory at once: about a quarter of them in the
-    buffers, the rest for a round's sorting. Merges at most ``memory_rows / (4 *
-    MIN_BUFFER)`` runs at once, in several passes if there are more. ``progress`` is
+    ``memory_rows`` records may be in memory at once: about a quarter of them (at most
+    ``CHUNK_ROWS``) in the buffers, the rest for a round's sorting. Merges at most
+    ``memory_rows / (4 * MIN_BUFFER)`` runs at once, in several passes if there are more. ``progress`` is
     told the bytes of ``runs`` as the first pass reads them (later passes, over runs
     merged here, are not told: they happen only with a budget too small for one pass).
     """
