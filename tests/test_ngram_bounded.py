@@ -6,6 +6,7 @@ import bisect
 import errno
 import io
 import os
+import threading
 import time
 from collections import Counter
 
@@ -325,6 +326,18 @@ def test_tables_are_written_and_removed_behind_in_order(monkeypatch):
         scratch_module.remove(out.path)
         scratch_module.settle()
         assert not os.path.exists(out.path)
+
+        def refused(path):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        crashed = []
+        monkeypatch.setattr(threading, "excepthook", crashed.append)
+        monkeypatch.setattr(scratch_module.os, "unlink", refused)
+        scratch_module.remove(write_run(scratch, "kept", chunks[0]))  # left to the folder's
+        scratch_module.settle()                                         # removal: no error
+        assert crashed == []
+        monkeypatch.undo()
+        assert read_table(write_run(scratch, "after", chunks[1])).tobytes() == \
+            chunks[1].tobytes()                         # the thread writes on
 
         def full(file, data):
             raise OSError(errno.ENOSPC, "No space left on device")

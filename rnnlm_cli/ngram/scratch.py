@@ -96,9 +96,10 @@ def settle() -> None:
 
 
 def _unlink(path: str) -> None:
+    """Delete a table; one that cannot be is left to the folder's removal (``Scratch``)."""
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
@@ -141,20 +142,15 @@ class _WriteBehind:
     def _run(self) -> None:
         while True:
             writer, data = self.jobs.get()
-            size = 0
+            size = 0 if writer is None else len(data)
             try:
                 if writer is None:
                     _unlink(data)
-                else:
-                    size = len(data)
-                    if writer.error is None:
-                        write_bytes(writer.file, data)
-                        writer.scratch.bytes_written += size
-            except OSError as exc:
+                elif writer.error is None:
+                    write_bytes(writer.file, data)
+                    writer.scratch.bytes_written += size
+            except BaseException as exc:     # raised by the table's next append or close
                 writer.error = exc
-            except BaseException as exc:         # (a bug: raised by the writer's owner)
-                if writer is not None:
-                    writer.error = exc
             finally:
                 with self.changed:
                     self.pending_bytes -= size
