@@ -184,6 +184,10 @@ class _Estimator:
         """Records of ``dtype`` that a sort may buffer."""
         return max(64, self.memory // (SORT_FACTOR * dtype.itemsize))
 
+    def feed_rows(self, sort_rows: int) -> int:
+        """Rows read at a time to feed a sort that buffers ``sort_rows`` records."""
+        return max(64, min(CHUNK_ROWS, sort_rows // 4))
+
     def packing(self, n: int) -> packed.Packing:
         return packed.Packing(n, self.vocab_size)
 
@@ -249,7 +253,7 @@ class _Estimator:
         sorter = RunSorter(self.scratch, f"suffix-order-{n}", dtype, sort_rows,
                            order=packed.merge_order)
         with self.reader(self.counts.tables[n - 1]) as reader:
-            for chunk in reader.chunks(max(64, min(CHUNK_ROWS, sort_rows // 4))):
+            for chunk in reader.chunks(self.feed_rows(sort_rows)):
                 sorter.add(make_records(dtype, packing.rotate(chunk["key"])))
                 if self.method == "kneser-ney":
                     self._tally_raw(n, chunk, packed.first_ids(chunk["key"], packing))
@@ -359,7 +363,7 @@ class _Estimator:
             return below.unpack(records["key"])[:, 0] == self.bos
         with self.reader(rotated) as reader, \
                 AlignedReader(values_below, self.rows("lookup"), starts_with_bos) as values:
-            for chunk in reader.chunks(max(64, min(CHUNK_ROWS, sort_rows // 4))):
+            for chunk in reader.chunks(self.feed_rows(sort_rows)):
                 ids = packing.unpack(chunk["key"])                # (w_2 .. w_n, w_1)
                 lower = values.for_groups(below.pack(ids[:, :n - 1]))["value"]
                 sorter.add(make_records(dtype, packing.rotate(chunk["key"], left=False),
