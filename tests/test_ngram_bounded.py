@@ -120,36 +120,23 @@ def test_sorting_in_groups_on_two_threads_is_sorting_the_whole(vocab_size, n, tw
     records = np.zeros(keys.shape[0], dtype=packed.dtype_of(packing, count=np.int64))
     records["key"], records["count"] = keys, rng.integers(1, 5, keys.shape[0])
     runs = np.concatenate([sort_records(part) for part in np.array_split(records, 5)])
-    unique = sort_records(records, "count")
-    suffix_order = unique[packed.lex_order(packing.rotate(unique["key"]))]  # (w_2 .., w_1)
-    def first_then_rest(keys):
-        return first_id_order(keys, packing)
     grouped = []
     real_groups = packed.first_word_groups
     monkeypatch.setattr(packed, "first_word_groups",
                         lambda *a: grouped.append(real_groups(*a)) or grouped[-1])
     cases = [(records, packed.lex_order), (runs, packed.merge_order)]
-    if n > 1:
-        cases.append((suffix_order, first_then_rest))
     for table, order in cases:
         grouped.clear()
         got = packed.in_groups(order)(table["key"])
         assert len(grouped) == 1 and len(packed.nonempty(grouped[0][1])) > 1  # in groups
         np.testing.assert_array_equal(got, order(table["key"]))
-        if order is not first_then_rest:
-            np.testing.assert_array_equal(got, packed.lex_order(table["key"]))
+        np.testing.assert_array_equal(got, packed.lex_order(table["key"]))
     grouped.clear()
     np.testing.assert_array_equal(packed.sort_rows(keys), keys[packed.lex_order(keys)])
     assert len(grouped) == 1
     monkeypatch.setenv("RNNLM_NUM_THREADS", "1")           # one sort, in place, as well
     np.testing.assert_array_equal(packed.sort_rows(keys), keys[packed.lex_order(keys)])
     assert len(grouped) == 1
-
-
-def first_id_order(keys, packing):
-    """The order ``_lower`` sorts with: unique keys in suffix order, sorted stably by first
-    word, are in lexicographic order."""
-    return np.argsort(packed.first_ids(keys, packing), kind="stable")
 
 
 def test_a_word_holds_as_many_ids_as_fit():
@@ -419,6 +406,28 @@ def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothi
     expected, got, files = train_both(lines, config, memory=20_000)
     assert_same_model(expected, got)
     assert files > 20 * (order - 1)               # many runs spilled and merged
+
+
+@pytest.mark.parametrize("memory", [20_000, 400_000])
+def test_lower_values_put_in_place_in_slices_give_the_in_memory_model(memory, monkeypatch):
+    """``_lower`` scatters each n-gram's lower value to its row, a slice of rows a pass
+    over the suffix order: several passes (a small memory) or one, the same model."""
+    from rnnlm_cli.ngram.streamed import _Estimator
+    starts = {}
+    real_place = _Estimator._place_lower
+    def place(self, n, rotated, values_below, start, held):
+        starts.setdefault(n, []).append((start, held.size))
+        return real_place(self, n, rotated, values_below, start, held)
+    monkeypatch.setattr(_Estimator, "_place_lower", place)
+    lines = zipf_corpus(11, 2500, 400)
+    expected, got, _ = train_both(lines, NgramConfig(4, "kneser-ney"), memory=memory)
+    assert_same_model(expected, got)
+    rows = {n: got[2][f"logprob_{n}"].size for n in (3, 4)}     # (no pruning: every n-gram)
+    for n in (3, 4):                    # slices end to end, covering the rows once
+        assert [start for start, _ in starts[n]] == list(range(0, rows[n], memory // 16))
+        assert sum(size for _, size in starts[n]) == rows[n]
+    assert len(starts[4]) == (1 if memory == 400_000 else -(-rows[4] // 1250)) > 0
+    assert memory == 400_000 or len(starts[4]) > 3
 
 
 @pytest.mark.parametrize("order, smoothing", [(5, "kneser-ney"), (4, "witten-bell"),

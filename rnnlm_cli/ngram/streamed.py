@@ -197,17 +197,16 @@ class _Estimator:
 
     def _planned_reads(self) -> int:
         """The bytes that the steps' ``reader``s will read, order by order: records of a
-        key and one number (counts, lower values; the final values have two numbers) and
-        keys alone (the suffix order)."""
+        key and one number (the counts; the suffix order's keys and rows; the final values
+        have two numbers) and the lower values, one number a row."""
         kn, total = self.method == "kneser-ney", 0
         for n in range(2, self.order + 1):
-            with TableReader(self.counts.tables[n - 1]) as table:
-                rows = table.rows
-            key, longer = 8 * self.packing(n).words, n > 2
-            # _normalize, _finish_order; _rotate and the lower values; and
-            # _unigram_adjusted. Then the suffix order: _lower and _extensions.
-            records = 2 + 2 * longer + (kn and n == 2)
-            total += rows * (records * (key + 8) + 8 + longer * (1 + kn) * key)
+            rows = self.counts_rows(n)
+            record, longer = 8 * self.packing(n).words + 8, n > 2
+            # _normalize, _finish_order; _rotate (n > 2); _unigram_adjusted (n = 2)
+            total += rows * ((2 + longer + (kn and n == 2)) * record + 8)
+            if longer:      # the lower values; the suffix order: _lower, _extensions
+                total += rows * (8 + (self._lower_passes(rows) + kn) * record)
         return total
 
     # -- the whole estimate ------------------------------------------------------------------
@@ -244,9 +243,10 @@ class _Estimator:
     # -- suffix order and adjusted counts -------------------------------------------------------
 
     def _rotate(self, n: int) -> str:
-        """The n-grams of order n sorted by (w_2 .. w_n, w_1): packed keys only."""
+        """The n-grams of order n sorted by (w_2 .. w_n, w_1): records of the packed key
+        and the n-gram's row in the count table (where ``_lower`` puts its value back)."""
         packing = self.packing(n)
-        dtype = packed.dtype_of(packing)
+        dtype = packed.dtype_of(packing, row=np.int64)
         sort_rows = self.sort_rows(dtype)
         # The n-grams come in lexicographic order, so the rotated keys of each w_1 come in
         # order: sorted runs end to end (packed.merge_order).
@@ -254,7 +254,9 @@ class _Estimator:
                            order=packed.merge_order)
         with self.reader(self.counts.tables[n - 1]) as reader:
             for chunk in reader.chunks(self.feed_rows(sort_rows)):
-                sorter.add(make_records(dtype, packing.rotate(chunk["key"])))
+                first_row = reader.position - chunk.size
+                sorter.add(make_records(dtype, packing.rotate(chunk["key"]),
+                                        row=np.arange(first_row, reader.position)))
                 if self.method == "kneser-ney":
                     self._tally_raw(n, chunk, packed.first_ids(chunk["key"], packing))
         return sorter.finish(sort_rows)
@@ -348,27 +350,53 @@ class _Estimator:
 
     # -- orders 2..N ----------------------------------------------------------------------------
 
+    def lower_rows(self) -> int:
+        """Lower values ``_lower`` holds at once (float64): half the memory."""
+        return max(64, self.memory // 16)
+
+    def _lower_passes(self, rows: int) -> int:
+        """The passes ``_lower`` makes over a suffix order of ``rows`` n-grams."""
+        return -(-rows // self.lower_rows())
+
     def _lower(self, n: int, rotated: str, values_below: str) -> str:
         """The order-(n-1) value of each n-gram's suffix, in lexicographic order of the
-        n-grams: records (key, lower)."""
+        n-grams: a table of float64, row i for the count table's row i.
+
+        The values are fetched in suffix order, beside the table below, and put in place
+        by each n-gram's row (``_rotate``): a scatter into a slice of ``lower_rows`` rows
+        held in memory, one pass over the suffix order a slice (one pass, up to 2 GB of
+        memory: 134M n-grams). A sort back into lexicographic order took 5x longer."""
+        rows = self.counts_rows(n)
+        with self.scratch.writer(f"lower-{n}", np.float64) as out:
+            for start in range(0, rows, self.lower_rows()):
+                held = np.empty(min(self.lower_rows(), rows - start))
+                self._place_lower(n, rotated, values_below, start, held)
+                out.append(held)
+        return out.path
+
+    def _place_lower(self, n: int, rotated: str, values_below: str, start: int,
+                     held: np.ndarray) -> None:
+        """Fill ``held`` with the lower values of the n-grams of rows start.. (one pass)."""
         packing, below = self.packing(n), self.packing(n - 1)
-        dtype = packed.dtype_of(packing, lower=np.float64)
-        sort_rows = self.sort_rows(dtype)
-        # The records come in suffix order (w_2 .. w_n, w_1): sorted by w_1 alone, stably,
-        # a run of them is in lexicographic order.
-        sorter = RunSorter(self.scratch, f"lower-{n}", dtype, sort_rows,
-                           order=lambda keys: _stable_order(packed.first_ids(keys, packing)))
         # Every (n-1)-gram but those starting with <s> is the suffix of some n-gram.
         def starts_with_bos(records):
             return below.unpack(records["key"])[:, 0] == self.bos
         with self.reader(rotated) as reader, \
                 AlignedReader(values_below, self.rows("lookup"), starts_with_bos) as values:
-            for chunk in reader.chunks(self.feed_rows(sort_rows)):
+            for chunk in reader.chunks(self.rows("lookup")):
                 ids = packing.unpack(chunk["key"])                # (w_2 .. w_n, w_1)
                 lower = values.for_groups(below.pack(ids[:, :n - 1]))["value"]
-                sorter.add(make_records(dtype, packing.rotate(chunk["key"], left=False),
-                                        lower=lower))
-        return sorter.finish(sort_rows)
+                place = chunk["row"] - start
+                inside = (place >= 0) & (place < held.size)
+                if inside.all():
+                    held[place] = lower
+                else:
+                    held[place[inside]] = lower[inside]
+
+    def counts_rows(self, n: int) -> int:
+        """The n-grams in order n's count table."""
+        with TableReader(self.counts.tables[n - 1]) as table:
+            return table.rows
 
     def _normalize(self, n: int, lower: Optional[str], extensions: Optional[str],
                    unigram_value: np.ndarray, notes: dict):
@@ -387,9 +415,9 @@ class _Estimator:
                                               self.meter):
                 chunk = parts[0]
                 if lower:
-                    if not np.array_equal(parts[1]["key"], chunk["key"]):
+                    if parts[1].size != chunk.size:
                         raise RuntimeError(f"the lower values of the {n}-grams are out of step")
-                    below_value = parts[1]["lower"]
+                    below_value = parts[1]
                 else:
                     below_value = unigram_value[ids[:, 1]]
                 firsts = np.flatnonzero(packed.row_starts(ids[:, :n - 1]))
@@ -543,12 +571,6 @@ class _ChildStarts:
             wanted = np.arange(start, min(end, start + self.rows))
             self.out.append(self.seen + np.searchsorted(contexts, wanted).astype(np.int64))
         self.next_row = max(self.next_row, end)
-
-
-def _stable_order(ids: np.ndarray) -> np.ndarray:
-    """The stable sorting permutation of word ids: a radix sort where they fit 16 bits."""
-    small = ids.size and int(ids.max()) < 1 << 16
-    return np.argsort(ids.astype(np.uint16) if small else ids, kind="stable")
 
 
 def _context_chunks(paths: List[str], packing: packed.Packing, rows: int,
