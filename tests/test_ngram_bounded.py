@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from rnnlm_cli.errors import TrainingError
 from rnnlm_cli.modelfile import write_model
-from rnnlm_cli.ngram import packed
+from rnnlm_cli.ngram import blockcount, packed
 from rnnlm_cli.ngram.arpa import write_arpa
-from rnnlm_cli.ngram.blockcount import BlockCounter
+from rnnlm_cli.ngram.blockcount import BlockCounter, count_orders
 from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.runs import (RunSorter, concat, gather, make_records, merge_runs,
@@ -50,6 +50,9 @@ def test_packed_keys_sort_and_search_as_tuples_of_ids(vocab_size, n):
     rotated = [t[1:] + t[:1] for t in map(tuple, ids.tolist())]      # (w_2 .. w_n, w_1)
     assert list(map(tuple, packing.unpack(packing.rotate(keys)).tolist())) == rotated
     np.testing.assert_array_equal(packing.rotate(packing.rotate(keys), left=False), keys)
+    if n > 1:                                                     # (w_1 .. w_{n-1})
+        shorter = packed.Packing(n - 1, vocab_size)
+        np.testing.assert_array_equal(packing.drop_last(keys), shorter.pack(ids[:, :-1]))
     queries = rng.integers(0, vocab_size, (300, n))
     queries[:100] = ids[:100]
     expected = [bisect.bisect_left(tuples, tuple(q)) for q in queries.tolist()]
@@ -228,7 +231,7 @@ def test_many_runs_merge_in_several_passes():
 def count_in_blocks(ids, lengths, order, vocab_size, block, memory):
     sequence, _ = padded_sequence(ids, lengths, 1, 2, dtype=np.int32)
     with Scratch() as scratch:
-        counter = BlockCounter(scratch, order, vocab_size, bos=1)
+        counter = BlockCounter(scratch, order, vocab_size, bos=1, eos=2)
         for start in range(0, sequence.size, block):
             counter.add(sequence[start:start + block])
         tables = counter.finish(memory)
@@ -256,6 +259,24 @@ def assert_counts_equal(ids, lengths, order, vocab_size, block, memory):
         np.testing.assert_array_equal(keys, expected.keys[n - 1])
         np.testing.assert_array_equal(grams[n - 1]["count"], expected.counts[n - 1])
     return tables
+
+
+@pytest.mark.parametrize("order", [2, 3, 5, 8])
+def test_lower_orders_summed_from_the_top_order_are_counted_as_themselves(order):
+    """``count_orders`` sorts the top order only, and sums each order below from the one
+    above by prefix, with the n-grams ending in ``</s>`` merged in: over a whole padded
+    sequence (every anchor in it), each order's run is its own count."""
+    rng = np.random.default_rng(order)
+    lengths = rng.integers(0, 9, 300)
+    ids = rng.zipf(1.3, lengths.sum()) % 40 + 3
+    sequence, offsets = padded_sequence(ids, lengths, 1, 2, dtype=np.int32)
+    runs = count_orders(sequence, offsets, 0, order, 43, eos=2)
+    assert len(runs) == order - 1
+    for n, run in enumerate(runs, 2):
+        expected = blockcount.count_records(sequence, offsets, 0, n, 43)
+        np.testing.assert_array_equal(run["key"], expected["key"])
+        np.testing.assert_array_equal(run["count"], expected["count"])
+    assert count_orders(sequence, offsets, 0, 1, 43, eos=2) == []
 
 
 def test_counts_in_many_small_blocks_equal_the_in_memory_counts():

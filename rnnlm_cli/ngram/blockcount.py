@@ -1,18 +1,26 @@
 """Counting the n-grams of a corpus that does not fit in memory, a block at a time.
 
 The corpus arrives as its *padded sequence*, ``<s> w_1 .. w_k </s> <s> ...`` (word ids),
-in blocks of any size. In each block the n-grams of every order 2..N that end in the
-block are packed (``packed.py``, independent of the rest of the corpus), sorted, counted,
-and written as one sorted run per order; the last N-1 positions of a block are kept to
-complete the n-grams that cross into the next. When every block is in, the runs of each
-order are merged (``runs.merge_runs``, counts summed) into its *count table*: each
-distinct n-gram once, in lexicographic order, with its count. Unigram counts are one
-array over the vocabulary, kept in memory.
+in blocks of any size. Each block's n-grams of every order 2..N are packed (``packed.py``,
+independent of the rest of the corpus), sorted, counted, and written as one sorted run
+per order; the last N-1 positions of a block are kept to complete the n-grams that cross
+into the next. When every block is in, the runs of each order are merged
+(``runs.merge_runs``, counts summed) into its *count table*: each distinct n-gram once,
+in lexicographic order, with its count. Unigram counts are one array over the
+vocabulary, kept in memory.
 
 An n-gram ends at a position whose offset in its sentence (``<s>`` is offset 0) is at
 least n-1, exactly as ``counting.count_ngrams`` counts: the two give the same n-grams and
 counts (``tests/test_ngram_bounded.py``). A run counted anywhere else from the same
 vocabulary (another process, another machine) is just another run to merge.
+
+Only the top order is sorted (``count_orders``). An n-gram not ending in ``</s>`` is the
+prefix of the (n+1)-gram one position longer, so the counts of order n are the sums of
+order n+1's counts by prefix (already in order: the prefixes of sorted n-grams are
+sorted), plus the n-grams that end in ``</s>``, a few, sorted and merged in. A block
+thus counts each n-gram at its *anchor*: the end of the longest n-gram (up to order N)
+that it begins and that does not go past a ``</s>``. Each n-gram has one anchor, in one
+block, so the runs of all blocks add up to the corpus's counts.
 """
 from __future__ import annotations
 
@@ -24,7 +32,8 @@ import numpy as np
 
 from rnnlm_cli.allocator import give_back_free_memory
 from rnnlm_cli.ngram import packed
-from rnnlm_cli.ngram.runs import Progress, make_records, merge_runs, write_run
+from rnnlm_cli.ngram.runs import (Progress, concat, make_records, merge_runs, sort_records,
+                                  write_run)
 from rnnlm_cli.ngram.scratch import Scratch, header_size
 
 # Bytes of memory per position of a block while its n-grams are counted: the ids, their
@@ -55,10 +64,41 @@ def count_records(ids: np.ndarray, offsets: np.ndarray, first: int, n: int,
                   vocab_size: int) -> np.ndarray:
     """The sorted run (``count_dtype`` records) of the n-grams of ``ids`` (a stretch of a
     padded sequence, ``offsets`` in their sentences) ending at positions ``first`` on."""
-    ends = first + np.flatnonzero(offsets[first:] >= n - 1)
+    return _count_ending_at(ids, first + np.flatnonzero(offsets[first:] >= n - 1), n,
+                            vocab_size)
+
+
+def count_orders(ids: np.ndarray, offsets: np.ndarray, first: int, order: int,
+                 vocab_size: int, eos: int) -> List[np.ndarray]:
+    """The sorted runs of orders 2..``order`` (index n - 2) of the n-grams of ``ids`` (a
+    stretch of a padded sequence, ``offsets`` in their sentences) anchored at positions
+    ``first`` on (see the module's docstring): one sort, of the top order."""
+    if order < 2:
+        return []
+    runs = [count_records(ids, offsets, first, order, vocab_size)]
+    for n in range(order - 1, 1, -1):
+        ends = first + np.flatnonzero((ids[first:] == eos) & (offsets[first:] >= n - 1))
+        parts = [_prefix_counts(runs[0], packed.Packing(n + 1, vocab_size)),
+                 _count_ending_at(ids, ends, n, vocab_size)]
+        runs.insert(0, sort_records(concat(parts), "count", packed.merge_order))
+    return runs
+
+
+def _prefix_counts(run: np.ndarray, packing: packed.Packing) -> np.ndarray:
+    """The (n-1)-gram prefixes of a sorted run of n-grams, each once, with the sum of the
+    counts of the n-grams it begins (a sorted run of order n - 1)."""
+    prefixes = packing.drop_last(run["key"])
+    dtype = count_dtype(packed.Packing(packing.n - 1, packing.vocab_size))
+    if run.size == 0:
+        return np.zeros(0, dtype=dtype)
+    starts = np.flatnonzero(packed.row_starts(prefixes))
+    return make_records(dtype, prefixes[starts], count=np.add.reduceat(run["count"], starts))
+
+
+def _count_ending_at(ids: np.ndarray, ends: np.ndarray, n: int, vocab_size: int) -> np.ndarray:
+    """The sorted run of the n-grams of ``ids`` ending at the positions ``ends``."""
     packing = packed.Packing(n, vocab_size)
-    keys = packing.pack([ids[ends - (n - 1) + j] for j in range(n)])
-    keys = packed.sort_rows(keys)
+    keys = packed.sort_rows(packing.pack([ids[ends - (n - 1) + j] for j in range(n)]))
     firsts = np.flatnonzero(packed.row_starts(keys))
     return make_records(count_dtype(packing), keys[firsts],
                         count=np.diff(np.append(firsts, keys.shape[0])))
@@ -67,8 +107,9 @@ def count_records(ids: np.ndarray, offsets: np.ndarray, first: int, n: int,
 class BlockCounter:
     """Counts the n-grams of a padded sequence given a block at a time (``add``)."""
 
-    def __init__(self, scratch: Scratch, order: int, vocab_size: int, bos: int):
-        self.scratch, self.order, self.vocab_size, self.bos = scratch, order, vocab_size, bos
+    def __init__(self, scratch: Scratch, order: int, vocab_size: int, bos: int, eos: int):
+        self.scratch, self.order, self.vocab_size = scratch, order, vocab_size
+        self.bos, self.eos = bos, eos
         self.unigrams = np.zeros(vocab_size, dtype=np.int64)
         self.runs: List[List[str]] = [[] for _ in range(order + 1)]
         self.tail_ids = np.zeros(0, dtype=np.int32)     # the last N-1 positions so far
@@ -84,8 +125,8 @@ class BlockCounter:
         all_ids = np.concatenate([self.tail_ids, ids])
         all_offsets = np.concatenate([self.tail_offsets, offsets])
         first = self.tail_ids.size
-        for n in range(2, self.order + 1):
-            records = count_records(all_ids, all_offsets, first, n, self.vocab_size)
+        for n, records in enumerate(count_orders(all_ids, all_offsets, first, self.order,
+                                                 self.vocab_size, self.eos), 2):
             self.runs[n].append(write_run(self.scratch, f"run-{n}", records))
         keep = max(0, all_ids.size - (self.order - 1))
         self.tail_ids, self.tail_offsets = all_ids[keep:], all_offsets[keep:]

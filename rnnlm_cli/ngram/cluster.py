@@ -11,7 +11,7 @@ of tasks, one task a shard:
    counts (``vocab.WordCounter``). Merged in shard order on the client, they are the
    counts of one pass over the corpus: the same vocabulary, the same ids.
 2. *n-grams* (``count_ngrams``): each shard's n-grams of orders 2..N, counted
-   (``blockcount.count_records``) and cut into *parts* by ranges of their first word,
+   (``blockcount.count_orders``) and cut into *parts* by ranges of their first word,
    ranges of about equal unigram mass (``part_cuts``), so parts of about equal size. For
    each order and part a task sums the shards' pieces: a partition of the key space, so
    an order's parts, one after another, are its count table, which the client writes to
@@ -38,7 +38,7 @@ import numpy as np
 from rnnlm_cli import progress
 from rnnlm_cli.errors import CorpusError, OptionError, RnnlmError, TrainingError
 from rnnlm_cli.ngram import packed
-from rnnlm_cli.ngram.blockcount import CountTables, count_dtype, count_records
+from rnnlm_cli.ngram.blockcount import CountTables, count_dtype, count_orders
 from rnnlm_cli.ngram.counting import padded_sequence
 from rnnlm_cli.ngram.runs import concat, sort_records
 from rnnlm_cli.ngram.scratch import Scratch
@@ -293,8 +293,8 @@ def _shard_ngrams(shard: Shard, tokenizer: dict, encoding_errors: str, index: Wo
                                         Vocabulary.bos_id, Vocabulary.eos_id, dtype=np.int32)
     del ids
     pieces = []
-    for n in range(2, order + 1):
-        records = count_records(sequence, offsets, 0, n, len(index.ids))
+    runs = count_orders(sequence, offsets, 0, order, len(index.ids), Vocabulary.eos_id)
+    for n, records in enumerate(runs, 2):
         starts = packed.Packing(n, len(index.ids)).pack([cuts] + [np.zeros_like(cuts)] * (n - 1))
         pieces.append(np.split(records, packed.searchsorted(records["key"], starts)))
     return ShardNgrams(np.bincount(sequence, minlength=len(index.ids)), pieces)

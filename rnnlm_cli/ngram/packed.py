@@ -85,6 +85,16 @@ class Packing:
                 out[:, w] = (word >> bits) | ((before & lowest) << top[w])
         return out
 
+    def drop_last(self, keys: np.ndarray) -> np.ndarray:
+        """``Packing(n - 1)``'s keys of the (n-1)-gram prefixes of ``keys``:
+        ``pack(unpack(keys)[:, :-1])`` without unpacking (the last word loses its last
+        id, the lowest bits, or goes if that was its only one)."""
+        if self.n - (self.words - 1) * self.per_word == 1:
+            return keys[:, :-1]
+        out = keys.copy()
+        out[:, -1] >>= np.uint64(self.bits)
+        return out
+
     def unpack(self, keys: np.ndarray) -> np.ndarray:
         """``(rows, W)`` keys -> ``(rows, n)`` int64 word ids, a column at a time into
         contiguous columns (Fortran order; 2x faster than rows, in place, no temporaries;

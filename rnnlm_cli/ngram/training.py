@@ -240,7 +240,7 @@ def _first_pass(blocks: SentenceBlocks, counter: WordCounter, scratch: Scratch, 
 def _count_on_disk(corpus: str, new_id: np.ndarray, vocab: Vocabulary, order: int,
                    memory: int, scratch: Scratch) -> CountTables:
     """The second pass: the padded sequence in blocks, in final ids, counted."""
-    counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id)
+    counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id, vocab.eos_id)
     with TableReader(corpus) as reader, progress.bytes_bar("counting", reader.rows * 4) as bar:
         for block in reader.chunks(max(1 << 10, memory // BYTES_PER_POSITION)):
             counter.add(new_id[block])
