@@ -50,6 +50,10 @@ def test_packed_keys_sort_and_search_as_tuples_of_ids(vocab_size, n):
     rotated = [t[1:] + t[:1] for t in map(tuple, ids.tolist())]      # (w_2 .. w_n, w_1)
     assert list(map(tuple, packing.unpack(packing.rotate(keys)).tolist())) == rotated
     np.testing.assert_array_equal(packing.rotate(packing.rotate(keys), left=False), keys)
+    unique = np.unique(ids, axis=0)              # rotated in lexicographic order: the suffix order
+    rotated = packing.rotate(packing.pack(unique))
+    np.testing.assert_array_equal(packed.suffix_order(packing)(rotated),
+                                  packed.lex_order(rotated))
     if n > 1:                                                     # (w_1 .. w_{n-1})
         shorter = packed.Packing(n - 1, vocab_size)
         np.testing.assert_array_equal(packing.drop_last(keys), shorter.pack(ids[:, :-1]))
@@ -123,11 +127,16 @@ def test_sorting_in_groups_on_two_threads_is_sorting_the_whole(vocab_size, n, tw
     records = np.zeros(keys.shape[0], dtype=packed.dtype_of(packing, count=np.int64))
     records["key"], records["count"] = keys, rng.integers(1, 5, keys.shape[0])
     runs = np.concatenate([sort_records(part) for part in np.array_split(records, 5)])
+    unique = sort_records(records, "count")
+    rotated = unique.copy()                          # (w_2 .. w_n, w_1), in lexicographic order
+    rotated["key"] = packing.rotate(unique["key"])
     grouped = []
     real_groups = packed.first_word_groups
     monkeypatch.setattr(packed, "first_word_groups",
                         lambda *a: grouped.append(real_groups(*a)) or grouped[-1])
     cases = [(records, packed.lex_order), (runs, packed.merge_order)]
+    if n > 1:
+        cases.append((rotated, packed.suffix_order(packing)))
     for table, order in cases:
         grouped.clear()
         got = packed.in_groups(order)(table["key"])

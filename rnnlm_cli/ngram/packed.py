@@ -137,6 +137,50 @@ def merge_order(keys: np.ndarray) -> np.ndarray:
     return np.argsort(_byte_rows(keys), kind="stable")
 
 
+def suffix_order(packing: Packing) -> Callable[[np.ndarray], np.ndarray]:
+    """``lex_order`` of keys rotated by ``packing.rotate`` (w_2 .. w_n, w_1) whose rows
+    come in lexicographic order of the n-grams, so that rows of equal suffix (w_2 .. w_n)
+    come with w_1 ascending: a stable sort by the suffix alone.
+
+    A radix sort, least significant ids first, a few ids a pass: each pass sorts uint64
+    values holding those ids above the row's place, with NumPy's sort of values (SIMD),
+    several times faster than its sorts that find a permutation; the places read off
+    the sorted values are the pass's stable permutation. (Two passes for a suffix of
+    four 18-bit ids and 22M rows: 36 + 25 bits a value.)"""
+    bits, mask = np.uint64(packing.bits), np.uint64((1 << packing.bits) - 1)
+
+    def id_at(words: np.ndarray, j: int) -> np.ndarray:
+        """Id j of the keys, from their word holding it (``words``, one column)."""
+        held = min(packing.per_word, packing.n - (j // packing.per_word) * packing.per_word)
+        place = j % packing.per_word
+        return (words >> np.uint64(packing.bits * (held - 1 - place))) & mask
+
+    def order(keys: np.ndarray) -> np.ndarray:
+        rows = keys.shape[0]
+        place_bits = max(1, (rows - 1).bit_length())
+        per_pass = (64 - place_bits) // packing.bits
+        if per_pass < 1:
+            return merge_order(keys)
+        words = [np.ascontiguousarray(keys[:, w]) for w in range(packing.words)]
+        places = np.arange(rows, dtype=np.uint64)
+        permutation = None                 # (None: the identity)
+        for stop in range(packing.n - 1, 0, -per_pass):
+            wanted = range(max(0, stop - per_pass), stop)
+            moved = {w: words[w] if permutation is None else np.take(words[w], permutation)
+                     for w in {j // packing.per_word for j in wanted}}
+            values = np.zeros(rows, dtype=np.uint64)
+            for j in wanted:
+                values <<= bits
+                values |= id_at(moved[j // packing.per_word], j)
+            values <<= np.uint64(place_bits)
+            values |= places
+            values.sort()
+            step = (values & np.uint64((1 << place_bits) - 1)).astype(np.intp)
+            permutation = step if permutation is None else permutation[step]
+        return np.arange(rows) if permutation is None else permutation
+    return order
+
+
 def _byte_rows(keys: np.ndarray) -> np.ndarray:
     """Rows of several words as byte strings, the words big-endian: their byte order is
     the rows' lexicographic order (NumPy compares ``S`` strings as unsigned bytes)."""

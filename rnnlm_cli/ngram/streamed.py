@@ -248,10 +248,9 @@ class _Estimator:
         packing = self.packing(n)
         dtype = packed.dtype_of(packing, row=np.int64)
         sort_rows = self.sort_rows(dtype)
-        # The n-grams come in lexicographic order, so the rotated keys of each w_1 come in
-        # order: sorted runs end to end (packed.merge_order).
+        # The n-grams come in lexicographic order: among equal suffixes, w_1 ascending.
         sorter = RunSorter(self.scratch, f"suffix-order-{n}", dtype, sort_rows,
-                           order=packed.merge_order)
+                           order=packed.suffix_order(packing))
         with self.reader(self.counts.tables[n - 1]) as reader:
             for chunk in reader.chunks(self.feed_rows(sort_rows)):
                 first_row = reader.position - chunk.size
