@@ -22,7 +22,7 @@ from rnnlm_cli.ngram.arpa import write_arpa
 from rnnlm_cli.ngram.blockcount import BlockCounter, count_orders
 from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
 from rnnlm_cli.ngram.model import NgramModel
-from rnnlm_cli.ngram.runs import (RunSorter, concat, gather, make_records, merge_runs,
+from rnnlm_cli.ngram.runs import (AlignedReader, RunSorter, concat, gather, make_records, merge_runs,
                                   sort_records, write_run)
 from rnnlm_cli.ngram.scratch import Scratch, read_table, settle
 from rnnlm_cli.ngram.smoothing import METHODS
@@ -209,6 +209,27 @@ def test_records_are_copied_as_numpy_copies_them(n):
     with pytest.raises(TypeError):
         concat([records, records.astype(packed.dtype_of(packing, count=np.int64,
                                                        value=np.int64))])
+
+
+@pytest.mark.parametrize("missing", [0, 5, 8])
+def test_an_aligned_table_out_of_step_with_its_stream_is_an_error(missing):
+    """``AlignedReader.take`` gives a table's rows for a stream of the same keys, and
+    stops at a row missing from the table or from the stream (first, middle, next to
+    last)."""
+    records = count_records(range(10, 20))
+    with Scratch() as scratch:
+        short = write_run(scratch, "t", np.delete(records, missing))
+        whole = write_run(scratch, "t", records)
+        with AlignedReader(short, 4) as table:
+            assert table.take(records["key"][:missing]).tolist() == \
+                records[:missing].tolist()
+            with pytest.raises(RuntimeError, match="out of step|ends before"):
+                table.take(records["key"][missing:])
+        with AlignedReader(whole, 4) as table:
+            with pytest.raises(RuntimeError, match="out of step"):
+                table.take(np.delete(records, missing)["key"])
+        with AlignedReader(whole, 4) as table:
+            assert table.take(records["key"]).tolist() == records.tolist()
 
 
 def test_many_runs_merge_in_several_passes():

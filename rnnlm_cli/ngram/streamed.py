@@ -567,8 +567,12 @@ class _ChildStarts:
     def _write_up_to(self, end: int, contexts: np.ndarray) -> None:
         """The entries of the rows next_row .. end - 1, a chunk of ``rows`` at a time."""
         for start in range(self.next_row, end, self.rows):
-            wanted = np.arange(start, min(end, start + self.rows))
-            self.out.append(self.seen + np.searchsorted(contexts, wanted).astype(np.int64))
+            stop = min(end, start + self.rows)
+            # row start + i: the contexts below it, those below ``start`` (bin 0), then
+            # those of each row start .. start + i - 1 (bins 1 .. i): a running sum.
+            bins = np.clip(contexts - (start - 1), 0, stop - start)
+            below = np.cumsum(np.bincount(bins, minlength=stop - start + 1)[:stop - start])
+            self.out.append(self.seen + below)
         self.next_row = max(self.next_row, end)
 
 
