@@ -467,11 +467,12 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
         if scheduler is None:
             model = train_ngram_bounded(_sentence_blocks(corpus, encoding_errors, tokenizer),
                                         config, name, tokenizer.config.to_dict(), memory,
-                                        scratch, _total_size(corpus), vocab=words)
+                                        scratch, _total_size(corpus), vocab=words,
+                                        arpa=arpa is not None)
         else:
             model = train_ngram_cluster(scheduler, corpus, [_name(p) for p in corpus], config,
                                         name, tokenizer.config.to_dict(), encoding_errors,
-                                        memory, scratch, vocab=words)
+                                        memory, scratch, vocab=words, arpa=arpa is not None)
         _warn_training(model.metadata)
         _write_ngram_model(model, output, arpa)
     meta = model.metadata

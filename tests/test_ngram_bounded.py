@@ -459,6 +459,28 @@ def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothi
     assert files > 20 * (order - 1)               # many runs spilled and merged
 
 
+def test_without_an_arpa_file_the_ids_are_not_kept_and_the_model_is_the_same():
+    lines = zipf_corpus(5, 2500, 400)
+    config = NgramConfig(4, "kneser-ney")
+    tokenizer = Tokenizer(TokenizerConfig("whitespace"))
+    settings = tokenizer.config.to_dict()
+    expected = written(train_ngram(tokenizer.tokenize_lines(lines), config, "corpus",
+                                   settings))
+
+    def blocks(size):
+        yield tokenizer.tokenize_lines(lines), sum(len(line) + 1 for line in lines)
+    with Scratch() as scratch:
+        bounded = train_ngram_bounded(blocks, config, "corpus", settings, 20_000, scratch,
+                                      arpa=False)
+        assert bounded.tables.ids == [None] * 4
+        assert not [name for name in os.listdir(scratch.folder) if "-ids-" in name]
+        npz = io.BytesIO()
+        write_model(npz, bounded.to_arrays(), bounded.metadata)
+        assert npz.getvalue() == expected[0]
+        with pytest.raises(ValueError, match="without the n-grams' ids"):
+            write_arpa(bounded, io.BytesIO())
+
+
 @pytest.mark.parametrize("memory", [20_000, 400_000])
 def test_lower_values_put_in_place_in_slices_give_the_in_memory_model(memory, monkeypatch):
     """``_lower`` scatters each n-gram's lower value to its row, a slice of rows a pass

@@ -133,6 +133,8 @@ class StreamedModel:
     def ngram_sections(self):
         """For each order, its n-grams as ``(word ids, log p, log bow or None)`` chunks."""
         tables = self.tables
+        if self.order > 1 and not tables.ids[1]:
+            raise ValueError("the model was estimated without the n-grams' ids (arpa=False)")
         yield [(np.arange(tables.vocab_size)[:, None], tables.unigram_logprob,
                 tables.unigram_backoff)]
         rows = max(64, self.memory // self.ARPA_ROW_BYTES)
@@ -155,18 +157,20 @@ def _ignore(size: int) -> None:
 
 
 def estimate_streamed(counts: CountTables, method: str, bos: int, eos: int, add_k: float,
-                      prune: Optional[Sequence[int]], memory: int, scratch: Scratch
-                      ) -> StreamedTables:
-    """``smoothing.estimate`` on count tables on disk, within about ``memory`` bytes."""
-    tables = _Estimator(counts, method, bos, eos, add_k, prune, memory, scratch).run()
+                      prune: Optional[Sequence[int]], memory: int, scratch: Scratch,
+                      arpa: bool = True) -> StreamedTables:
+    """``smoothing.estimate`` on count tables on disk, within about ``memory`` bytes.
+    ``arpa``: keep the n-grams' packed ids too, which only an ARPA file needs."""
+    tables = _Estimator(counts, method, bos, eos, add_k, prune, memory, scratch, arpa).run()
     settle()                    # the tables of the steps are deleted, behind
     return tables
 
 
 class _Estimator:
     def __init__(self, counts: CountTables, method: str, bos: int, eos: int, add_k: float,
-                 prune: Optional[Sequence[int]], memory: int, scratch: Scratch):
-        self.counts, self.method, self.add_k = counts, method, add_k
+                 prune: Optional[Sequence[int]], memory: int, scratch: Scratch,
+                 arpa: bool = True):
+        self.counts, self.method, self.add_k, self.arpa = counts, method, add_k, arpa
         self.bos, self.eos = bos, eos
         self.order, self.vocab_size = counts.order, counts.vocab_size
         self.thresholds = prune_thresholds(prune, counts.order) if prune else None
@@ -492,7 +496,7 @@ class _Estimator:
         with ExitStack() as stack:
             def open_writer(name, dtype):
                 return stack.enter_context(self.scratch.writer(name, dtype))
-            ids_out = open_writer(f"ids-{n}", ids_type)
+            ids_out = open_writer(f"ids-{n}", ids_type) if self.arpa else None
             keys_out = open_writer(f"keys-{n}", np.uint64)
             logprob_out = open_writer(f"logprob-{n}", np.float64)
             backoff_out = open_writer(f"backoff-{n}", np.float64) if weights else None
@@ -507,8 +511,10 @@ class _Estimator:
                 ids = packing.unpack(chunk["key"])
                 context = ids[:, 0] if n == 2 else \
                     contexts.for_groups(below.pack(ids[:, :-1]))["row"]
+                # (no pruning: a slice, a view, where a mask would copy every column)
                 keep = chunk["count"] > self.thresholds[n - 1] if self.thresholds \
-                    else np.ones(chunk.size, dtype=bool)
+                    else slice(None)
+                kept = np.count_nonzero(keep) if self.thresholds else chunk.size
                 logprob = safe_log(chunk["value"][keep])
                 backoff = None
                 if weights:
@@ -516,14 +522,15 @@ class _Estimator:
                     backoff = np.zeros(chunk.size)
                     backoff[continued] = bows.take(chunk["key"][continued])["log_bow"]
                     row = np.full(chunk.size, -1, dtype=np.int64)
-                    row[keep] = kept_rows + np.arange(np.count_nonzero(keep))
+                    row[keep] = kept_rows + np.arange(kept)
                     rows_out.append(make_records(rows_type, chunk["key"][continued],
                                                  row=row[continued]))
                     backoff = backoff[keep]
                 check_estimate(n, logprob, backoff, self.method)
                 if np.any(context[keep] < 0):
                     raise RuntimeError(f"a context of a kept {n}-gram was pruned")
-                ids_out.append(make_records(ids_type, chunk["key"][keep]))
+                if ids_out:
+                    ids_out.append(make_records(ids_type, chunk["key"][keep]))
                 keys_out.append(context[keep].astype(np.uint64) * np.uint64(self.vocab_size)
                                 + ids[keep, -1].astype(np.uint64))
                 if children:
@@ -531,10 +538,10 @@ class _Estimator:
                 logprob_out.append(logprob)
                 if backoff_out:
                     backoff_out.append(backoff)
-                kept_rows += np.count_nonzero(keep)
+                kept_rows += kept
             if children:
                 children.finish(result.sizes[n - 2])
-        result.ids.append(ids_out.path)
+        result.ids.append(ids_out.path if ids_out else None)
         result.keys.append(keys_out.path)
         result.logprob.append(logprob_out.path)
         result.backoff.append(backoff_out.path if backoff_out else None)

@@ -111,7 +111,7 @@ SentenceBlocks = Iterable[Tuple[Iterable[Sequence[str]], int]]
 def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: NgramConfig,
                         corpus_name: str, tokenizer: dict, memory: int, scratch: Scratch,
                         total_bytes: Optional[int] = None,
-                        vocab: Optional[Vocabulary] = None):
+                        vocab: Optional[Vocabulary] = None, arpa: bool = True):
     """``train_ngram`` within about ``memory`` bytes besides the vocabulary: the same model.
 
     ``read_blocks(size)`` gives the corpus's sentences a block of about ``size`` bytes of
@@ -120,7 +120,8 @@ def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: Ng
     ``memory`` (``in_memory_bytes``), it is taken, and an ``NgramModel`` returned; else
     the word ids go to the disk of ``scratch``, are counted in blocks and the model
     estimated from tables on disk: a ``StreamedModel``, which writes the same files
-    without ever being loaded. Progress bars (on a terminal) show each stage.
+    without ever being loaded (its ARPA file only if ``arpa``). Progress bars (on a
+    terminal) show each stage.
     """
     config.validate()
     check_whole("memory", memory, 1)
@@ -143,7 +144,7 @@ def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: Ng
                                     corpus_name, tokenizer, step)
     counts = _count_on_disk(corpus.spool, new_id, vocab, config.order, memory, scratch)
     tables = estimate_streamed(counts, config.smoothing, vocab.bos_id, vocab.eos_id,
-                               config.add_k, config.prune, memory, scratch)
+                               config.add_k, config.prune, memory, scratch, arpa)
     metadata = _metadata(config, tokenizer, corpus_name, corpus.sentences, corpus.tokens,
                          counter.skipped, tables.sizes, tables.notes)
     return StreamedModel(vocab, tables, metadata, memory)
@@ -152,7 +153,8 @@ def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: Ng
 def train_ngram_cluster(address: str, paths: Sequence[str], names: Sequence[str],
                         config: NgramConfig, corpus_name: str, tokenizer: dict,
                         encoding_errors: str, memory: int, scratch: Scratch,
-                        vocab: Optional[Vocabulary] = None) -> StreamedModel:
+                        vocab: Optional[Vocabulary] = None, arpa: bool = True
+                        ) -> StreamedModel:
     """``train_ngram_bounded`` with the counting done by the workers of the Dask cluster
     whose scheduler is at ``address`` (``cluster.py``; they read the files ``paths``,
     ``names`` in messages), and the estimate here, within ``memory``: the same model. A
@@ -178,7 +180,7 @@ def train_ngram_cluster(address: str, paths: Sequence[str], names: Sequence[str]
                                       config.order, cluster.part_cuts(vocab, corpus.sentences,
                                                                       parts), scratch, job)
     tables = estimate_streamed(counts, config.smoothing, vocab.bos_id, vocab.eos_id,
-                               config.add_k, config.prune, memory, scratch)
+                               config.add_k, config.prune, memory, scratch, arpa)
     metadata = _metadata(config, tokenizer, corpus_name, corpus.sentences, corpus.tokens,
                          corpus.counter.skipped, tables.sizes, tables.notes)
     return StreamedModel(vocab, tables, metadata, memory)
