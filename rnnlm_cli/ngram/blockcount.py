@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -69,19 +69,24 @@ def count_records(ids: np.ndarray, offsets: np.ndarray, first: int, n: int,
 
 
 def count_orders(ids: np.ndarray, offsets: np.ndarray, first: int, order: int,
-                 vocab_size: int, eos: int) -> List[np.ndarray]:
-    """The sorted runs of orders 2..``order`` (index n - 2) of the n-grams of ``ids`` (a
-    stretch of a padded sequence, ``offsets`` in their sentences) anchored at positions
-    ``first`` on (see the module's docstring): one sort, of the top order."""
+                 vocab_size: int, eos: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """The sorted runs of orders ``order`` down to 2, as ``(n, run)``, of the n-grams of
+    ``ids`` (a stretch of a padded sequence, ``offsets`` in their sentences) anchored at
+    positions ``first`` on (see the module's docstring): one sort, of the top order. Only
+    the run given last and the one being made are held: write each as it comes."""
     if order < 2:
-        return []
-    runs = [count_records(ids, offsets, first, order, vocab_size)]
+        return
+    run = count_records(ids, offsets, first, order, vocab_size)
     for n in range(order - 1, 1, -1):
+        yield n + 1, run
         ends = first + np.flatnonzero((ids[first:] == eos) & (offsets[first:] >= n - 1))
-        parts = [_prefix_counts(runs[0], packed.Packing(n + 1, vocab_size)),
-                 _count_ending_at(ids, ends, n, vocab_size)]
-        runs.insert(0, sort_records(concat(parts), "count", packed.merge_order))
-    return runs
+        followed = _prefix_counts(run, packed.Packing(n + 1, vocab_size))
+        del run                       # (each order's records freed as soon as they can be)
+        merged = concat([followed, _count_ending_at(ids, ends, n, vocab_size)])
+        del followed
+        run = sort_records(merged, "count", packed.merge_order)
+        del merged
+    yield 2, run
 
 
 def _prefix_counts(run: np.ndarray, packing: packed.Packing) -> np.ndarray:
@@ -125,9 +130,10 @@ class BlockCounter:
         all_ids = np.concatenate([self.tail_ids, ids])
         all_offsets = np.concatenate([self.tail_offsets, offsets])
         first = self.tail_ids.size
-        for n, records in enumerate(count_orders(all_ids, all_offsets, first, self.order,
-                                                 self.vocab_size, self.eos), 2):
+        for n, records in count_orders(all_ids, all_offsets, first, self.order,
+                                       self.vocab_size, self.eos):
             self.runs[n].append(write_run(self.scratch, f"run-{n}", records))
+            del records
         keep = max(0, all_ids.size - (self.order - 1))
         self.tail_ids, self.tail_offsets = all_ids[keep:], all_offsets[keep:]
 

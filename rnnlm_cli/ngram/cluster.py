@@ -293,8 +293,9 @@ def _shard_ngrams(shard: Shard, tokenizer: dict, encoding_errors: str, index: Wo
                                         Vocabulary.bos_id, Vocabulary.eos_id, dtype=np.int32)
     del ids
     pieces = []
-    runs = count_orders(sequence, offsets, 0, order, len(index.ids), Vocabulary.eos_id)
-    for n, records in enumerate(runs, 2):
+    runs = sorted(count_orders(sequence, offsets, 0, order, len(index.ids),
+                               Vocabulary.eos_id), key=lambda pair: pair[0])
+    for n, records in runs:
         starts = packed.Packing(n, len(index.ids)).pack([cuts] + [np.zeros_like(cuts)] * (n - 1))
         pieces.append(np.split(records, packed.searchsorted(records["key"], starts)))
     return ShardNgrams(np.bincount(sequence, minlength=len(index.ids)), pieces)

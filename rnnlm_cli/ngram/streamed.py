@@ -15,8 +15,8 @@ does (Heafield et al. 2013, "Scalable Modified Kneser-Ney Language Model Estimat
   count, the number of distinct words seen before it.
 
 Per order, bottom up: (1) ``lower``, the order-below value of each n-gram's suffix, is
-fetched in suffix order and sorted back into lexicographic order (order 2 reads the
-unigram array); (2) the lexicographic pass applies the method's per-order formulas,
+fetched in suffix order and put back at the n-gram's row of the count table (order 2
+reads the unigram array); (2) the lexicographic pass applies the method's per-order formulas,
 shared with the in-memory path (``smoothing.kn_order``, ``wb_order``, ``add_k_order``,
 ``mle_order``, ``interpolate``, ``katz_backoff``), to each chunk's contexts: the value of
 every n-gram (p, or a back-off method's estimate) and the back-off weight of every
