@@ -44,6 +44,7 @@ def test_packed_keys_sort_and_search_as_tuples_of_ids(vocab_size, n):
     np.testing.assert_array_equal(packing.unpack(keys), ids)
     ordered = keys[packed.lex_order(keys)]
     np.testing.assert_array_equal(packed.sort_rows(keys), ordered)
+    np.testing.assert_array_equal(packed.sort_rows(keys, packing), ordered)   # (as complex)
     tuples = sorted(map(tuple, ids.tolist()))
     assert list(map(tuple, packing.unpack(ordered).tolist())) == tuples
     assert packed.row_starts(ordered).sum() == len(set(tuples))
@@ -145,6 +146,9 @@ def test_sorting_in_groups_on_two_threads_is_sorting_the_whole(vocab_size, n, tw
         np.testing.assert_array_equal(got, packed.lex_order(table["key"]))
     grouped.clear()
     np.testing.assert_array_equal(packed.sort_rows(keys), keys[packed.lex_order(keys)])
+    assert len(grouped) == 1
+    grouped.clear()
+    np.testing.assert_array_equal(packed.sort_rows(keys, packing), keys[packed.lex_order(keys)])
     assert len(grouped) == 1
     monkeypatch.setenv("RNNLM_NUM_THREADS", "1")           # one sort, in place, as well
     np.testing.assert_array_equal(packed.sort_rows(keys), keys[packed.lex_order(keys)])

@@ -103,7 +103,7 @@ def _prefix_counts(run: np.ndarray, packing: packed.Packing) -> np.ndarray:
 def _count_ending_at(ids: np.ndarray, ends: np.ndarray, n: int, vocab_size: int) -> np.ndarray:
     """The sorted run of the n-grams of ``ids`` ending at the positions ``ends``."""
     packing = packed.Packing(n, vocab_size)
-    keys = packed.sort_rows(packing.pack([ids[ends - (n - 1) + j] for j in range(n)]))
+    keys = packed.sort_rows(packing.pack([ids[ends - (n - 1) + j] for j in range(n)]), packing)
     firsts = np.flatnonzero(packed.row_starts(keys))
     return make_records(count_dtype(packing), keys[firsts],
                         count=np.diff(np.append(firsts, keys.shape[0])))

@@ -22,7 +22,7 @@ groups' temporaries are given back to the system when a step's sorting is done
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -193,22 +193,23 @@ def first_ids(keys: np.ndarray, packing: "Packing") -> np.ndarray:
     return (keys[:, 0] >> shift).astype(np.int64)
 
 
-def sort_rows(keys: np.ndarray) -> np.ndarray:
-    """The rows of ``keys`` sorted lexicographically: a plain sort of one-word keys, or of
-    longer rows as byte strings, their words big-endian (as ``merge_order``; NumPy sorts
+def sort_rows(keys: np.ndarray, packing: Optional[Packing] = None) -> np.ndarray:
+    """The rows of ``keys`` sorted lexicographically: a plain sort of one-word keys, of
+    two-word keys of ``packing`` as complex numbers where they fit (``_sort_as_complex``),
+    else of rows as byte strings, their words big-endian (as ``merge_order``; NumPy sorts
     values, not a permutation, about 1.8x faster than ``lex_order`` and its gather).
     Many rows are sorted in groups on every core (``first_word_groups``)."""
     out = np.empty_like(keys)
     count = group_count(keys.shape[0])
     if count == 1:
-        _sort_rows_into(keys, out)
+        _sort_rows_into(keys, out, packing)
     else:
         _each_group(keys, count, lambda rows, place: _sort_rows_into(
-            np.take(keys, rows, axis=0), out[place]))
+            np.take(keys, rows, axis=0), out[place], packing))
     return out
 
 
-def _sort_rows_into(keys: np.ndarray, out: np.ndarray) -> None:
+def _sort_rows_into(keys: np.ndarray, out: np.ndarray, packing: Optional[Packing]) -> None:
     """``out`` (of ``keys``' shape) gets the rows of ``keys`` sorted, sorted in place: no
     memory but ``out``'s. Rows of several words are written with their words big-endian,
     sorted as byte strings, and the bytes swapped back (where the machine's are not)."""
@@ -216,11 +217,33 @@ def _sort_rows_into(keys: np.ndarray, out: np.ndarray) -> None:
         out[:, 0] = keys[:, 0]
         out[:, 0].sort()
         return
+    if packing is not None and keys.shape[1] == 2 and packing.n * packing.bits <= 106:
+        _sort_as_complex(keys, out, packing)
+        return
     big_endian = out.view(">u8")
     big_endian[...] = keys
     out.reshape(-1).view(f"S{8 * keys.shape[1]}").sort()
     if not big_endian.dtype.isnative:
         out.byteswap(inplace=True)
+
+
+def _sort_as_complex(keys: np.ndarray, out: np.ndarray, packing: Packing) -> None:
+    """``_sort_rows_into`` for keys of two words and at most 106 bits, each key one
+    complex number in ``out``'s bytes: the key's ids as one number X (the first word's
+    bits, then the second's), its high half the real part, its low half the imaginary
+    part, each at most 53 bits and so exact in a float64. NumPy sorts complex numbers
+    by real, then imaginary part: X's order, 1.7x faster than 16-byte strings."""
+    second = (packing.n - packing.per_word) * packing.bits     # bits of the second word
+    low = packing.n * packing.bits // 2                         # bits of the low half
+    # (second <= low: the second word holds at most as many ids as the first)
+    spill, top = np.uint64(low - second), np.uint64(second)
+    number = out.view(np.complex128).reshape(-1)
+    number.real = keys[:, 0] >> spill
+    number.imag = ((keys[:, 0] & np.uint64((1 << (low - second)) - 1)) << top) | keys[:, 1]
+    number.sort()
+    high, rest = number.real.astype(np.uint64), number.imag.astype(np.uint64)
+    out[:, 0] = (high << spill) | (rest >> top)
+    out[:, 1] = rest & np.uint64((1 << second) - 1)
 
 
 def in_groups(order: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
