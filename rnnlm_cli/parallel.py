@@ -23,6 +23,7 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from queue import Queue
 from typing import (TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence,
                     TypeVar)
 
@@ -133,6 +134,62 @@ def run_all(tasks: Sequence[Callable[[], T]]) -> List[T]:
     if errors:
         raise errors[0]
     return results
+
+
+class Background:
+    """Jobs run one after another, in the order given, in a thread of their own while the
+    caller goes on (with ``threaded`` False, each at once, in the caller's thread).
+    ``add`` hands a job over; ``wait`` waits for all and raises the first error, which
+    ``add`` raises too once it has happened (the jobs after it are skipped). ``stop``
+    (on the way out after an error) sets ``stopping``, which a long job reads between
+    its steps to give up early, and waits for the thread."""
+
+    def __init__(self, threaded: bool):
+        self.stopping = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.jobs: Optional[Queue] = Queue() if threaded else None
+        self.thread = threading.Thread(target=self._work, daemon=True) if threaded else None
+        if self.thread:
+            self.thread.start()
+
+    def add(self, job: Callable[[], None]) -> None:
+        self._raise()
+        if self.jobs is None:
+            self._run(job)
+            self._raise()
+        else:
+            self.jobs.put(job)
+
+    def wait(self) -> None:
+        self._end()
+        self._raise()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._end()
+
+    def _end(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            self.jobs.put(None)
+            self.thread.join()
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            if self.error is None and not self.stopping.is_set():
+                self._run(job)
+
+    def _run(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except BaseException as exc:        # handed to the caller by add, wait
+            self.error = exc
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def map_ordered(func: Callable[[T], U], items: Iterable[T]) -> Iterator[U]:

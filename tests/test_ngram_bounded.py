@@ -463,6 +463,50 @@ def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothi
     assert files > 20 * (order - 1)               # many runs spilled and merged
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_final_tables_made_behind_or_in_turn_give_the_in_memory_model(threads, monkeypatch):
+    """Order n's final tables are made in a thread of their own while the orders above
+    are estimated (two threads), or in turn (one): the same model."""
+    monkeypatch.setenv("RNNLM_NUM_THREADS", threads)
+    made_on = []
+    from rnnlm_cli.ngram.streamed import _Estimator
+    real = _Estimator._finish_order
+    def finish_order(self, *args):
+        made_on.append(threading.current_thread() is threading.main_thread())
+        return real(self, *args)
+    monkeypatch.setattr(_Estimator, "_finish_order", finish_order)
+    expected, got, _ = train_both(zipf_corpus(7, 2500, 400), NgramConfig(5, "kneser-ney"),
+                                  memory=20_000)
+    assert_same_model(expected, got)
+    assert made_on == [threads == "1"] * 4
+
+
+@pytest.mark.parametrize("failing", ["_finish_order", "_normalize"])
+def test_an_error_on_either_thread_of_the_estimate_is_raised_and_no_thread_left(
+        failing, two_threads, monkeypatch):
+    """The final tables of order n are made in a thread of their own while the main
+    thread estimates the orders above: an error in either is the one raised, and the
+    other thread is stopped, not left running."""
+    from rnnlm_cli.ngram.streamed import _Estimator
+    real = getattr(_Estimator, failing)
+    threads = []
+
+    def fail_at_order_3(self, n, *args):
+        threads.append(threading.current_thread())
+        if n == 3:
+            raise TrainingError(f"{failing} failed")
+        return real(self, n, *args)
+    monkeypatch.setattr(_Estimator, failing, fail_at_order_3)
+    def others():                   # (the thread that writes tables stays, on purpose)
+        return {t for t in threading.enumerate() if t.name != "rnnlm-write-behind"}
+    before = others()
+    with pytest.raises(TrainingError, match=f"{failing} failed"):
+        train_both(zipf_corpus(3, 2500, 400), NgramConfig(5, "kneser-ney"), memory=20_000)
+    assert others() == before
+    on_main = [t is threading.main_thread() for t in threads]
+    assert all(on_main) if failing == "_normalize" else not any(on_main)
+
+
 def test_without_an_arpa_file_the_ids_are_not_kept_and_the_model_is_the_same():
     lines = zipf_corpus(5, 2500, 400)
     config = NgramConfig(4, "kneser-ney")

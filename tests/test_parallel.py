@@ -102,6 +102,49 @@ def test_run_all_keeps_order_uses_threads_and_raises():
         parallel.run_all([task(1), boom, task(2)])
 
 
+@pytest.mark.parametrize("threaded", [True, False])
+def test_background_jobs_run_in_order_behind_the_caller_and_raise(threaded):
+    done, release = [], threading.Event()
+    background = parallel.Background(threaded)
+
+    def job(i):
+        def run():
+            if i == 0 and threaded:
+                assert release.wait(5)           # the caller goes on meanwhile
+            done.append((i, threading.current_thread() is threading.main_thread()))
+        return run
+    for i in range(3):
+        background.add(job(i))
+    assert done == ([] if threaded else [(0, True), (1, True), (2, True)])
+    release.set()
+    background.wait()
+    assert done == [(i, not threaded) for i in range(3)]
+
+    failing = parallel.Background(threaded)
+    with pytest.raises(ZeroDivisionError):
+        failing.add(lambda: 1 / 0)                     # raised at once, or ...
+        failing.add(lambda: done.append("skipped"))    # (after an error, none runs)
+        failing.wait()                                 # ... once it has run behind
+    with pytest.raises(ZeroDivisionError):
+        failing.add(lambda: None)
+    assert "skipped" not in done
+
+
+def test_a_stopped_background_job_sees_stopping_and_the_rest_are_dropped():
+    background, started, steps = parallel.Background(True), threading.Event(), []
+
+    def long_job():
+        started.set()
+        while not background.stopping.is_set():
+            steps.append(1)
+            background.stopping.wait(0.01)
+    background.add(long_job)
+    background.add(lambda: steps.append("dropped"))
+    assert started.wait(5)
+    background.stop()                    # returns once the thread is done
+    assert not background.thread.is_alive() and "dropped" not in steps
+
+
 @pytest.fixture
 def threaded(monkeypatch):
     """Cut anything of more than 7 items into 3 parts."""

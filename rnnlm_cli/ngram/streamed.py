@@ -21,7 +21,9 @@ shared with the in-memory path (``smoothing.kn_order``, ``wb_order``, ``add_k_or
 ``mle_order``, ``interpolate``, ``katz_backoff``), to each chunk's contexts: the value of
 every n-gram (p, or a back-off method's estimate) and the back-off weight of every
 context, a table of the order below. Then (3) each order's final tables are written,
-pruned, with trie keys and the back-off weights merged in (``_finish_order``).
+pruned, with trie keys and the back-off weights merged in (``_finish_order``): order n's
+as soon as order n+1's pass has made their weights, in a thread of their own, while the
+main thread goes on with (1) and (2) of the orders above.
 
 A chunk holds whole contexts, so every sum adds the same numbers in the same order as
 the in-memory path's ``np.bincount``: the model is the same, bit for bit, whatever the
@@ -30,13 +32,15 @@ memory (``tests/test_ngram_bounded.py`` compares every array).
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from rnnlm_cli import progress
+from rnnlm_cli import parallel, progress
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.blockcount import CountTables
 from rnnlm_cli.vocab import Vocabulary
@@ -179,10 +183,13 @@ class _Estimator:
         # Kneser-Ney: the counts of adjusted counts 0..4 of each order (index n), tallied
         # by the passes that read them (_rotate, _unigram_adjusted, _extensions)
         self.tallies = [np.zeros(5, dtype=np.int64) for _ in range(counts.order + 1)]
+        self.stopping = threading.Event()   # set: _finish_order gives up (see _run)
+        self.final: Optional[StreamedTables] = None   # the tables _finish makes
 
     def rows(self, step: str) -> int:
-        """Rows of a chunk for ``step`` (see ``ROW_BYTES``)."""
-        return max(64, min(CHUNK_ROWS, self.memory // ROW_BYTES[step]))
+        """Rows of a chunk for ``step`` (see ``ROW_BYTES``): a quarter of the memory, as
+        two steps run at once (``_run``), one of them beside ``_lower``'s half."""
+        return max(64, min(CHUNK_ROWS, self.memory // (4 * ROW_BYTES[step])))
 
     def sort_rows(self, dtype: np.dtype) -> int:
         """Records of ``dtype`` that a sort may buffer."""
@@ -217,7 +224,12 @@ class _Estimator:
 
     def run(self) -> StreamedTables:
         with progress.bytes_bar("estimating", self._planned_reads()) as bar:
-            self.meter = bar.update
+            lock = threading.Lock()         # (told by two threads)
+
+            def meter(size: int) -> None:
+                with lock:
+                    bar.update(size)
+            self.meter = meter
             return self._run()
 
     def _run(self) -> StreamedTables:
@@ -232,17 +244,29 @@ class _Estimator:
             self.unigram_adjusted = self._unigram_adjusted()
             self.discounts = self._kn_discounts(notes)
         unigram_value = self._unigrams()
-        values, context_weights = [None, None], [None]
-        for n in range(2, N + 1):
-            lower = None if n == 2 else self._lower(n, rotated[n], values[n - 1])
-            if rotated[n]:
-                remove(rotated[n])
-            table, weights = self._normalize(n, lower, extensions[n], unigram_value, notes)
-            remove(self.counts.tables[n - 1])         # (an estimate uses its counts up)
-            values.append(table)
-            context_weights.append(weights)
-        context_weights.append(None)
-        return self._finish(unigram_value, values, context_weights, notes)
+        # Order n's final tables can be made once the back-off weights of its n-grams are
+        # in (order n+1's lexicographic pass): made in a thread of their own while this
+        # one goes on with the orders above (each step a core: 2 NumPy passes at once).
+        finishing = parallel.Background(parallel.thread_count() > 1)
+        self.stopping = finishing.stopping
+        values = [None, None]
+        try:
+            for n in range(2, N + 1):
+                lower = None if n == 2 else self._lower(n, rotated[n], values[n - 1])
+                if rotated[n]:
+                    remove(rotated[n])
+                table, weights = self._normalize(n, lower, extensions[n], unigram_value,
+                                                 notes)
+                remove(self.counts.tables[n - 1])     # (an estimate uses its counts up)
+                values.append(table)
+                finishing.add(partial(self._finish, n - 1, values[n - 1], weights,
+                                      unigram_value, notes))
+            finishing.add(partial(self._finish, N, values[N], None, unigram_value, notes))
+            finishing.wait()
+        except BaseException:
+            finishing.stop()
+            raise
+        return self.final
 
     # -- suffix order and adjusted counts -------------------------------------------------------
 
@@ -458,27 +482,31 @@ class _Estimator:
 
     # -- the final tables ------------------------------------------------------------------------
 
-    def _finish(self, unigram_value: np.ndarray, values: List[Optional[str]],
-                weights: List[Optional[str]], notes: dict) -> StreamedTables:
-        N = self.order
+    def _finish(self, n: int, values: Optional[str], weights: Optional[str],
+                unigram_value: np.ndarray, notes: dict) -> None:
+        """Order n's final tables (in ``self.final``), from its values and its n-grams'
+        back-off weights (none at the top order); the tables read are removed."""
+        if n > 1:
+            self._finish_order(n, values, weights, self.final)
+            remove(values)
+        else:
+            self.final = self._finish_unigrams(unigram_value, weights, notes)
+        if weights:
+            remove(weights)
+
+    def _finish_unigrams(self, unigram_value: np.ndarray, weights: Optional[str],
+                         notes: dict) -> StreamedTables:
         unigram_logprob = safe_log(unigram_value)
         unigram_backoff = None
-        if N > 1:
+        if weights:
             unigram_backoff = np.zeros(self.vocab_size)
-            bows = read_table(weights[1])
+            bows = read_table(weights)
             unigram_backoff[self.packing(1).unpack(bows["key"])[:, 0]] = bows["log_bow"]
-            remove(weights[1])
         check_estimate(1, unigram_logprob, unigram_backoff, self.method)
-        result = StreamedTables(N, self.vocab_size, unigram_logprob, unigram_backoff,
-                                ids=[None], rows=[None], children=[None, None], keys=[None],
-                                logprob=[None], backoff=[None], sizes=[self.vocab_size],
-                                notes=notes)
-        for n in range(2, N + 1):
-            self._finish_order(n, values[n], weights[n], result)
-            remove(values[n])
-            if weights[n]:
-                remove(weights[n])
-        return result
+        return StreamedTables(self.order, self.vocab_size, unigram_logprob, unigram_backoff,
+                              ids=[None], rows=[None], children=[None, None], keys=[None],
+                              logprob=[None], backoff=[None], sizes=[self.vocab_size],
+                              notes=notes)
 
     def _finish_order(self, n: int, values: str, weights: Optional[str],
                       result: StreamedTables) -> None:
@@ -508,6 +536,8 @@ class _Estimator:
                 if n > 2 else None
             reader = stack.enter_context(self.reader(values))
             for chunk in reader.chunks(rows):
+                if self.stopping.is_set():
+                    raise RuntimeError("stopped: the estimate of the orders above failed")
                 ids = packing.unpack(chunk["key"])
                 context = ids[:, 0] if n == 2 else \
                     contexts.for_groups(below.pack(ids[:, :-1]))["row"]
