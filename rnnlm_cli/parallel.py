@@ -12,6 +12,9 @@ it to worker threads, each block going through every step (tokens, word ids, n-g
 lookups) in one thread, and a worker does not cut its block again (``parts_for`` is 1
 inside a worker).
 
+``Background`` runs jobs one after another in a thread of its own while the caller goes
+on (``train-ngram``'s estimate on disk makes each order's final tables that way).
+
 ``RNNLM_NUM_THREADS`` in the environment sets the number of threads (1: no threads at
 all; at most ``THREADS_PER_CORE`` per core, since each thread holds blocks of the text
 in memory); by default there is one per core this process may run on, or only one while
