@@ -7,6 +7,7 @@ import codecs
 import os
 import subprocess
 import sys
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -125,9 +126,36 @@ def scheduler():
 def train_on_cluster(address, lines, config, path, vocab=None):
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     settings = TokenizerConfig("whitespace").to_dict()
-    with Scratch() as scratch:
-        return written(train_ngram_cluster(address, [str(path)], ["corpus"], config, "corpus",
-                                           settings, "strict", 1 << 20, scratch, vocab=vocab))
+
+    def train():
+        with Scratch() as scratch:
+            return written(train_ngram_cluster(address, [str(path)], ["corpus"], config,
+                                               "corpus", settings, "strict", 1 << 20, scratch,
+                                               vocab=vocab))
+    return within(JOB_SECONDS, train)
+
+
+JOB_SECONDS = 120     # a job here takes a few seconds; one stuck on a lost worker, forever
+
+
+def within(seconds, job):
+    """``job()``, run in a thread of its own; a test failure if it is not done in
+    ``seconds`` (a Dask job that waits forever fails its test, not the whole suite)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = job()
+        except BaseException as exc:      # raised again in the test's thread
+            outcome["error"] = exc
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"the Dask job did not finish in {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def train_here(lines, config, vocab=None):
@@ -235,20 +263,12 @@ def killing_plugin(marker, every_time=False):
     return Crash()
 
 
-def register(client, plugin):
-    """``Client.register_plugin`` (Dask 2023.9.2 on), ``register_worker_plugin`` before."""
-    if hasattr(client, "register_plugin"):
-        client.register_plugin(plugin)
-    else:
-        client.register_worker_plugin(plugin)
-
-
 def test_a_worker_that_dies_mid_job_changes_nothing(scheduler, small_shards, tmp_path):
     """Dask runs the lost worker's tasks again elsewhere (the nanny restarts it)."""
     from distributed import Client
     marker = str(tmp_path / "died")
     with Client(scheduler, set_as_default=False) as client:
-        register(client, killing_plugin(marker))
+        client.register_plugin(killing_plugin(marker))
     lines = zipf_corpus(4, 2000, 300)
     config = NgramConfig(4)
     got = train_on_cluster(scheduler, lines, config, tmp_path / "corpus.txt")
@@ -266,7 +286,7 @@ def test_a_job_that_keeps_losing_workers_fails_with_one_line_and_no_model(tmp_pa
             distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                      dashboard_address=None) as local, \
             distributed.Client(local, set_as_default=False) as client:
-        register(client, killing_plugin(str(tmp_path / "died"), every_time=True))
+        client.register_plugin(killing_plugin(str(tmp_path / "died"), every_time=True))
         result = run_rnnlm("train-ngram", str(corpus), "-o", str(tmp_path / "m.npz"),
                            "--scheduler", local.scheduler_address)
     assert result.returncode == 1
