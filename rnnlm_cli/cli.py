@@ -468,7 +468,9 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
             model = train_ngram_bounded(_sentence_blocks(corpus, encoding_errors, tokenizer),
                                         config, name, tokenizer.config.to_dict(), memory,
                                         scratch, _total_size(corpus), vocab=words,
-                                        arpa=arpa is not None)
+                                        arpa=arpa is not None,
+                                        files=_corpus_files(corpus, encoding_errors,
+                                                            tokenizer))
         else:
             model = train_ngram_cluster(scheduler, corpus, [_name(p) for p in corpus], config,
                                         name, tokenizer.config.to_dict(), encoding_errors,
@@ -490,6 +492,21 @@ def _sentence_blocks(corpus, encoding_errors: str, tokenizer):
         for block in read_corpus_blocks(corpus, encoding_errors, block_bytes):
             yield tokenizer.tokenize_lines(split_lines(block.text())), len(block.data)
     return read
+
+
+def _corpus_files(corpus, encoding_errors: str, tokenizer):
+    """The CORPUS files as processes can share them (``firstpass.CorpusFiles``), if they
+    are all regular files with something in them (not stdin, a pipe or an empty file:
+    those are read in one pass, which says what is wrong with them); else None."""
+    from rnnlm_cli.ngram.firstpass import CorpusFiles
+    try:
+        sizes = [os.stat(path).st_size for path in corpus if path != "-" and
+                 os.path.isfile(path)]
+    except OSError:
+        return None
+    if len(sizes) < len(corpus) or 0 in sizes:
+        return None
+    return CorpusFiles(list(corpus), sizes, tokenizer.config.to_dict(), encoding_errors)
 
 
 def _write_ngram_model(model, output: str, arpa: Optional[str]) -> None:

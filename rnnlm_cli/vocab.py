@@ -206,10 +206,11 @@ class WordCounter:
         self.counts = counts
         return provisional, lengths
 
-    def merge(self, words: Sequence[str], counts: np.ndarray, skipped: int = 0) -> None:
+    def merge(self, words: Sequence[str], counts: np.ndarray, skipped: int = 0) -> np.ndarray:
         """Count another counter's words as if its text came after this one's: ``words``
         its ``first_seen`` in order, ``counts`` its ``counts``. The counters of the parts
-        of a corpus (shards counted apart), merged in order, are the whole's counter."""
+        of a corpus (shards counted apart), merged in order, are the whole's counter.
+        Returns the other counter's provisional ids as this one's (by its id)."""
         ids = np.fromiter(map(self.first_seen.__getitem__, words), dtype=np.int64,
                           count=len(words))
         merged = np.zeros(len(self.first_seen), dtype=np.int64)
@@ -217,6 +218,7 @@ class WordCounter:
         merged[ids] += counts          # (each word once in ``words``: no repeated index)
         self.counts = merged
         self.skipped += skipped
+        return ids
 
     def vocabulary(self, min_count: int = 1, max_vocab: Optional[int] = None,
                    fixed: Optional["Vocabulary"] = None) -> Tuple["Vocabulary", np.ndarray]:

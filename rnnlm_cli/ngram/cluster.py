@@ -30,7 +30,7 @@ import os
 import pickle
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -42,7 +42,7 @@ from rnnlm_cli.ngram.blockcount import CountTables, count_dtype, count_orders
 from rnnlm_cli.ngram.counting import padded_sequence
 from rnnlm_cli.ngram.runs import concat, sort_records
 from rnnlm_cli.ngram.scratch import Scratch
-from rnnlm_cli.tokenizer import Tokenizer, TokenizerConfig, read_range, split_lines
+from rnnlm_cli.ngram.shards import Shard, shard_blocks
 from rnnlm_cli.vocab import Vocabulary, WordCounter
 
 MIN_SHARD_BYTES = 1 << 16
@@ -51,15 +51,6 @@ SHARD_BYTES_PER_WORKER = 4     # shards a worker, at least, while they are not t
 # (a word and a space) and BYTES_PER_POSITION while counted, and its counts are kept.
 TASK_MEMORY_PER_BYTE = 64
 MAX_PARTS = 4096
-
-
-@dataclass(frozen=True)
-class Shard:
-    """The lines of a corpus file that begin at a byte offset in ``[start, end)``."""
-
-    path: str          # absolute: where the workers open it
-    start: int
-    end: int
 
 
 @dataclass
@@ -320,33 +311,8 @@ def _shard_sentences(shard: Shard, tokenizer: dict,
     if not os.path.isfile(shard.path):
         raise CorpusError(f"{shard.path}: not found on a Dask worker (the workers must see "
                           "the corpus files at the paths the client gives)")
-    tokenize = Tokenizer(TokenizerConfig.from_dict(tokenizer)).tokenize_lines
-    for block in read_range(shard.path, shard.start, shard.end, encoding_errors):
-        yield tokenize(split_lines(_text(block, shard)))
-
-
-def _text(block, shard: Shard) -> str:
-    """The block decoded; undecodable, a ``CorpusError`` naming the line in the file (the
-    block's lines are numbered from the shard's first: count the lines before it)."""
-    try:
-        return block.text()
-    except CorpusError:
-        before = _lines_before(shard)
-        return replace(block, first_line=block.first_line + before).text()
-
-
-def _lines_before(shard: Shard) -> int:
-    """The lines of the file before the shard's first line."""
-    newlines, position = 0, 0
-    with open(shard.path, "rb") as file:
-        while position < shard.start:
-            data = file.read(min(1 << 20, shard.start - position))
-            if not data:
-                break
-            newlines += data.count(b"\n")
-            position += len(data)
-        begins_here = shard.start == 0 or data.endswith(b"\n")
-    return newlines + (0 if begins_here else 1)
+    for sentences, _ in shard_blocks(shard, tokenizer, encoding_errors):
+        yield sentences
 
 
 # -- on the client: results and their failures -----------------------------------------------

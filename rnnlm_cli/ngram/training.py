@@ -10,7 +10,7 @@ estimates from the tables they make. All give the same model, bit for bit.
 """
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
@@ -18,19 +18,24 @@ import numpy as np
 
 from rnnlm_cli import progress
 from rnnlm_cli.errors import CorpusError, OptionError
-from rnnlm_cli.ngram import cluster
+from rnnlm_cli.ngram import cluster, firstpass
 from rnnlm_cli.ngram.blockcount import BYTES_PER_POSITION, BlockCounter, CountTables
-from rnnlm_cli.ngram.counting import count_ngrams, padded_sequence
+from rnnlm_cli.ngram.counting import count_ngrams
+from rnnlm_cli.ngram.firstpass import SentenceBlocks
 from rnnlm_cli.ngram.model import NgramModel
 from rnnlm_cli.ngram.scratch import Scratch, TableReader, remove
 from rnnlm_cli.ngram.smoothing import METHODS, check_estimate, estimate
 from rnnlm_cli.ngram.streamed import StreamedModel, estimate_streamed
 from rnnlm_cli.options import (LEAST_MEMORY, available_memory, check_choice, check_number,
                                check_vocab_source, check_whole)
+from rnnlm_cli.parallel import thread_count
 from rnnlm_cli.vocab import Vocabulary, WordCounter
 
 # Memory per byte of text in the first pass: its lines, tokens and ids as Python objects.
 TEXT_MEMORY_PER_BYTE = 40
+SPLIT_BYTES = 64 << 20          # the first pass is shared by two processes from here
+TEXT_BYTES_PER_POSITION = 8     # ... for a corpus of more bytes than the in-memory
+                                #     path's positions times this
 
 
 def default_memory() -> int:
@@ -105,18 +110,18 @@ def _train_in_memory(vocab: Vocabulary, ids: np.ndarray, lengths: np.ndarray, sk
     return NgramModel(vocab, tables, metadata)
 
 
-SentenceBlocks = Iterable[Tuple[Iterable[Sequence[str]], int]]
-
-
 def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: NgramConfig,
                         corpus_name: str, tokenizer: dict, memory: int, scratch: Scratch,
                         total_bytes: Optional[int] = None,
-                        vocab: Optional[Vocabulary] = None, arpa: bool = True):
+                        vocab: Optional[Vocabulary] = None, arpa: bool = True,
+                        files: Optional[firstpass.CorpusFiles] = None):
     """``train_ngram`` within about ``memory`` bytes besides the vocabulary: the same model.
 
     ``read_blocks(size)`` gives the corpus's sentences a block of about ``size`` bytes of
     text at a time, as ``(sentences, bytes read)`` pairs (``total_bytes`` in all, if
-    known: for the progress bar). The corpus is read once. If the in-memory path fits in
+    known: for the progress bar). The corpus is read once: by two processes at once if it
+    is ``files`` too large for the in-memory path (``firstpass.py``). If the in-memory
+    path fits in
     ``memory`` (``in_memory_bytes``), it is taken, and an ``NgramModel`` returned; else
     the word ids go to the disk of ``scratch``, are counted in blocks and the model
     estimated from tables on disk: a ``StreamedModel``, which writes the same files
@@ -130,19 +135,23 @@ def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: Ng
     counter = WordCounter()
     block_bytes = max(1 << 16, min(64 << 20, memory // TEXT_MEMORY_PER_BYTE))
     room = memory // in_memory_bytes(config.order, 1)
-    corpus = _first_pass(read_blocks(block_bytes), counter, scratch, room, total_bytes)
+    if _reads_in_two(files, room):
+        corpus = firstpass.read_in_two(files, counter, scratch, block_bytes // 2)
+    else:
+        corpus = firstpass.read_once(read_blocks(block_bytes), counter, scratch, room,
+                                     total_bytes)
     if corpus.tokens == 0:
         raise CorpusError(f"{corpus_name}: no words to train on (empty, or only blank lines)")
     vocab, new_id = counter.vocabulary(config.min_count, config.max_vocab, vocab)
     new_id = new_id.astype(np.int32)
-    if corpus.spool is None:
+    if not corpus.tables:
         ids, lengths = np.concatenate(corpus.ids), np.concatenate(corpus.lengths)
         corpus.ids = corpus.lengths = None                   # (one copy of the ids at a time)
         ids = new_id[ids]
         with _steps(config.order + 1, "estimating") as step:
             return _train_in_memory(vocab, ids, lengths, counter.skipped, config,
                                     corpus_name, tokenizer, step)
-    counts = _count_on_disk(corpus.spool, new_id, vocab, config.order, memory, scratch)
+    counts = _count_on_disk(corpus.tables, new_id, vocab, config.order, memory, scratch)
     tables = estimate_streamed(counts, config.smoothing, vocab.bos_id, vocab.eos_id,
                                config.add_k, config.prune, memory, scratch, arpa)
     metadata = _metadata(config, tokenizer, corpus_name, corpus.sentences, corpus.tokens,
@@ -192,6 +201,16 @@ def writing_progress(model, arpa: bool):
     return model.writing_progress(arpa) if isinstance(model, StreamedModel) else nullcontext()
 
 
+def _reads_in_two(files: Optional[firstpass.CorpusFiles], room: int) -> bool:
+    """Whether the first pass is shared by two processes: for a corpus in files, of at
+    least ``SPLIT_BYTES``, that would not fit the in-memory path (at most ``room``
+    positions; text has about 6 bytes a position), with two cores to run them."""
+    if files is None or thread_count() < 2:
+        return False
+    size = sum(files.sizes)
+    return size >= SPLIT_BYTES and size > TEXT_BYTES_PER_POSITION * room
+
+
 def in_memory_bytes(order: int, positions: int) -> int:
     """About what the in-memory path holds at its peak for a corpus of ``positions``
     (its tokens, and one ``<s>`` and one ``</s>`` a sentence), besides the vocabulary:
@@ -199,57 +218,27 @@ def in_memory_bytes(order: int, positions: int) -> int:
     return 32 * (order + 1) * positions
 
 
-@dataclass
-class _Corpus:
-    """The first pass's corpus: provisional ids and sentence lengths, block by block, in
-    memory; or, once too large for the in-memory path, the padded sequence on disk."""
-
-    ids: List[np.ndarray] = field(default_factory=list)
-    lengths: List[np.ndarray] = field(default_factory=list)
-    spool: Optional[str] = None
-    sentences: int = 0
-    tokens: int = 0
-
-
-def _first_pass(blocks: SentenceBlocks, counter: WordCounter, scratch: Scratch, room: int,
-                total_bytes: Optional[int]) -> _Corpus:
-    """Each block's words get provisional ids (``WordCounter``); the blocks stay in memory
-    while the corpus has at most ``room`` positions, else all go to a scratch table as
-    the padded sequence ``<s> w.. </s> <s> ...`` (``<s>``, ``</s>`` keep their ids)."""
-    corpus = _Corpus()
-    with ExitStack() as stack:
-        bar = stack.enter_context(progress.bytes_bar("reading", total_bytes))
-        spool = None
-        for block, size in blocks:
-            ids, lengths = counter.add(block)
-            corpus.sentences += lengths.size
-            corpus.tokens += ids.size
-            corpus.ids.append(ids.astype(np.int32))
-            corpus.lengths.append(lengths)
-            if spool is None and corpus.tokens + 2 * corpus.sentences > room:
-                spool = stack.enter_context(scratch.writer("corpus", np.int32))
-            if spool is not None:
-                for part, part_lengths in zip(corpus.ids, corpus.lengths):
-                    spool.append(padded_sequence(part, part_lengths, Vocabulary.bos_id,
-                                                 Vocabulary.eos_id, dtype=np.int32)[0])
-                corpus.ids, corpus.lengths = [], []
-            bar.update(size)
-        if spool is not None:
-            corpus.spool = spool.close()
-    return corpus
-
-
-def _count_on_disk(corpus: str, new_id: np.ndarray, vocab: Vocabulary, order: int,
-                   memory: int, scratch: Scratch) -> CountTables:
-    """The second pass: the padded sequence in blocks, in final ids, counted."""
+def _count_on_disk(tables: List[Tuple[str, Optional[np.ndarray]]], new_id: np.ndarray,
+                   vocab: Vocabulary, order: int, memory: int, scratch: Scratch) -> CountTables:
+    """The second pass: the padded sequence in blocks, in final ids, counted (the first
+    pass's tables one after another, each read through its map of ids)."""
     counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id, vocab.eos_id)
-    with TableReader(corpus) as reader, progress.bytes_bar("counting", reader.rows * 4) as bar:
-        for block in reader.chunks(max(1 << 10, memory // BYTES_PER_POSITION)):
-            counter.add(new_id[block])
-            bar.update(block.nbytes)
-    remove(corpus)
+    rows = max(1 << 10, memory // BYTES_PER_POSITION)
+    with progress.bytes_bar("counting", sum(_rows(path) for path, _ in tables) * 4) as bar:
+        for path, ids in tables:
+            final = new_id if ids is None else new_id[ids]
+            with TableReader(path) as reader:
+                for block in reader.chunks(rows):
+                    counter.add(final[block])
+                    bar.update(block.nbytes)
+            remove(path)
     with progress.bytes_bar("merging", counter.run_bytes()) as bar:
         return counter.finish(memory, bar.update)
+
+
+def _rows(table: str) -> int:
+    with TableReader(table) as reader:
+        return reader.rows
 
 
 @contextmanager
