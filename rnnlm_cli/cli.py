@@ -332,13 +332,19 @@ def read_corpus_blocks(paths: Iterable[str], encoding_errors: str,
 
 def _total_size(paths: Iterable[str]) -> Optional[int]:
     """The bytes of the files, if all are regular files (not stdin, not a pipe)."""
+    sizes = _file_sizes(paths)
+    return None if sizes is None else sum(sizes)
+
+
+def _file_sizes(paths: Iterable[str]) -> Optional[List[int]]:
+    """The size of each file, if all are regular files (not stdin, not a pipe)."""
     paths = list(paths)
     try:
         sizes = [os.stat(path).st_size for path in paths if path != "-"
                  and os.path.isfile(path)]
     except OSError:
         return None
-    return sum(sizes) if len(sizes) == len(paths) else None
+    return sizes if len(sizes) == len(paths) else None
 
 
 def _name(path: str) -> str:
@@ -499,12 +505,8 @@ def _corpus_files(corpus, encoding_errors: str, tokenizer):
     are all regular files with something in them (not stdin, a pipe or an empty file:
     those are read in one pass, which says what is wrong with them); else None."""
     from rnnlm_cli.ngram.firstpass import CorpusFiles
-    try:
-        sizes = [os.stat(path).st_size for path in corpus if path != "-" and
-                 os.path.isfile(path)]
-    except OSError:
-        return None
-    if len(sizes) < len(corpus) or 0 in sizes:
+    sizes = _file_sizes(corpus)
+    if sizes is None or 0 in sizes:
         return None
     return CorpusFiles(list(corpus), sizes, tokenizer.config.to_dict(), encoding_errors)
 

@@ -80,7 +80,9 @@ def text(seed, sentences, words=300):
     ([text(1, 3000)], 3),
     ([text(2, 2000), text(3, 500), text(4, 2500)], 5),
     ([codecs.BOM_UTF8 + text(5, 1500), b"one line without its newline"], 4),
-    ([text(6, 800) + b"caf\xc3\xa9 cafe\xcc\x81\r\n\t tab  line \r\n" + text(7, 800)], 3)])
+    ([text(6, 800) + b"caf\xc3\xa9 cafe\xcc\x81\r\n\t tab  line \r\n" + text(7, 800)], 3),
+    ([text(14, 300), b"\n" * 50_000], 3),          # no word in the child's half
+    ([b" \n" * 25_000, text(15, 300)], 3)])        # ... or in this process's
 def test_two_processes_make_the_model_of_one_reading(tmp_path, in_two, texts, order):
     config = NgramConfig(order)
     assert_same_model(train_here(texts, config), train_from(corpus_files(tmp_path, texts),

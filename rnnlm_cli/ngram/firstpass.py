@@ -20,7 +20,7 @@ import multiprocessing
 import signal
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,14 +61,15 @@ class Corpus:
 
 @dataclass
 class _Half:
-    """What the child process of ``read_in_two`` sends back: its ``WordCounter``'s fields
-    and its part's size."""
+    """What the child process of ``read_in_two`` sends back: its ``WordCounter``'s fields,
+    its part's size, and its table (None if its part has no words)."""
 
     words: List[str]
     counts: np.ndarray
     skipped: int
     sentences: int
     tokens: int
+    table: Optional[str]
 
 
 def read_once(blocks: SentenceBlocks, counter: WordCounter, scratch: Scratch, room: int,
@@ -77,7 +78,8 @@ def read_once(blocks: SentenceBlocks, counter: WordCounter, scratch: Scratch, ro
     positions, else all of it in one scratch table."""
     corpus = Corpus()
     with progress.bytes_bar("reading", total_bytes) as bar:
-        _read(blocks, counter, corpus, scratch, room, bar.update)
+        _read(blocks, counter, corpus, lambda: scratch.writer("corpus", np.int32), room,
+              bar.update)
     return corpus
 
 
@@ -100,22 +102,22 @@ def read_in_two(files: CorpusFiles, counter: WordCounter, scratch: Scratch,
         sender.close()
         bar = stack.enter_context(progress.bytes_bar("reading", sum(files.sizes)))
         meter = _Meter(bar.update, child_bytes)
-        blocks = (block for shard in first for block in
-                  shard_blocks(shard, files.tokenizer, files.encoding_errors, block_bytes))
-        _read(blocks, counter, corpus, scratch, 0, meter.update)
+        _read(_blocks(first, files, block_bytes), counter, corpus,
+              lambda: scratch.writer("corpus", np.int32), 0, meter.update)
         half = _receive(child, receiver, meter)
     ids = counter.merge(half.words, half.counts, half.skipped)
-    corpus.tables.append((table, ids))
+    if half.table is not None:
+        corpus.tables.append((half.table, ids))
     corpus.sentences += half.sentences
     corpus.tokens += half.tokens
     return corpus
 
 
-def _read(blocks: SentenceBlocks, counter: WordCounter, corpus: Corpus, scratch: Scratch,
-          room: int, update) -> None:
+def _read(blocks: SentenceBlocks, counter: WordCounter, corpus: Corpus,
+          new_table: Callable[[], TableWriter], room: int, update) -> None:
     """Each block's words numbered and counted, the blocks kept in ``corpus`` until it
-    has more than ``room`` positions, then all written to one table (``update(size)``
-    after each block)."""
+    has more than ``room`` positions, then all written to one table (``new_table()``;
+    ``update(size)`` after each block)."""
     with ExitStack() as stack:
         table = None
         for block, size in blocks:
@@ -125,7 +127,7 @@ def _read(blocks: SentenceBlocks, counter: WordCounter, corpus: Corpus, scratch:
             corpus.ids.append(ids.astype(np.int32))
             corpus.lengths.append(lengths)
             if table is None and corpus.tokens + 2 * corpus.sentences > room:
-                table = stack.enter_context(scratch.writer("corpus", np.int32))
+                table = stack.enter_context(new_table())
             if table is not None:
                 for part, part_lengths in zip(corpus.ids, corpus.lengths):
                     table.append(_padded(part, part_lengths))
@@ -133,6 +135,11 @@ def _read(blocks: SentenceBlocks, counter: WordCounter, corpus: Corpus, scratch:
             update(size)
         if table is not None:
             corpus.tables.append((table.close(), None))
+
+
+def _blocks(shards: List[Shard], files: CorpusFiles, block_bytes: int) -> SentenceBlocks:
+    return (block for shard in shards for block in
+            shard_blocks(shard, files.tokenizer, files.encoding_errors, block_bytes))
 
 
 def _padded(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -182,21 +189,19 @@ def _end(child) -> None:
 def _read_half(shards: List[Shard], files: CorpusFiles, block_bytes: int, path: str,
                parent: str, done, sender) -> None:
     """The child of ``read_in_two``: the words of ``shards`` numbered and counted, their
-    padded sequence written to ``path``; sends ``("half", _Half)`` or ``("error", exc)``."""
+    padded sequence written to ``path`` (``_read``, as here); sends ``("half", _Half)``
+    or ``("error", exc)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's: it ends this
     try:
-        counter, sentences, tokens = WordCounter(), 0, 0
-        with TableWriter(path, np.dtype(np.int32), Scratch(parent)) as table:
-            for shard in shards:
-                for block, size in shard_blocks(shard, files.tokenizer, files.encoding_errors,
-                                                block_bytes):
-                    ids, lengths = counter.add(block)
-                    table.append(_padded(ids.astype(np.int32), lengths))
-                    sentences += lengths.size
-                    tokens += ids.size
-                    done.value += size
+        counter, corpus = WordCounter(), Corpus()
+
+        def read(size: int) -> None:
+            done.value += size
+        _read(_blocks(shards, files, block_bytes), counter, corpus,
+              lambda: TableWriter(path, np.dtype(np.int32), Scratch(parent)), 0, read)
+        table = corpus.tables[0][0] if corpus.tables else None
         message = ("half", _Half(list(counter.first_seen), counter.counts, counter.skipped,
-                                 sentences, tokens))
+                                 corpus.sentences, corpus.tokens, table))
     except BaseException as exc:     # (everything goes back: nothing printed here)
         message = ("error", exc)
     try:
