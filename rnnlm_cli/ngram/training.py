@@ -121,11 +121,10 @@ def train_ngram_bounded(read_blocks: Callable[[int], SentenceBlocks], config: Ng
     text at a time, as ``(sentences, bytes read)`` pairs (``total_bytes`` in all, if
     known: for the progress bar). The corpus is read once: by two processes at once if it
     is ``files`` too large for the in-memory path (``firstpass.py``). If the in-memory
-    path fits in
-    ``memory`` (``in_memory_bytes``), it is taken, and an ``NgramModel`` returned; else
-    the word ids go to the disk of ``scratch``, are counted in blocks and the model
-    estimated from tables on disk: a ``StreamedModel``, which writes the same files
-    without ever being loaded (its ARPA file only if ``arpa``). Progress bars (on a
+    path fits in ``memory`` (``in_memory_bytes``), it is taken, and an ``NgramModel``
+    returned; else the word ids go to the disk of ``scratch``, are counted in blocks and
+    the model estimated from tables on disk: a ``StreamedModel``, which writes the same
+    files without ever being loaded (its ARPA file only if ``arpa``). Progress bars (on a
     terminal) show each stage.
     """
     config.validate()
