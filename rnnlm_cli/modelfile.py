@@ -96,8 +96,8 @@ def _write_chunked(stream, array) -> None:
     np.lib.format.write_array_header_1_0(stream, {
         "descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
         "shape": tuple(array.shape)})
-    for chunk in array.chunks():
-        stream.write(np.ascontiguousarray(chunk, dtype=array.dtype).tobytes())
+    for chunk in array.chunks():      # (its bytes as they are: tobytes would copy them)
+        stream.write(np.ascontiguousarray(chunk, dtype=array.dtype).reshape(-1).view(np.uint8))
 
 
 ALIGNMENT = 4096

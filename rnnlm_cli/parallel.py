@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from queue import Queue
 from typing import (TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence,
                     TypeVar)
@@ -195,12 +195,15 @@ class Background:
             raise self.error
 
 
-def map_ordered(func: Callable[[T], U], items: Iterable[T]) -> Iterator[U]:
+def map_ordered(func: Callable[[T], U], items: Iterable[T],
+                stop: Optional[threading.Event] = None) -> Iterator[U]:
     """``map(func, items)`` in worker threads, one per thread (``thread_count``), the
     results in the order of ``items``. At most two items per thread are taken from
     ``items`` ahead of the result the caller is waiting for, so memory stays bounded
-    whatever their number. An exception in ``func`` is raised here, for its item; the
-    items not started yet are then dropped."""
+    whatever their number. An exception in ``func`` is raised here as soon as it happens,
+    whichever item it came from. On the way out after one (or after the caller's own:
+    Ctrl-C) ``stop`` is set, which a long ``func`` reads between its steps to give up
+    early, the items started are waited for and the others dropped."""
     workers = thread_count()
     if workers == 1:
         yield from map(func, items)
@@ -211,11 +214,27 @@ def map_ordered(func: Callable[[T], U], items: Iterable[T]) -> Iterator[U]:
         for item in items:
             pending.append(executor.submit(func, item))
             if len(pending) > 2 * workers:
-                yield pending.popleft().result()
+                yield _first_result(pending)
         while pending:
-            yield pending.popleft().result()
+            yield _first_result(pending)
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _first_result(pending: deque):
+    """The result of the first of the ``pending`` futures (taken off), once it is done;
+    or the error of any of them that fails meanwhile, at once."""
+    while not pending[0].done():
+        running = [future for future in pending if not future.done()]
+        wait(running, return_when=FIRST_COMPLETED)
+        for future in pending:
+            if future.done() and future.exception() is not None:
+                future.result()
+    return pending.popleft().result()
 
 
 def _become_worker() -> None:

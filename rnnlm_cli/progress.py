@@ -9,8 +9,9 @@ constructor cannot print a traceback at exit: tqdm before 4.68 reads ``self.disa
 from __future__ import annotations
 
 import sys
+import threading
 from contextlib import contextmanager
-from typing import Optional
+from typing import Callable, Optional
 
 
 class NoBar:
@@ -67,3 +68,13 @@ def steps_bar(desc: str, total: Optional[int], **options):
         yield made
     finally:
         made.close()
+
+
+def shared(update: Callable[[int], None]) -> Callable[[int], None]:
+    """``update`` (a bar's) made safe to call from several threads at once."""
+    lock = threading.Lock()
+
+    def locked(size: int) -> None:
+        with lock:
+            update(size)
+    return locked

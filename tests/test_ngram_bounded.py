@@ -481,6 +481,56 @@ def test_final_tables_made_behind_or_in_turn_give_the_in_memory_model(threads, m
     assert made_on == [threads == "1"] * 4
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_count_tables_merged_on_two_threads_or_one_give_the_in_memory_model(threads,
+                                                                           monkeypatch):
+    """Each order's runs are merged into its count table, the orders on two threads at
+    once (the largest first) or in turn on one: the same model."""
+    monkeypatch.setenv("RNNLM_NUM_THREADS", threads)
+    merged = []
+    real = blockcount.merge_runs
+    def merge(scratch, runs, name, *args):
+        merged.append((name, threading.current_thread() is threading.main_thread()))
+        return real(scratch, runs, name, *args)
+    monkeypatch.setattr(blockcount, "merge_runs", merge)
+    expected, got, _ = train_both(zipf_corpus(7, 2500, 400), NgramConfig(5, "kneser-ney"),
+                                  memory=20_000)
+    assert_same_model(expected, got)
+    assert sorted(name for name, _ in merged) == [f"counts-{n}" for n in range(2, 6)]
+    assert merged[0][0] in ("counts-5", "counts-4")        # (two started at once)
+    assert [on_main for _, on_main in merged] == [threads == "1"] * 4
+
+
+def test_an_error_in_one_merge_of_counts_stops_the_others_and_is_raised(two_threads,
+                                                                      monkeypatch):
+    """Order 4's merge fails while order 5's is under way: the error is raised at once,
+    order 5's merge gives up at its next round, as does a merge of a lower order begun
+    meanwhile, and no thread is left."""
+    real = blockcount.merge_runs
+    began, rounds = [], []
+    order_5_going = threading.Event()
+    def merge(scratch, runs, name, rows, field, told):
+        began.append(name)
+        if name == "counts-4":
+            assert order_5_going.wait(10)
+            raise TrainingError("no room left for counts-4")
+        def tell(size):
+            rounds.append(name)
+            order_5_going.set()
+            time.sleep(0.01)
+            told(size)
+        return real(scratch, runs, name, 64, field, tell)    # (64 rows: many rounds)
+    monkeypatch.setattr(blockcount, "merge_runs", merge)
+    before = {t for t in threading.enumerate() if t.name != "rnnlm-write-behind"}
+    with pytest.raises(TrainingError, match="no room left for counts-4"):
+        train_both(zipf_corpus(7, 2500, 400), NgramConfig(5, "kneser-ney"), memory=20_000)
+    assert {t for t in threading.enumerate() if t.name != "rnnlm-write-behind"} == before
+    assert began[:2] in (["counts-5", "counts-4"], ["counts-4", "counts-5"])
+    assert 0 < rounds.count("counts-5") < 50     # order 5 stopped early (of 111 rounds)
+    for name in began[2:]:     # (taken by the thread order 4's failure freed, at once)
+        assert rounds.count(name) <= 1
+
+
 @pytest.mark.parametrize("failing", ["_finish_order", "_normalize"])
 def test_an_error_on_either_thread_of_the_estimate_is_raised_and_no_thread_left(
         failing, two_threads, monkeypatch):

@@ -145,6 +145,33 @@ def test_a_stopped_background_job_sees_stopping_and_the_rest_are_dropped():
     assert not background.thread.is_alive() and "dropped" not in steps
 
 
+def test_map_ordered_sets_stop_when_it_raises_and_drops_the_items_not_started(monkeypatch):
+    """An error in one item, or in the caller, sets ``stop`` before waiting for the items
+    started: a long item that reads it ends early; the items after are never run."""
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "2")
+    started, ran = threading.Event(), []
+
+    def item(i):
+        ran.append(i)
+        if i == 0:                       # long: until told to stop
+            started.set()
+            assert stop.wait(10)
+            return "stopped"
+        assert started.wait(10)
+        raise ValueError(f"item {i} failed")
+    stop = threading.Event()
+    results = parallel.map_ordered(item, range(100), stop)
+    with pytest.raises(ValueError, match="item 1 failed"):
+        list(results)        # (item 0's result waits for stop, set on the way out)
+    assert stop.is_set() and len(ran) <= 6    # at most 2 a thread taken ahead
+
+    stop, started = threading.Event(), threading.Event()
+    results = parallel.map_ordered(lambda i: i, range(10), stop)
+    assert next(results) == 0
+    results.close()                          # the caller leaves early: stop is set too
+    assert stop.is_set()
+
+
 @pytest.fixture
 def threaded(monkeypatch):
     """Cut anything of more than 7 items into 3 parts."""

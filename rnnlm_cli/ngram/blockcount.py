@@ -25,11 +25,13 @@ block, so the runs of all blocks add up to the corpus's counts.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from rnnlm_cli import parallel
 from rnnlm_cli.allocator import give_back_free_memory
 from rnnlm_cli.ngram import packed
 from rnnlm_cli.ngram.runs import (Progress, concat, make_records, merge_runs, sort_records,
@@ -150,14 +152,27 @@ class BlockCounter:
                    for path in runs)
 
     def finish(self, memory: int, progress: Progress = None) -> CountTables:
-        """Merge each order's runs into its count table."""
+        """Merge each order's runs into its count table: the orders on every core, the
+        largest first (a merge's rounds are sorted on one), each within its share of
+        ``memory``. ``progress`` may be told by several threads at once."""
         give_back_free_memory()     # the block sorts' groups' blocks, before the merges'
         result = CountTables(self.order, self.vocab_size, self.unigrams, [None],
                              sum(len(r) for r in self.runs))
-        for n in range(2, self.order + 1):
+        share = memory // max(1, min(parallel.thread_count(), self.order - 1))
+        stop = threading.Event()        # set: the other merges give up (an error, Ctrl-C)
+        tell = progress or (lambda size: None)
+
+        def told(size: int) -> None:    # (told after each round of a merge)
+            if stop.is_set():
+                raise RuntimeError("stopped: another merge failed")
+            tell(size)
+
+        def merge(n: int) -> str:
             dtype = count_dtype(result.packing(n))
             runs = self.runs[n] or [write_run(self.scratch, f"run-{n}", np.zeros(0, dtype))]
-            rows = memory // (3 * dtype.itemsize)
-            result.tables.append(merge_runs(self.scratch, runs, f"counts-{n}", rows,
-                                            "count", progress))
+            return merge_runs(self.scratch, runs, f"counts-{n}", share // (3 * dtype.itemsize),
+                              "count", told)
+        top_down = list(range(self.order, 1, -1))
+        tables = dict(zip(top_down, parallel.map_ordered(merge, top_down, stop)))
+        result.tables += [tables[n] for n in range(2, self.order + 1)]
         return result

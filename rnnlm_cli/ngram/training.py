@@ -232,7 +232,7 @@ def _count_on_disk(tables: List[Tuple[str, Optional[np.ndarray]]], new_id: np.nd
                     bar.update(block.nbytes)
             remove(path)
     with progress.bytes_bar("merging", counter.run_bytes()) as bar:
-        return counter.finish(memory, bar.update)
+        return counter.finish(memory, progress.shared(bar.update))
 
 
 def _rows(table: str) -> int:
