@@ -196,24 +196,27 @@ class Background:
 
 
 def map_ordered(func: Callable[[T], U], items: Iterable[T],
-                stop: Optional[threading.Event] = None) -> Iterator[U]:
-    """``map(func, items)`` in worker threads, one per thread (``thread_count``), the
-    results in the order of ``items``. At most two items per thread are taken from
-    ``items`` ahead of the result the caller is waiting for, so memory stays bounded
-    whatever their number. An exception in ``func`` is raised here as soon as it happens,
+                stop: Optional[threading.Event] = None, threads: Optional[int] = None,
+                held: Optional[int] = None) -> Iterator[U]:
+    """``map(func, items)`` in worker threads, one per thread (``threads``, by default
+    ``thread_count``), the results in the order of ``items``. At most ``held`` items (by
+    default two per thread more than the one whose result the caller is waiting for) are
+    taken from ``items`` and not yet given back, so memory stays bounded whatever their
+    number. An exception in ``func`` is raised here as soon as it happens,
     whichever item it came from. On the way out after one (or after the caller's own:
     Ctrl-C) ``stop`` is set, which a long ``func`` reads between its steps to give up
     early, the items started are waited for and the others dropped."""
-    workers = thread_count()
+    workers = threads or thread_count()
     if workers == 1:
         yield from map(func, items)
         return
+    held = held or 2 * workers + 1
     executor = ThreadPoolExecutor(workers, initializer=_become_worker)
     pending: deque = deque()
     try:
         for item in items:
             pending.append(executor.submit(func, item))
-            if len(pending) > 2 * workers:
+            if len(pending) >= held:
                 yield _first_result(pending)
         while pending:
             yield _first_result(pending)

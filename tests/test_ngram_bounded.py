@@ -262,12 +262,13 @@ def test_many_runs_merge_in_several_passes():
 
 # -- counting in blocks -----------------------------------------------------------------------
 
-def count_in_blocks(ids, lengths, order, vocab_size, block, memory):
+def count_in_blocks(ids, lengths, order, vocab_size, block, memory, threads=1):
     sequence, _ = padded_sequence(ids, lengths, 1, 2, dtype=np.int32)
     with Scratch() as scratch:
         counter = BlockCounter(scratch, order, vocab_size, bos=1, eos=2)
-        for start in range(0, sequence.size, block):
-            counter.add(sequence[start:start + block])
+        counter.add_all(lambda rows: (sequence[start:start + block]
+                                      for start in range(0, sequence.size, block)),
+                        memory, threads)
         tables = counter.finish(memory)
         grams = [tables.unigrams] + [read_table(p) for p in tables.tables[1:]]
     return tables, grams
@@ -285,9 +286,9 @@ def as_trie(grams, order, vocab_size):
     return keys
 
 
-def assert_counts_equal(ids, lengths, order, vocab_size, block, memory):
+def assert_counts_equal(ids, lengths, order, vocab_size, block, memory, threads=1):
     expected = count_ngrams(ids, lengths, order, vocab_size, 1, 2)
-    tables, grams = count_in_blocks(ids, lengths, order, vocab_size, block, memory)
+    tables, grams = count_in_blocks(ids, lengths, order, vocab_size, block, memory, threads)
     np.testing.assert_array_equal(grams[0], expected.counts[0])
     for n, keys in enumerate(as_trie(grams, order, vocab_size)[1:], 2):
         np.testing.assert_array_equal(keys, expected.keys[n - 1])
@@ -313,12 +314,46 @@ def test_lower_orders_summed_from_the_top_order_are_counted_as_themselves(order)
     assert list(count_orders(sequence, offsets, 0, 1, 43, eos=2)) == []
 
 
-def test_counts_in_many_small_blocks_equal_the_in_memory_counts():
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_counts_in_many_small_blocks_equal_the_in_memory_counts(threads, monkeypatch):
+    """Blocks counted in turn, or on two or three threads at once: the same counts."""
     rng = np.random.default_rng(0)
     lengths = rng.integers(0, 15, 400)
     ids = rng.zipf(1.3, lengths.sum()) % 500 + 3            # 500 words, Zipf-like
-    tables = assert_counts_equal(ids, lengths, 5, 503, block=61, memory=4000)
+    counted_on, together = [], threading.Barrier(threads, timeout=10)
+    real = blockcount.count_orders
+    def count_orders(*args):
+        counted_on.append(threading.current_thread())
+        if len(counted_on) <= threads:
+            together.wait()                   # the first blocks are counted at once
+        yield from real(*args)
+    monkeypatch.setattr(blockcount, "count_orders", count_orders)
+    tables = assert_counts_equal(ids, lengths, 5, 503, block=61, memory=4000,
+                                 threads=threads)
     assert tables.runs == 4 * -(-(lengths.sum() + 800) // 61)   # a run per order per block
+    assert len(set(counted_on)) == threads
+    assert (threading.main_thread() in counted_on) == (threads == 1)
+
+
+def test_an_error_counting_one_block_is_raised_and_the_blocks_after_are_not_counted(
+        monkeypatch):
+    sequence = np.tile(np.array([1, 3, 4, 5, 2], dtype=np.int32), 400)
+    calls = []
+    real = blockcount.count_orders
+    def count_orders(*args):
+        calls.append(threading.current_thread())
+        if len(calls) == 3:
+            raise TrainingError("block 3 failed")
+        yield from real(*args)
+    monkeypatch.setattr(blockcount, "count_orders", count_orders)
+    before = {t for t in threading.enumerate() if t.name != "rnnlm-write-behind"}
+    with Scratch() as scratch:
+        counter = BlockCounter(scratch, 3, 6, bos=1, eos=2)
+        blocks = (sequence[start:start + 20] for start in range(0, sequence.size, 20))
+        with pytest.raises(TrainingError, match="block 3 failed"):
+            counter.add_all(lambda rows: blocks, 4000, threads=2)
+    assert {t for t in threading.enumerate() if t.name != "rnnlm-write-behind"} == before
+    assert len(calls) <= 5 and next(blocks, None) is not None     # of 100 blocks
 
 
 def test_a_sentence_longer_than_a_block_is_counted_whole():

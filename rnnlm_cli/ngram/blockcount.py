@@ -4,10 +4,11 @@ The corpus arrives as its *padded sequence*, ``<s> w_1 .. w_k </s> <s> ...`` (wo
 in blocks of any size. Each block's n-grams of every order 2..N are packed (``packed.py``,
 independent of the rest of the corpus), sorted, counted, and written as one sorted run
 per order; the last N-1 positions of a block are kept to complete the n-grams that cross
-into the next. When every block is in, the runs of each order are merged
-(``runs.merge_runs``, counts summed) into its *count table*: each distinct n-gram once,
-in lexicographic order, with its count. Unigram counts are one array over the
-vocabulary, kept in memory.
+into the next. Blocks are counted on every core at once, each on a thread of its own
+(``BlockCounter.add_all``). When every block is in, the runs of each order are merged
+(``runs.merge_runs``, counts summed; the orders on every core at once) into its *count
+table*: each distinct n-gram once, in lexicographic order, with its count. Unigram
+counts are one array over the vocabulary, kept in memory.
 
 An n-gram ends at a position whose offset in its sentence (``<s>`` is offset 0) is at
 least n-1, exactly as ``counting.count_ngrams`` counts: the two give the same n-grams and
@@ -27,7 +28,8 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Tuple
+from functools import partial
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -122,22 +124,45 @@ class BlockCounter:
         self.tail_ids = np.zeros(0, dtype=np.int32)     # the last N-1 positions so far
         self.tail_offsets = np.zeros(0, dtype=np.int64)
 
-    def add(self, ids: np.ndarray) -> None:
-        """Count the n-grams ending in the next block ``ids`` of the padded sequence."""
-        if ids.size == 0:
-            return
+    def add_all(self, read: Callable[[int], Iterable[np.ndarray]], memory: int,
+                threads: Optional[int] = None) -> None:
+        """Count the n-grams of the padded sequence that ``read(rows)`` gives in blocks of
+        about ``rows`` positions, within ``memory`` bytes (``BYTES_PER_POSITION`` a
+        position of a block): a block on each of ``threads`` threads at once (by default
+        ``parallel.thread_count``), each block's runs sorted on its own thread."""
+        threads = threads or parallel.thread_count()
+        rows = max(1 << 10, memory // (BYTES_PER_POSITION * threads))
+        stop = threading.Event()        # set: the blocks being counted give up
+        stretches = (self._stretch(ids) for ids in read(rows) if ids.size)
+        counted = parallel.map_ordered(partial(self._count_stretch, stop=stop), stretches,
+                                       stop, threads, held=threads)
+        for runs in counted:
+            for n, path in runs:
+                self.runs[n].append(path)
+
+    def _stretch(self, ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, int]:
+        """The next block of ids with the last N-1 positions before it, their offsets, and
+        where the block begins: its n-grams are those ending from there on."""
         ids = ids.astype(np.int32, copy=False)
         offsets = self._offsets(ids)
         self.unigrams += np.bincount(ids, minlength=self.vocab_size)
         all_ids = np.concatenate([self.tail_ids, ids])
         all_offsets = np.concatenate([self.tail_offsets, offsets])
         first = self.tail_ids.size
-        for n, records in count_orders(all_ids, all_offsets, first, self.order,
-                                       self.vocab_size, self.eos):
-            self.runs[n].append(write_run(self.scratch, f"run-{n}", records))
-            del records
         keep = max(0, all_ids.size - (self.order - 1))
         self.tail_ids, self.tail_offsets = all_ids[keep:], all_offsets[keep:]
+        return all_ids, all_offsets, first
+
+    def _count_stretch(self, stretch: Tuple[np.ndarray, np.ndarray, int],
+                       stop: threading.Event) -> List[Tuple[int, str]]:
+        """Each order's run of one stretch, written: ``(n, path)`` for n = N .. 2."""
+        runs = []
+        for n, records in count_orders(*stretch, self.order, self.vocab_size, self.eos):
+            if stop.is_set():
+                raise RuntimeError("stopped: the counting of another block failed")
+            runs.append((n, write_run(self.scratch, f"run-{n}", records)))
+            del records
+        return runs
 
     def _offsets(self, ids: np.ndarray) -> np.ndarray:
         """Each position's offset in its sentence, carried on from the previous block."""

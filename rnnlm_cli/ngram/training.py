@@ -19,7 +19,7 @@ import numpy as np
 from rnnlm_cli import progress
 from rnnlm_cli.errors import CorpusError, OptionError
 from rnnlm_cli.ngram import cluster, firstpass
-from rnnlm_cli.ngram.blockcount import BYTES_PER_POSITION, BlockCounter, CountTables
+from rnnlm_cli.ngram.blockcount import BlockCounter, CountTables
 from rnnlm_cli.ngram.counting import count_ngrams
 from rnnlm_cli.ngram.firstpass import SentenceBlocks
 from rnnlm_cli.ngram.model import NgramModel
@@ -222,15 +222,16 @@ def _count_on_disk(tables: List[Tuple[str, Optional[np.ndarray]]], new_id: np.nd
     """The second pass: the padded sequence in blocks, in final ids, counted (the first
     pass's tables one after another, each read through its map of ids)."""
     counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id, vocab.eos_id)
-    rows = max(1 << 10, memory // BYTES_PER_POSITION)
     with progress.bytes_bar("counting", sum(_rows(path) for path, _ in tables) * 4) as bar:
-        for path, ids in tables:
-            final = new_id if ids is None else new_id[ids]
-            with TableReader(path) as reader:
-                for block in reader.chunks(rows):
-                    counter.add(final[block])
-                    bar.update(block.nbytes)
-            remove(path)
+        def read(rows: int):
+            for path, ids in tables:
+                final = new_id if ids is None else new_id[ids]
+                with TableReader(path) as reader:
+                    for block in reader.chunks(rows):
+                        bar.update(block.nbytes)
+                        yield final[block]
+                remove(path)
+        counter.add_all(read, memory)
     with progress.bytes_bar("merging", counter.run_bytes()) as bar:
         return counter.finish(memory, progress.shared(bar.update))
 
