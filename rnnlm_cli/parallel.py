@@ -22,8 +22,10 @@ the machine is busy (``busy``).
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from queue import Queue
@@ -82,17 +84,39 @@ def usable_cores() -> int:
 
 
 def busy(cores: int) -> bool:
-    """Whether the machine's cores are all taken already: its 1-minute load average (tasks
-    running or waiting to run) is at least their number, as ``make -l`` judges it before
-    starting another job. More threads then get no core of their own (Linux commonly
+    """Whether the machine's cores are all taken already by others: its 1-minute load
+    average (tasks running or waiting to run), less this process's own share of it
+    (``own_load``), is at least their number, as ``make -l`` judges it before starting
+    another job. (Counting its own threads, a command on two cores judged the machine
+    busy a minute into its work on both and went on with one.) More threads then get no core of their own (Linux commonly
     shares the processor between sessions or control groups, not between threads) and
     only cost: each thread's own memory, faulted in page by page, and the threads slowing
     each other in the shared caches. Scoring viwiki's training text while other work
     keeps the two cores busy, one thread is about 10% faster than two (bench/README.md)."""
     try:
-        return os.getloadavg()[0] >= cores
+        return os.getloadavg()[0] - own_load() >= cores
     except (AttributeError, OSError):   # no load average (Windows)
         return False
+
+
+LOAD_SECONDS = 60.0     # the time constant of the 1-minute load average
+_wall_clock, _cpu_clock = time.monotonic, time.process_time
+_own = {"at": _wall_clock(), "cpu": _cpu_clock(), "load": 0.0}
+_own_lock = threading.Lock()
+
+
+def own_load() -> float:
+    """About what this process adds to the 1-minute load average: the cores it kept busy
+    (its CPU time, all threads, per second of wall time since the last call), averaged
+    as the kernel averages the load, decaying by exp(-t / 60 s)."""
+    with _own_lock:
+        now, cpu = _wall_clock(), _cpu_clock()
+        elapsed = now - _own["at"]
+        if elapsed >= 1.0:             # (shorter intervals: noise, not a rate)
+            decay = math.exp(-elapsed / LOAD_SECONDS)
+            rate = (cpu - _own["cpu"]) / elapsed
+            _own.update(at=now, cpu=cpu, load=_own["load"] * decay + rate * (1 - decay))
+        return _own["load"]
 
 
 def parts_for(items: int) -> int:

@@ -1,5 +1,6 @@
 """parallel.py, and the scoring and word lookups that cut their work into threads: the
 same answers however the work is cut."""
+import math
 import os
 import subprocess
 import sys
@@ -59,6 +60,7 @@ def test_threads_asked_for_are_capped_by_the_cores(monkeypatch):
 
 def test_one_thread_while_the_cores_are_busy(monkeypatch):
     monkeypatch.delenv("RNNLM_NUM_THREADS", raising=False)
+    monkeypatch.setattr(parallel, "own_load", lambda: 0.0)
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     for load, threads in ((0.0, 4), (3.9, 4), (4.0, 1), (9.5, 1)):
         monkeypatch.setattr(parallel.os, "getloadavg", lambda: (load, 0.0, 0.0))
@@ -71,6 +73,36 @@ def test_one_thread_while_the_cores_are_busy(monkeypatch):
     monkeypatch.delenv("RNNLM_NUM_THREADS")
     monkeypatch.setattr(parallel.os, "getloadavg", no_load_average)
     assert parallel.thread_count() == 4
+
+
+def test_the_load_this_process_makes_is_not_counted_as_busy(monkeypatch):
+    """Two threads working for a minute raise the load average towards 2 themselves:
+    less their own share, the machine is not busy; another process's load still counts.
+    The share is averaged as the kernel averages the load, exponentially, over a minute."""
+    clock = {"wall": 1000.0, "cpu": 50.0}
+    monkeypatch.setattr(parallel, "_wall_clock", lambda: clock["wall"])
+    monkeypatch.setattr(parallel, "_cpu_clock", lambda: clock["cpu"])
+    monkeypatch.setattr(parallel, "_own", {"at": 1000.0, "cpu": 50.0, "load": 0.0})
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("RNNLM_NUM_THREADS", raising=False)
+    load = {"now": 0.0}
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (load["now"], 0.0, 0.0))
+
+    def work(seconds, cores):
+        clock["wall"] += seconds
+        clock["cpu"] += seconds * cores
+    work(30, 2)
+    assert parallel.own_load() == pytest.approx(2 * (1 - math.exp(-0.5)))
+    work(0.5, 2)                                    # too soon: the last figure stands
+    assert parallel.own_load() == pytest.approx(2 * (1 - math.exp(-0.5)))
+    work(89.5, 2)
+    assert parallel.own_load() == pytest.approx(2 * (1 - math.exp(-2)))     # 1.73
+    load["now"] = 2.1                               # ours, about: not busy
+    assert parallel.thread_count() == 2
+    load["now"] = 3.8                               # another process's 2: busy
+    assert parallel.thread_count() == 1
+    work(120, 0)                                    # idle: our share fades
+    assert parallel.own_load() == pytest.approx(1.73 * math.exp(-2), abs=0.01)
 
 
 def test_parts_are_one_per_thread_and_never_too_small(monkeypatch):
