@@ -88,11 +88,12 @@ def busy(cores: int) -> bool:
     average (tasks running or waiting to run), less this process's own share of it
     (``own_load``), is at least their number, as ``make -l`` judges it before starting
     another job. (Counting its own threads, a command on two cores judged the machine
-    busy a minute into its work on both and went on with one.) More threads then get no core of their own (Linux commonly
-    shares the processor between sessions or control groups, not between threads) and
-    only cost: each thread's own memory, faulted in page by page, and the threads slowing
-    each other in the shared caches. Scoring viwiki's training text while other work
-    keeps the two cores busy, one thread is about 10% faster than two (bench/README.md)."""
+    busy a minute into its work on both and went on with one.) More threads then get no
+    core of their own (Linux commonly shares the processor between sessions or control
+    groups, not between threads) and only cost: each thread's own memory, faulted in page
+    by page, and the threads slowing each other in the shared caches. Scoring viwiki's
+    training text while other work keeps the two cores busy, one thread is about 10%
+    faster than two (bench/README.md)."""
     try:
         return os.getloadavg()[0] - own_load() >= cores
     except (AttributeError, OSError):   # no load average (Windows)

@@ -183,7 +183,8 @@ class BlockCounter:
         give_back_free_memory()     # the block sorts' groups' blocks, before the merges'
         result = CountTables(self.order, self.vocab_size, self.unigrams, [None],
                              sum(len(r) for r in self.runs))
-        share = memory // max(1, min(parallel.thread_count(), self.order - 1))
+        threads = max(1, min(parallel.thread_count(), self.order - 1))
+        share = memory // threads
         stop = threading.Event()        # set: the other merges give up (an error, Ctrl-C)
         tell = progress or (lambda size: None)
 
@@ -198,6 +199,6 @@ class BlockCounter:
             return merge_runs(self.scratch, runs, f"counts-{n}", share // (3 * dtype.itemsize),
                               "count", told)
         top_down = list(range(self.order, 1, -1))
-        tables = dict(zip(top_down, parallel.map_ordered(merge, top_down, stop)))
+        tables = dict(zip(top_down, parallel.map_ordered(merge, top_down, stop, threads)))
         result.tables += [tables[n] for n in range(2, self.order + 1)]
         return result
