@@ -501,25 +501,19 @@ def test_a_model_trained_in_a_small_memory_is_the_in_memory_model(order, smoothi
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_final_tables_made_behind_or_in_turn_give_the_in_memory_model(threads, monkeypatch):
     """Order n's final tables are made in a thread of their own while the orders above
-    are estimated, and each suffix order's runs merged (and the left extensions of the
-    order below read from it) while the next order's runs are sorted (two threads), or
-    all in turn (one): the same model."""
+    are estimated (two threads), or in turn (one): the same model."""
     monkeypatch.setenv("RNNLM_NUM_THREADS", threads)
-    made_on = {"_finish_order": [], "_extensions": []}
+    made_on = []
     from rnnlm_cli.ngram.streamed import _Estimator
-    def on_which_thread(name):
-        real = getattr(_Estimator, name)
-        def step(self, n, *args):
-            made_on[name].append((n, threading.current_thread() is threading.main_thread()))
-            return real(self, n, *args)
-        monkeypatch.setattr(_Estimator, name, step)
-    on_which_thread("_finish_order")
-    on_which_thread("_extensions")
+    real = _Estimator._finish_order
+    def finish_order(self, *args):
+        made_on.append(threading.current_thread() is threading.main_thread())
+        return real(self, *args)
+    monkeypatch.setattr(_Estimator, "_finish_order", finish_order)
     expected, got, _ = train_both(zipf_corpus(7, 2500, 400), NgramConfig(5, "kneser-ney"),
                                   memory=20_000)
     assert_same_model(expected, got)
-    assert made_on["_finish_order"] == [(n, threads == "1") for n in range(2, 6)]
-    assert made_on["_extensions"] == [(n, threads == "1") for n in (4, 3, 2)]
+    assert made_on == [threads == "1"] * 4
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
@@ -572,13 +566,12 @@ def test_an_error_in_one_merge_of_counts_stops_the_others_and_is_raised(two_thre
         assert rounds.count(name) <= 1
 
 
-@pytest.mark.parametrize("failing", ["_finish_order", "_normalize", "_extensions"])
+@pytest.mark.parametrize("failing", ["_finish_order", "_normalize"])
 def test_an_error_on_either_thread_of_the_estimate_is_raised_and_no_thread_left(
         failing, two_threads, monkeypatch):
     """The final tables of order n are made in a thread of their own while the main
-    thread estimates the orders above, as are the left extensions while it sorts suffix
-    orders: an error in either thread is the one raised, and the other is stopped, not
-    left running."""
+    thread estimates the orders above: an error in either is the one raised, and the
+    other thread is stopped, not left running."""
     from rnnlm_cli.ngram.streamed import _Estimator
     real = getattr(_Estimator, failing)
     threads = []

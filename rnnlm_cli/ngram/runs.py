@@ -150,16 +150,12 @@ class RunSorter:
             self.runs.append(out.path)
         self.filled = 0
 
-    def flush(self) -> None:
-        """Spill what is buffered and free the buffer: only the merge is left to do."""
+    def finish(self, memory_rows: int, progress: Progress = None) -> str:
+        """The one run of everything added (merging the spilled runs); the buffer is freed."""
         if self.filled or not self.runs:
             self._spill()
         self.buffer = None
         give_back_free_memory()     # the sorts' groups' blocks, before the merge's
-
-    def finish(self, memory_rows: int, progress: Progress = None) -> str:
-        """The one run of everything added (merging the spilled runs); the buffer is freed."""
-        self.flush()
         return merge_runs(self.scratch, self.runs, self.name, memory_rows, self.sum_field,
                           progress)
 

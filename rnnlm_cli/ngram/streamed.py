@@ -23,9 +23,7 @@ every n-gram (p, or a back-off method's estimate) and the back-off weight of eve
 context, a table of the order below. Then (3) each order's final tables are written,
 pruned, with trie keys and the back-off weights merged in (``_finish_order``): order n's
 as soon as order n+1's pass has made their weights, in a thread of their own, while the
-main thread goes on with (1) and (2) of the orders above. (Before all that, the suffix
-orders are made top down, each one's runs merged, and the left extensions of the order
-below read from it, in a thread of their own while the next one's runs are sorted.)
+main thread goes on with (1) and (2) of the orders above.
 
 A chunk holds whole contexts, so every sum adds the same numbers in the same order as
 the in-memory path's ``np.bincount``: the model is the same, bit for bit, whatever the
@@ -191,7 +189,6 @@ class _Estimator:
         # Kneser-Ney: the counts of adjusted counts 0..4 of each order (index n), tallied
         # by the passes that read them (_rotate, _unigram_adjusted, _extensions)
         self.tallies = [np.zeros(5, dtype=np.int64) for _ in range(counts.order + 1)]
-        self.tally_lock = threading.Lock()
         self.stopping = threading.Event()   # set: _finish_order gives up (see _run)
         self.final: Optional[StreamedTables] = None   # the tables _finish makes
 
@@ -238,9 +235,12 @@ class _Estimator:
 
     def _run(self) -> StreamedTables:
         N = self.order
-        rotated, extensions = self._suffix_orders()
+        rotated = [None] * (N + 1)
+        rotated[3:] = [self._rotate(n) for n in range(3, N + 1)]
+        extensions = [None] * (N + 1)
         notes = {"add-k": {"add_k": self.add_k}}.get(self.method, {})
         if self.method == "kneser-ney":
+            extensions[2:N] = [self._extensions(n, rotated[n + 1]) for n in range(2, N)]
             notes = {"discounts": {}, "discount_fallback": {}}
             self.unigram_adjusted = self._unigram_adjusted()
             self.discounts = self._kn_discounts(notes)
@@ -271,33 +271,9 @@ class _Estimator:
 
     # -- suffix order and adjusted counts -------------------------------------------------------
 
-    def _suffix_orders(self):
-        """Orders 3..N in suffix order (``_rotate``), and for Kneser-Ney the left
-        extensions of orders 2..N-1 read from them: ``(rotated, extensions)``, lists of
-        paths indexed by order (None where there is none). Top down: the merge of each
-        order's sorted runs, and the extensions of the order below it, are made in a
-        thread of their own while this one sorts the runs of the next order down."""
-        N, kn = self.order, self.method == "kneser-ney"
-        rotated, extensions = [None] * (N + 1), [None] * (N + 1)
-
-        def merge(n: int, sorter: RunSorter) -> None:
-            rotated[n] = sorter.finish(sorter.buffer_rows)
-            if kn:
-                extensions[n - 1] = self._extensions(n - 1, rotated[n])
-        merging = parallel.Background(parallel.thread_count() > 1)
-        try:
-            for n in range(N, 2, -1):
-                merging.add(partial(merge, n, self._rotate(n)))
-            merging.wait()
-        except BaseException:
-            merging.stop()
-            raise
-        return rotated, extensions
-
-    def _rotate(self, n: int) -> RunSorter:
-        """The n-grams of order n sorted by (w_2 .. w_n, w_1) into runs, left to merge
-        (``RunSorter.finish``): records of the packed key and the n-gram's row in the
-        count table (where ``_lower`` puts its value back)."""
+    def _rotate(self, n: int) -> str:
+        """The n-grams of order n sorted by (w_2 .. w_n, w_1): records of the packed key
+        and the n-gram's row in the count table (where ``_lower`` puts its value back)."""
         packing = self.packing(n)
         dtype = packed.dtype_of(packing, row=np.int64)
         sort_rows = self.sort_rows(dtype)
@@ -311,8 +287,7 @@ class _Estimator:
                                         row=np.arange(first_row, reader.position)))
                 if self.method == "kneser-ney":
                     self._tally_raw(n, chunk, packed.first_ids(chunk["key"], packing))
-        sorter.flush()
-        return sorter
+        return sorter.finish(sort_rows)
 
     def _extensions(self, n: int, rotated: str) -> str:
         """Order n's left extensions (n < N): for each n-gram that follows a word, the
@@ -324,7 +299,7 @@ class _Estimator:
         with self.reader(rotated) as reader, self.scratch.writer(f"extensions-{n}", dtype) as out:
             def emit(records):          # (the extensions are adjusted counts: tallied)
                 out.append(records)
-                self._tally(n, records["extensions"])
+                self.tallies[n] += counts_of_counts(records["extensions"])
             for chunk in reader.chunks(self.rows("lookup")):
                 suffixes = packing.pack(upper.unpack(chunk["key"])[:, :n])
                 firsts = np.flatnonzero(packed.row_starts(suffixes))
@@ -362,14 +337,7 @@ class _Estimator:
         table: all of them at the top order, else those of n-grams starting with ``<s>``
         (the others' are their left extensions: ``_extensions`` tallies them)."""
         counts = chunk["count"] if n == self.order else chunk["count"][first_ids == self.bos]
-        self._tally(n, counts)
-
-    def _tally(self, n: int, adjusted: np.ndarray) -> None:
-        """Add adjusted counts of order n to its tally (from either of two threads:
-        ``_suffix_orders``)."""
-        tally = counts_of_counts(adjusted)
-        with self.tally_lock:
-            self.tallies[n] += tally
+        self.tallies[n] += counts_of_counts(counts)
 
     # -- order 1, in memory ---------------------------------------------------------------------
 
