@@ -255,14 +255,15 @@ def map_ordered(func: Callable[[T], U], items: Iterable[T],
 
 def _first_result(pending: deque):
     """The result of the first of the ``pending`` futures (taken off), once it is done;
-    or the error of any of them that fails meanwhile, at once."""
-    while not pending[0].done():
-        running = [future for future in pending if not future.done()]
-        wait(running, return_when=FIRST_COMPLETED)
+    or the error of any of them that has failed (before the call, or meanwhile), at once."""
+    while True:
         for future in pending:
             if future.done() and future.exception() is not None:
                 future.result()
-    return pending.popleft().result()
+        if pending[0].done():
+            return pending.popleft().result()
+        wait([future for future in pending if not future.done()],
+             return_when=FIRST_COMPLETED)
 
 
 def _become_worker() -> None:

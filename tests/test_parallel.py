@@ -1,5 +1,6 @@
 """parallel.py, and the scoring and word lookups that cut their work into threads: the
 same answers however the work is cut."""
+import concurrent.futures
 import math
 import os
 import subprocess
@@ -202,6 +203,32 @@ def test_map_ordered_sets_stop_when_it_raises_and_drops_the_items_not_started(mo
     assert next(results) == 0
     results.close()                          # the caller leaves early: stop is set too
     assert stop.is_set()
+
+
+def test_map_ordered_raises_an_error_that_came_before_the_caller_waited(monkeypatch):
+    """An item that failed before the caller asked for the first result is raised at
+    once, not after the item ahead of it ends (a long one: until told to stop)."""
+    monkeypatch.setenv("RNNLM_NUM_THREADS", "2")
+    submitted = []
+
+    class Recording(parallel.ThreadPoolExecutor):
+        def submit(self, *args):
+            submitted.append(super().submit(*args))
+            return submitted[-1]
+    monkeypatch.setattr(parallel, "ThreadPoolExecutor", Recording)
+    stop, saw_stop = threading.Event(), []
+
+    def item(i):
+        if i == 1:
+            raise ValueError("item 1 failed")
+        saw_stop.append(stop.wait(5))
+
+    def items():
+        yield from (0, 1)
+        concurrent.futures.wait(submitted[1:])     # item 1 has failed: then the caller waits
+    with pytest.raises(ValueError, match="item 1 failed"):
+        list(parallel.map_ordered(item, items(), stop))
+    assert saw_stop == [True]          # item 0 ended because stop was set, not on its own
 
 
 @pytest.fixture
