@@ -334,6 +334,12 @@ class TableArray:
                 yield chunk.astype(self.dtype, copy=False)
 
 
+def table_rows(path: str) -> int:
+    """The records in the table at ``path`` (its header read, nothing else)."""
+    with TableReader(path) as table:
+        return table.rows
+
+
 def read_table(path: str) -> np.ndarray:
     """A whole (small) table."""
     with TableReader(path) as reader:

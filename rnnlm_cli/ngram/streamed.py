@@ -47,7 +47,7 @@ from rnnlm_cli.vocab import Vocabulary
 from rnnlm_cli.ngram.runs import (CHUNK_ROWS, AlignedReader, RunSorter, concat,
                                   make_records)
 from rnnlm_cli.ngram.scratch import (Scratch, TableArray, TableReader, header_size, read_table,
-                                     remove, settle)
+                                     remove, settle, table_rows)
 from rnnlm_cli.ngram.smoothing import (
     Contexts, add_k_order, add_k_unigrams, check_estimate, choose_discounts, counts_of_counts,
     interpolate, interpolated_backoff, katz_backoff, kn_order, mle_order, prune_thresholds,
@@ -423,8 +423,7 @@ class _Estimator:
 
     def counts_rows(self, n: int) -> int:
         """The n-grams in order n's count table."""
-        with TableReader(self.counts.tables[n - 1]) as table:
-            return table.rows
+        return table_rows(self.counts.tables[n - 1])
 
     def _normalize(self, n: int, lower: Optional[str], extensions: Optional[str],
                    unigram_value: np.ndarray, notes: dict):

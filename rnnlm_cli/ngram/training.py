@@ -23,7 +23,7 @@ from rnnlm_cli.ngram.blockcount import BlockCounter, CountTables
 from rnnlm_cli.ngram.counting import count_ngrams
 from rnnlm_cli.ngram.firstpass import SentenceBlocks
 from rnnlm_cli.ngram.model import NgramModel
-from rnnlm_cli.ngram.scratch import Scratch, TableReader, remove
+from rnnlm_cli.ngram.scratch import Scratch, TableReader, remove, table_rows
 from rnnlm_cli.ngram.smoothing import METHODS, check_estimate, estimate
 from rnnlm_cli.ngram.streamed import StreamedModel, estimate_streamed
 from rnnlm_cli.options import (LEAST_MEMORY, available_memory, check_choice, check_number,
@@ -222,7 +222,7 @@ def _count_on_disk(tables: List[Tuple[str, Optional[np.ndarray]]], new_id: np.nd
     """The second pass: the padded sequence in blocks, in final ids, counted (the first
     pass's tables one after another, each read through its map of ids)."""
     counter = BlockCounter(scratch, order, len(vocab), vocab.bos_id, vocab.eos_id)
-    with progress.bytes_bar("counting", sum(_rows(path) for path, _ in tables) * 4) as bar:
+    with progress.bytes_bar("counting", sum(table_rows(path) for path, _ in tables) * 4) as bar:
         def read(rows: int):
             for path, ids in tables:
                 final = new_id if ids is None else new_id[ids]
@@ -234,11 +234,6 @@ def _count_on_disk(tables: List[Tuple[str, Optional[np.ndarray]]], new_id: np.nd
         counter.add_all(read, memory)
     with progress.bytes_bar("merging", counter.run_bytes()) as bar:
         return counter.finish(memory, progress.shared(bar.update))
-
-
-def _rows(table: str) -> int:
-    with TableReader(table) as reader:
-        return reader.rows
 
 
 @contextmanager
