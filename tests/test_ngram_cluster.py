@@ -4,6 +4,7 @@ and the model counted by two worker processes of a ``LocalCluster``, in many sha
 parts, is the single-machine model, every array and byte of it. Failures of the cluster
 are one line each."""
 import codecs
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -109,6 +110,36 @@ def test_a_worker_lost_too_often_is_one_error():
     assert str(caught.value) == ("the Dask job cannot finish: each worker that ran its task "
                                  "rnnlm-ngrams-x-3 died (4 workers); out of memory? (see the "
                                  "workers' logs)")
+
+
+def test_the_scheduler_lost_is_one_error():
+    """The client cancels its futures when it loses the scheduler: one line that says so."""
+    client = pytest.importorskip("distributed.client", reason="dask[distributed] is not "
+                                 "installed")
+    cancelled = getattr(client, "FutureCancelledError", None)   # (Dask 2024.6: the plain one)
+
+    class Cancelled:
+        def result(self):
+            if cancelled is None:
+                raise concurrent.futures.CancelledError("rnnlm-unigrams-x-0")
+            raise cancelled("rnnlm-unigrams-x-0", "scheduler-connection-lost")
+    with pytest.raises(TrainingError) as caught:
+        cluster._result(Cancelled())
+    why = "" if cancelled is None else " (scheduler-connection-lost)"
+    assert str(caught.value) == f"lost the Dask scheduler, or the job was cancelled on it{why}"
+
+
+def test_dask_logs_nothing_of_its_own_while_connected_and_as_before_after():
+    """Every Dask logger with a level of its own (``distributed.client`` warns of keys it
+    reschedules) is quiet below CRITICAL inside ``_dask_logs_quiet``, and set back after."""
+    import logging
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    names = ["distributed", "distributed.client", "distributed.scheduler", "tornado"]
+    before = [logging.getLogger(name).level for name in names]
+    with cluster._dask_logs_quiet():
+        assert all(not logging.getLogger(name).isEnabledFor(logging.ERROR)
+                   for name in names)
+    assert [logging.getLogger(name).level for name in names] == before
 
 
 # -- on a LocalCluster --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import logging
 import os
 import pickle
 import uuid
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Sequence, Tuple
@@ -72,26 +73,42 @@ def connect(address: str):
     except ImportError:
         raise OptionError("--scheduler needs Dask: pip install 'rnnlm[dask]'") from None
     timeout = dask.config.get("distributed.comm.timeouts.connect")
-    logger = logging.getLogger("distributed")   # the errors are ours to tell, in one line
-    level, logger.level = logger.level, logging.CRITICAL
-    client = Client.__new__(Client)
-    try:
-        client.__init__(address, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError, ValueError, TypeError) as exc:
-        client.status = "closed"   # else its __del__ tries to close it, and prints why not
-        logger.setLevel(level)
-        raise TrainingError(f"cannot reach the Dask scheduler at {address}: "
-                            f"{_one_line(exc)}") from None
-    try:
+    with _dask_logs_quiet():               # the errors are ours to tell, in one line
+        client = Client.__new__(Client)
         try:
-            client.wait_for_workers(1, timeout=timeout)
-        except (OSError, TimeoutError) as exc:
-            raise TrainingError(f"the Dask scheduler at {address} has no worker "
-                                f"({_one_line(exc)})") from None
-        yield client
+            client.__init__(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            client.status = "closed"   # else its __del__ tries to close it, and says why not
+            raise TrainingError(f"cannot reach the Dask scheduler at {address}: "
+                                f"{_one_line(exc)}") from None
+        try:
+            try:
+                client.wait_for_workers(1, timeout=timeout)
+            except (OSError, TimeoutError) as exc:
+                raise TrainingError(f"the Dask scheduler at {address} has no worker "
+                                    f"({_one_line(exc)})") from None
+            yield client
+        finally:
+            client.close()
+
+
+@contextmanager
+def _dask_logs_quiet():
+    """Dask's and Tornado's loggers (each has its own level in Dask's logging config:
+    ``distributed.client`` warns of a key it reschedules, and logs a lost scheduler with
+    its tracebacks) told nothing below CRITICAL, their levels put back on leaving."""
+    names = ["distributed", "tornado"] + [
+        name for name in logging.Logger.manager.loggerDict
+        if name.startswith(("distributed.", "tornado."))]
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
     finally:
-        client.close()
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def file_sizes(paths: Sequence[str], names: Sequence[str]) -> List[int]:
@@ -339,6 +356,11 @@ def _result(future):
                             "it, the same version, on every worker") from None
     except (OSError, TimeoutError) as exc:
         raise TrainingError(f"lost the Dask scheduler: {_one_line(exc)}") from None
+    except CancelledError as exc:         # (the client's tasks, when it loses the scheduler)
+        reason = getattr(exc, "reason", None)      # (newer Dask says why; older, not)
+        why = f" ({reason})" if reason and reason != "unknown" else ""
+        raise TrainingError(f"lost the Dask scheduler, or the job was cancelled on it{why}"
+                            ) from None
 
 
 def _one_line(exc: BaseException) -> str:
