@@ -6,6 +6,7 @@ import bisect
 import errno
 import io
 import os
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -377,6 +378,29 @@ def test_the_scratch_folder_goes_away_after_an_error():
             folder = scratch.folder
             raise KeyboardInterrupt
     assert not os.path.exists(folder)
+
+
+def test_a_scratch_folder_removed_during_training_is_one_error(monkeypatch, tmp_path):
+    """Something (a cleaner of /tmp) deletes the folder between the counting and the
+    merges: the table that cannot be read is named in one TrainingError, not an OSError."""
+    import shutil
+    real = blockcount.merge_runs
+
+    def merge(scratch, *args):
+        settle()                                   # (the runs' writes are done)
+        shutil.rmtree(scratch.folder, ignore_errors=True)   # (on both merging threads)
+        return real(scratch, *args)
+    monkeypatch.setattr(blockcount, "merge_runs", merge)
+    with pytest.raises(TrainingError) as caught:
+        train_both(zipf_corpus(4, 2500, 400), NgramConfig(4, "kneser-ney"), memory=20_000)
+    assert str(caught.value).startswith(f"{tempfile.gettempdir()}: a temporary file is gone "
+                                        "(No such file or directory: 0")
+    assert str(caught.value).endswith("); was the folder cleaned up during the run?")
+
+    with pytest.raises(FileNotFoundError):         # a file of the caller's own: as it was
+        with Scratch(str(tmp_path)) as scratch:
+            write_run(scratch, "run", count_records([1, 2]))
+            open(tmp_path / "elsewhere" / "x")
 
 
 def test_tables_are_written_and_removed_behind_in_order(monkeypatch):

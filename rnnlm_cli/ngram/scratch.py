@@ -53,11 +53,20 @@ class Scratch:
     def __enter__(self) -> "Scratch":
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, kind, error, traceback) -> bool:
         with interrupts_held():          # a second Ctrl-C does not leave half a folder
             if self._folder is not None:
                 shutil.rmtree(self._folder, ignore_errors=True)
+        if isinstance(error, OSError) and self._holds(error.filename):
+            raise TrainingError(f"{self.parent}: a temporary file is gone ("
+                                f"{error.strerror or error}: {os.path.basename(error.filename)}"
+                                "); was the folder cleaned up during the run?") from None
         return False
+
+    def _holds(self, path) -> bool:
+        """Whether ``path`` (a file an error names) is in the folder."""
+        return self._folder is not None and isinstance(path, str) and \
+            os.path.dirname(os.path.abspath(path)) == os.path.abspath(self._folder)
 
     @property
     def folder(self) -> str:
