@@ -41,6 +41,8 @@ class RnnlmGroup(click.Group):
             ctx.exit(1)
         except KeyboardInterrupt as stop:
             from rnnlm_cli.outputs import written
+            from rnnlm_cli.process import ignore_interrupts
+            ignore_interrupts()             # (the first was this one: no more on the way out)
             done = (f"after writing {', '.join(written)}" if written
                     else "; no output file was written")
             click.echo(f"Error: interrupted{' ' if written else ''}{done}", err=True)

@@ -14,7 +14,8 @@
 - stderr never fails: progress bars and messages that cannot be written (a closed pipe,
   a full disk) are dropped, so a long training run is never stopped by its own progress.
 - SIGTERM (``kill``, a scheduler's stop) raises ``Terminated``, a ``KeyboardInterrupt``:
-  everything that cleans up after Ctrl-C cleans up after it too.
+  everything that cleans up after Ctrl-C cleans up after it too. Once one of them has
+  been raised, the Ctrl-Cs and SIGTERMs after it are ignored: the cleanup runs to its end.
 - A Python or NumPy warning is one ``Warning: ...`` line, not the file and line of the
   code that raised it.
 """
@@ -46,7 +47,7 @@ def prepare() -> None:
         _reopen_on_devnull(fd)
     sys.stdout = _text_stream(_GuardedStdout(1, closed=1 in closed), sys.stdout)
     sys.stderr = _text_stream(_ForgivingStderr(2, closed=2 in closed), sys.stderr)
-    signal.signal(signal.SIGTERM, _terminate)
+    handle_interrupts()
     warnings.showwarning = _show_warning
 
 
@@ -133,8 +134,44 @@ class _ForgivingStderr(_FdWriter):
         return len(data)
 
 
-def _terminate(signum, frame):
-    raise Terminated()
+def handle_interrupts() -> None:
+    """Ctrl-C and SIGTERM raise, the first of them only (``_interrupt``)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    sys.unraisablehook = _unraisable
+
+
+def _unraisable(unraisable) -> None:
+    """Python reports a signal that arrived for ``_interrupt`` but found ``SIG_IGN`` in
+    its place when its turn came ("Signal 15 ignored due to race condition", with a
+    traceback header): ignoring it is what was meant, so that report is dropped; any
+    other is made as Python makes it."""
+    error = unraisable.exc_value
+    if isinstance(error, OSError) and "ignored due to race condition" in str(error):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def ignore_interrupts() -> None:
+    """The process is on its way out after an interrupt that did not come through
+    ``_interrupt`` (``train-rnn`` takes the first Ctrl-C itself): the next ones are
+    ignored too. Only where ``handle_interrupts`` was called (the console script, not a
+    library's caller)."""
+    if signal.getsignal(signal.SIGINT) is _interrupt:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _interrupt(signum, frame):
+    """Ctrl-C (SIGINT) raises ``KeyboardInterrupt``, SIGTERM ``Terminated``; the first
+    only: the signals after it are ignored (``SIG_IGN``, which Python leaves in place as
+    it exits, where it would put back the default, deadly action over a handler of its
+    own), so that the cleanup it starts (threads joined, temporary files removed, the one
+    ``Error:`` line) runs to its end, not broken off by a second Ctrl-C with a traceback
+    from wherever it landed."""
+    for held in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(held, signal.SIG_IGN)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -337,7 +337,8 @@ def test_interrupts_wait_for_the_block_while_other_threads_run(signum):
     import time
     from rnnlm_cli import process
     from rnnlm_cli.outputs import interrupts_held
-    before = signal.signal(signal.SIGTERM, process._terminate)   # as process.prepare sets
+    before = {held: signal.signal(held, process._interrupt)      # as process.prepare sets
+              for held in (signal.SIGINT, signal.SIGTERM)}
     try:
         other = threading.Thread(target=time.sleep, args=(1.0,), daemon=True)
         other.start()
@@ -350,7 +351,46 @@ def test_interrupts_wait_for_the_block_while_other_threads_run(signum):
                     steps.append(step)
         assert steps == list(range(20))
         assert isinstance(stopped.value, process.Terminated) == (signum == "SIGTERM")
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        assert signal.getsignal(signal.SIGTERM) is process._terminate
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN      # (raised: the rest
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN     # are ignored)
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for held, handler in before.items():
+            signal.signal(held, handler)
+
+
+def test_a_signal_found_ignored_when_its_turn_came_is_not_reported(monkeypatch):
+    """Python's report of a signal whose handler was swapped for SIG_IGN in the meantime
+    (a burst of Ctrl-Cs) is dropped; any other report is made as before."""
+    import sys
+    from types import SimpleNamespace
+    from rnnlm_cli import process
+    reported = []
+    monkeypatch.setattr(sys, "__unraisablehook__", reported.append)
+    race = SimpleNamespace(exc_value=OSError("Signal 15 ignored due to race condition"))
+    other = SimpleNamespace(exc_value=OSError("Bad file descriptor"))
+    process._unraisable(race)
+    process._unraisable(other)
+    assert reported == [other]
+
+
+def test_after_the_first_interrupt_the_next_ones_are_ignored():
+    """The first Ctrl-C or SIGTERM is raised; the ones after it, while the process cleans
+    up on its way out, do nothing."""
+    import signal
+    import time
+    from rnnlm_cli import process
+    before = {held: signal.signal(held, process._interrupt)
+              for held in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(process.Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        cleaned = []
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+            os.kill(os.getpid(), signum)
+            time.sleep(0.01)                   # (a handler that raised would, here)
+            cleaned.append(signum)
+        assert len(cleaned) == 3
+    finally:
+        for held, handler in before.items():
+            signal.signal(held, handler)

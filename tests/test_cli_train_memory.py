@@ -119,6 +119,30 @@ def test_a_full_disk_is_one_clear_error(work, monkeypatch, after):
     assert scratch_left(work / "tmp") == []
 
 
+@pytest.mark.parametrize("after", [0.4, 1.5])
+def test_a_burst_of_signals_is_one_interrupt(tmp_path, after):
+    """Ctrl-C pressed again and again, then a SIGTERM, at two moments of the work: the
+    first signal ends the run (130), the others do not break off its cleanup: one line,
+    no traceback, nothing left behind."""
+    write(tmp_path / "corpus.txt", generated_corpus(60_000))
+    (tmp_path / "tmp").mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnlm_cli", "train-ngram", "corpus.txt", "--order", "5",
+         "--memory", "1M", "--temp-dir", "tmp", "-o", "m.npz", "--arpa", "m.arpa"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after)
+    for signum in [signal.SIGINT] * 5 + [signal.SIGTERM]:
+        process.send_signal(signum)
+        time.sleep(0.002)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert [line for line in stderr.splitlines() if line.startswith(("Error", "Warning"))] \
+        == ["Error: interrupted; no output file was written"]
+    assert scratch_left(tmp_path / "tmp") == []
+    assert not (tmp_path / "m.npz").exists() and not (tmp_path / "m.arpa").exists()
+
+
 def test_sigterm_removes_the_temporary_folder(tmp_path):
     """A real signal, in the middle of the work: exit 143, nothing left behind."""
     write(tmp_path / "corpus.txt", generated_corpus(60_000))

@@ -402,20 +402,26 @@ def deferred_interrupts():
         yield lambda: False
         return
     pending = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in signals}
 
     def handler(signum, frame):
-        if pending:
+        if not pending:
+            pending.append(signum)
+        elif callable(previous[signum]):  # the second: as the handler before would
+            previous[signum](signum, frame)     # (the command line's: raise, once)
+        else:
             raise KeyboardInterrupt
-        pending.append(signum)
 
     def requested() -> bool:
         return bool(pending)
     requested.signals = pending   # which signal came first (for the exit status)
 
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.signal(signum, handler) for signum in signals]
+    for signum in signals:
+        signal.signal(signum, handler)
     try:
         yield requested
     finally:
-        for signum, before in zip(signals, previous):
-            signal.signal(signum, before)
+        for signum, before in previous.items():
+            if signal.getsignal(signum) is handler:    # (not if the one before changed it)
+                signal.signal(signum, before)
