@@ -8,9 +8,7 @@ import pytest
 
 from rnnlm_cli.errors import CorpusError, OptionError
 from rnnlm_cli.rnn.config import RnnConfig
-from rnnlm_cli.rnn.gradients import (_output_gradients, elman_jacobian, format_report,
-                                     measure_gradients)
-from rnnlm_cli.rnn.kernels import log_softmax
+from rnnlm_cli.rnn.gradients import elman_jacobian, format_report, measure_gradients
 from rnnlm_cli.rnn.network import RnnNetwork
 
 V = 11

@@ -12,8 +12,7 @@ from rnnlm_cli.modelfile import load_model, save_model
 from rnnlm_cli.models import open_model
 from rnnlm_cli.rnn.config import RnnConfig
 from rnnlm_cli.rnn.batches import Batches, token_stream
-from rnnlm_cli.rnn.model import (CarriedState, RnnModel, boundary_names, mean_state_before,
-                                 model_metadata)
+from rnnlm_cli.rnn.model import CarriedState, RnnModel, mean_state_before, model_metadata
 from rnnlm_cli.rnn.network import RnnNetwork
 from rnnlm_cli.vocab import Vocabulary
 
