@@ -84,12 +84,17 @@ def test_mix_refuses_an_arpa_name(work):
 
 # -- values that overflow ------------------------------------------------------------------------
 
-def test_a_tiny_add_k_is_refused_rather_than_written_as_nan(work):
-    assert_fails(run("train-ngram", "c.txt", "-o", "a.npz", "--smoothing", "add-k",
-                     "--add-k", "1e-17"), 1,
+@pytest.mark.parametrize("k", ["1e-17", "1e-300"])
+@pytest.mark.parametrize("memory", [[], ["--memory", "1M"]])
+def test_a_tiny_add_k_is_refused_rather_than_written_as_nan(work, k, memory, recwarn):
+    result = run("train-ngram", "c.txt", "-o", "a.npz", "--smoothing", "add-k", "--add-k", k,
+                 *memory)
+    assert_fails(result, 1,
                  "Error: the add-k estimate of the 2-grams is not a probability (floating "
                  "point gives out; try a larger --add-k); no model was written",
                  absent=["a.npz"])
+    assert len(result.stderr.splitlines()) == 1          # the Error: line alone, and no
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]   # NumPy warning
 
 
 @pytest.mark.parametrize("option, value", [("--forget-bias", "1e39"),

@@ -101,12 +101,13 @@ def _contexts(counts: NgramCounts, n: int) -> Contexts:
 
 
 def safe_log(x: np.ndarray, out=None) -> np.ndarray:
-    """ln x (-inf for 0, without a warning), always of a contiguous array. NumPy's
+    """ln x (-inf for 0, NaN below it, without a warning: ``check_estimate`` says what
+    is wrong with an estimate, in one line), always of a contiguous array. NumPy's
     vectorized log and the C library's can differ in the last bit, and which of them a
     strided array gets (a field of the records the bounded estimate reads) can change
     from call to call (NumPy 1.22 on AVX-512): a model estimated in chunks would not be
     the same bytes as one estimated whole."""
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(np.ascontiguousarray(x), out=out)
 
 
