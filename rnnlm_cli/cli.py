@@ -468,6 +468,7 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
         raise click.BadParameter("the Dask workers read the corpus from its files: standard "
                                  "input (-) cannot be shared with them", param_hint="CORPUS")
     tokenizer = Tokenizer(tokenizer_config)
+    _warn_memory_beyond_the_machine(memory)
     name, memory = ", ".join(map(_name, corpus)), memory or default_memory()
     keep_freed_memory()   # the counts' and sorts' temporaries reused, not faulted in again
     one_arena()           # ... by every thread: the sorts' threads keep no memory apart
@@ -489,6 +490,18 @@ def train_ngram(ctx, corpus, output, order, smoothing, add_k, prune, arpa, memor
     click.echo(f"{output}: order-{order} {smoothing} model, {len(model.vocab)} words, "
                f"{sum(meta['ngrams'])} n-grams, trained on {meta['corpus']['tokens']} tokens "
                f"in {meta['corpus']['sentences']} sentences", err=True)
+
+
+def _warn_memory_beyond_the_machine(memory: Optional[int]) -> None:
+    """``--memory`` above the machine's memory is taken at its word (the corpus is kept
+    in memory as long as the budget allows), so a corpus too large for the machine would
+    meet the out-of-memory killer: a warning says so."""
+    from rnnlm_cli.options import physical_memory
+    machine = physical_memory()
+    if memory is not None and memory > machine:
+        click.echo(f"Warning: --memory {memory / 2**30:,.0f}G is more than this machine's "
+                   f"{machine / 2**30:.0f}G: a corpus that fits it but not the machine will "
+                   "be killed for want of memory", err=True)
 
 
 def _sentence_blocks(corpus, encoding_errors: str, tokenizer):

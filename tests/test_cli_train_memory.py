@@ -65,6 +65,18 @@ def test_a_bad_memory_size_is_a_usage_error(work, value, says):
                  contains=[f"Error: Invalid value for '--memory': {says}"], absent=["m.npz"])
 
 
+def test_a_budget_beyond_the_machine_is_taken_with_a_warning(work, monkeypatch):
+    monkeypatch.setattr("rnnlm_cli.options.physical_memory", lambda: 8 << 30)
+    result = run("train-ngram", "corpus.txt", "-o", "m.npz", "--memory", "9G")
+    assert_ok(result)
+    assert result.stderr.splitlines()[0] == (
+        "Warning: --memory 9G is more than this machine's 8G: a corpus that fits it but "
+        "not the machine will be killed for want of memory")
+    result = run("train-ngram", "corpus.txt", "-o", "m.npz", "--memory", "8G")
+    assert_ok(result)
+    assert "Warning" not in result.stderr
+
+
 def test_a_temp_dir_that_is_missing_or_a_file_is_a_usage_error(work):
     assert_fails(run("train-ngram", "corpus.txt", "-o", "m.npz", "--temp-dir", "nowhere"), 2,
                  contains=["Error: Invalid value for '--temp-dir': nowhere: no such directory"],
