@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import codecs
 import functools
+import os
 import re
+import stat
 import sys
 import unicodedata
 from dataclasses import dataclass, fields
@@ -561,10 +563,11 @@ def _range_chunks(stream: BinaryIO, name: str, start: int, end: int,
             else:
                 stream.seek(0)
         while position < end:
-            read = stream.read(min(size, end - position))
-            if not read:
-                return
+            wanted = min(size, end - position)
+            read = stream.read(wanted)
             position += len(read)
+            if len(read) < wanted:  # (the ranges were cut by the file's size at the start)
+                raise _shortened(name, position, end)
             yield read
         rest = b"" if read.endswith(b"\n") else stream.readline()
         if rest:
@@ -574,8 +577,9 @@ def _range_chunks(stream: BinaryIO, name: str, start: int, end: int,
 
 
 def _chunks(stream: BinaryIO, name: str, size: int) -> Iterator[bytes]:
-    """The bytes of ``stream`` in pieces of about ``size``, a leading BOM removed."""
-    first = True
+    """The bytes of ``stream`` in pieces of about ``size``, a leading BOM removed; a file
+    that ends before the size it had when reading began is an error (``_shortened``)."""
+    first, position, expected = True, 0, _size_to_read(stream)
     while True:
         try:
             chunk = stream.read(size)
@@ -586,6 +590,9 @@ def _chunks(stream: BinaryIO, name: str, size: int) -> Iterator[bytes]:
                 chunk += more
         except OSError as e:
             raise CorpusError(f"{name}: cannot read: {e.strerror or e}") from None
+        position += len(chunk)
+        if len(chunk) < size and expected is not None and position < expected:
+            raise _shortened(name, position, expected)   # (a short read: the end of it)
         if not chunk:
             return
         if first and chunk.startswith(codecs.BOM_UTF8):
@@ -593,6 +600,23 @@ def _chunks(stream: BinaryIO, name: str, size: int) -> Iterator[bytes]:
         first = False
         if chunk:
             yield chunk
+
+
+def _size_to_read(stream: BinaryIO) -> Optional[int]:
+    """The bytes from here to the end of a regular file (None for a pipe or a terminal)."""
+    try:
+        info = os.fstat(stream.fileno())
+        return info.st_size - stream.tell() if stat.S_ISREG(info.st_mode) else None
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _shortened(name: str, position: int, end: int) -> CorpusError:
+    """A file that ended at ``position`` where it had ``end`` bytes when reading began
+    (truncated, or rewritten, meanwhile): its lines would silently be fewer."""
+    return CorpusError(f"{name}: the file became shorter while it was read (its end came "
+                       f"at byte {position:,}; it was {end:,} bytes or more when reading "
+                       "began): was something writing it?")
 
 
 def _check_encoding_errors(encoding_errors: str) -> None:

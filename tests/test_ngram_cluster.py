@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import cli_runner
 from rnnlm_cli.cli import cli
-from rnnlm_cli.errors import TrainingError
+from rnnlm_cli.errors import CorpusError, TrainingError
 from rnnlm_cli.ngram import cluster
 from rnnlm_cli.ngram.scratch import Scratch
 from rnnlm_cli.ngram.training import NgramConfig, train_ngram, train_ngram_cluster
@@ -52,6 +52,29 @@ def test_a_range_starting_inside_a_line_leaves_it_to_the_range_before(tmp_path):
     texts = [[b.data for b in read_range(str(path), a, z)] for a, z in
              [(0, 1), (1, 8), (8, 9), (9, 14), (14, 19), (0, 0)]]
     assert texts == [[b"one two\n"], [], [b"three\n"], [], [b"four\n"], []]
+
+
+def test_a_file_shorter_than_its_range_was_cut_short_while_read(tmp_path):
+    """The ranges come from the files' sizes at the start: a file that ends before its
+    range does (truncated meanwhile) is an error, not a corpus silently smaller."""
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"one two\nthree\nfour\n")                     # 19 bytes
+    assert [b.data for b in read_range(str(path), 8, 19)] == [b"three\nfour\n"]
+    with pytest.raises(CorpusError) as caught:
+        list(read_range(str(path), 8, 25))
+    assert str(caught.value) == (f"{path}: the file became shorter while it was read (its "
+                                 "end came at byte 19; it was 25 bytes or more when reading "
+                                 "began): was something writing it?")
+
+    path.write_bytes(b"abcdefghi\n" * 4000)                          # the whole file,
+    blocks = read_blocks(str(path), "strict", 10_000)                # 10,000 bytes a read
+    assert next(blocks).data == b"abcdefghi\n" * 1000
+    os.truncate(path, 15_005)                              # (in the middle of a line)
+    with pytest.raises(CorpusError) as caught:
+        list(blocks)
+    assert str(caught.value) == (f"{path}: the file became shorter while it was read (its "
+                                 "end came at byte 15,005; it was 40,000 bytes or more when "
+                                 "reading began): was something writing it?")
 
 
 def test_shards_cover_the_files_and_say_what_they_cannot_read(tmp_path):
