@@ -372,6 +372,24 @@ def test_a_scheduler_out_of_reach_is_one_error_line(tmp_path, address, says):
     assert os.listdir(tmp_path) == ["c.txt"]
 
 
+def test_a_server_that_is_not_a_scheduler_is_one_error_line_in_time(tmp_path):
+    """Something listens at the address but never answers as a scheduler would (an HTTP
+    server, say): the connect timeout and a few seconds, then one line, not a hang."""
+    import socket
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n", encoding="utf-8")
+    with socket.create_server(("127.0.0.1", 0)) as silent:     # accepts; never says a word
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        result = run_rnnlm("train-ngram", str(corpus), "-o", str(tmp_path / "m.npz"),
+                           "--scheduler", address,
+                           env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: cannot reach the Dask scheduler at {address}: no "
+                             "answer in 6 s: is it a Dask scheduler?\n")
+    assert os.listdir(tmp_path) == ["c.txt"]
+
+
 def test_standard_input_cannot_go_to_the_workers(tmp_path):
     result = cli_runner().invoke(cli, ["train-ngram", "-", "-o", str(tmp_path / "m.npz"),
                                        "--scheduler", "tcp://127.0.0.1:1"], input="a b\n")

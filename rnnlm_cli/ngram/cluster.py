@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import threading
 import uuid
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
@@ -69,6 +70,7 @@ def connect(address: str):
     worker), closed on leaving; what goes wrong on the way is one ``RnnlmError``."""
     try:
         import dask
+        from dask.utils import parse_timedelta
         from distributed import Client
     except ImportError:
         raise OptionError("--scheduler needs Dask: pip install 'rnnlm[dask]'") from None
@@ -76,7 +78,8 @@ def connect(address: str):
     with _dask_logs_quiet():               # the errors are ours to tell, in one line
         client = Client.__new__(Client)
         try:
-            client.__init__(address, timeout=timeout, set_as_default=False)
+            _within(parse_timedelta(timeout) + 5, client.__init__, address,
+                    timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
             client.status = "closed"   # else its __del__ tries to close it, and says why not
             raise TrainingError(f"cannot reach the Dask scheduler at {address}: "
@@ -90,6 +93,26 @@ def connect(address: str):
             yield client
         finally:
             client.close()
+
+
+def _within(seconds: float, func, *args, **kwargs) -> None:
+    """``func(*args, **kwargs)`` in a thread of its own, given ``seconds``: Dask's client
+    bounds the connection to the scheduler, not the wait for its answer, and a server
+    that is not a Dask scheduler (an HTTP server on that port) never gives one."""
+    failed: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            func(*args, **kwargs)
+        except BaseException as exc:      # (raised in the caller's thread, below)
+            failed.append(exc)
+    thread = threading.Thread(target=run, name="rnnlm-dask-connect", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer in {seconds:.0f} s: is it a Dask scheduler?")
+    if failed:
+        raise failed[0]
 
 
 @contextmanager
