@@ -359,7 +359,9 @@ def run_rnnlm(*args, env=None):
 
 @pytest.mark.parametrize("address, says", [
     ("tcp://127.0.0.1:1", "Timed out trying to connect to tcp://127.0.0.1:1 after 1 s"),
-    ("lots", "missing port number in address 'lots'")])
+    ("lots", "missing port number in address 'lots'"),
+    ("tcp://127.0.0.1:99999", "99999 is not a port number (1 to 65535)"),
+    ("tcp://[::1]:0", "0 is not a port number (1 to 65535)")])
 def test_a_scheduler_out_of_reach_is_one_error_line(tmp_path, address, says):
     pytest.importorskip("distributed", reason="dask[distributed] is not installed")
     corpus = tmp_path / "c.txt"

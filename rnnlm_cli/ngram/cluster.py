@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import threading
 import uuid
 from concurrent.futures import CancelledError
@@ -74,6 +75,7 @@ def connect(address: str):
         from distributed import Client
     except ImportError:
         raise OptionError("--scheduler needs Dask: pip install 'rnnlm[dask]'") from None
+    _check_port(address)
     timeout = dask.config.get("distributed.comm.timeouts.connect")
     with _dask_logs_quiet():               # the errors are ours to tell, in one line
         client = Client.__new__(Client)
@@ -93,6 +95,15 @@ def connect(address: str):
             yield client
         finally:
             client.close()
+
+
+def _check_port(address: str) -> None:
+    """A port number that no server can have (Dask would try it for its whole connect
+    timeout) is an error at once."""
+    port = re.search(r":(\d+)/?$", address)
+    if port and not 0 < int(port.group(1)) < 65536:
+        raise TrainingError(f"cannot reach the Dask scheduler at {address}: "
+                            f"{int(port.group(1))} is not a port number (1 to 65535)")
 
 
 def _within(seconds: float, func, *args, **kwargs) -> None:
