@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import threading
 import uuid
 from concurrent.futures import CancelledError
@@ -99,11 +98,16 @@ def connect(address: str):
 
 def _check_port(address: str) -> None:
     """A port number that no server can have (Dask would try it for its whole connect
-    timeout) is an error at once."""
-    port = re.search(r":(\d+)/?$", address)
-    if port and not 0 < int(port.group(1)) < 65536:
+    timeout) is an error at once. (An address Dask cannot parse, the client's own error
+    says what is wrong with.)"""
+    from distributed.comm import parse_address, parse_host_port
+    try:
+        port = parse_host_port(parse_address(address)[1])[1]
+    except (ValueError, TypeError):
+        return
+    if not 0 < port < 65536:
         raise TrainingError(f"cannot reach the Dask scheduler at {address}: "
-                            f"{int(port.group(1))} is not a port number (1 to 65535)")
+                            f"{port} is not a port number (1 to 65535)")
 
 
 def _within(seconds: float, func, *args, **kwargs) -> None:
